@@ -1,0 +1,211 @@
+//! From the bytes on disk to a UTF-8 byte stream: gzip detection, encoding sniffing and
+//! ISO-8859-1 transcoding, and line counting for error positions.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::path::Path;
+
+use crate::FluxError;
+
+const BUF: usize = 256 * 1024;
+
+/// Opens a flux file (plain or gzip, UTF-8 or ISO-8859-1) as a UTF-8 stream.
+pub fn open_path(path: &Path) -> Result<Box<dyn BufRead + Send>, FluxError> {
+    let file = File::open(path).map_err(|e| FluxError::file("LECTURE", format!("le fichier ne peut pas être lu : {e}")))?;
+    open_reader(Box::new(file))
+}
+
+/// Same as [`open_path`] for any byte source.
+pub fn open_reader(raw: Box<dyn Read + Send>) -> Result<Box<dyn BufRead + Send>, FluxError> {
+    let mut raw = BufReader::with_capacity(BUF, raw);
+    let head = raw.fill_buf().map_err(io_err)?;
+    let gz = head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b;
+    let mut decoded: Box<dyn Read + Send> = if gz {
+        Box::new(flate2::bufread::MultiGzDecoder::new(raw))
+    } else {
+        Box::new(raw)
+    };
+    // The prolog: enough bytes to read the encoding declaration.
+    let mut prefix = Vec::with_capacity(4096);
+    (&mut decoded).take(4096).read_to_end(&mut prefix).map_err(|e| {
+        if gz {
+            FluxError::file("GZIP", format!("le fichier compressé (gzip) est illisible : {e}"))
+        } else {
+            io_err(e)
+        }
+    })?;
+    if prefix.is_empty() {
+        return Err(FluxError::file("FICHIER_VIDE", "le fichier est vide".into()));
+    }
+    let encoding = sniff_encoding(&prefix)?;
+    let chained: Box<dyn Read + Send> = Box::new(Cursor::new(prefix).chain(GzErrors { inner: decoded, gz }));
+    let utf8: Box<dyn Read + Send> = match encoding {
+        Encoding::Utf8 => chained,
+        Encoding::Latin1 => Box::new(Latin1Reader { inner: chained, buf: vec![0; 64 * 1024] }),
+    };
+    Ok(Box::new(BufReader::with_capacity(BUF, utf8)))
+}
+
+fn io_err(e: io::Error) -> FluxError {
+    FluxError::file("LECTURE", format!("erreur de lecture du fichier : {e}"))
+}
+
+/// Marks read errors of a gzip stream so that the reader can say the compressed data is bad.
+struct GzErrors {
+    inner: Box<dyn Read + Send>,
+    gz: bool,
+}
+
+impl Read for GzErrors {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            if self.gz {
+                io::Error::new(io::ErrorKind::InvalidData, format!("données gzip corrompues ou tronquées ({e})"))
+            } else {
+                e
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Utf8,
+    Latin1,
+}
+
+fn sniff_encoding(prefix: &[u8]) -> Result<Encoding, FluxError> {
+    if prefix.starts_with(&[0xFF, 0xFE]) || prefix.starts_with(&[0xFE, 0xFF]) || prefix.starts_with(&[0, 0x3C]) || prefix.starts_with(&[0x3C, 0]) {
+        return Err(FluxError::file(
+            "ENCODAGE",
+            "encodage UTF-16 non pris en charge : seuls UTF-8 et ISO-8859-1 sont acceptés".into(),
+        ));
+    }
+    let body = prefix.strip_prefix(&[0xEF, 0xBB, 0xBF][..]).unwrap_or(prefix);
+    if !body.starts_with(b"<?xml") {
+        return Ok(Encoding::Utf8);
+    }
+    let end = match memchr::memmem::find(body, b"?>") {
+        Some(e) => e,
+        None => return Ok(Encoding::Utf8), // the parser reports the broken prolog
+    };
+    let decl = String::from_utf8_lossy(&body[..end]);
+    let Some(pos) = decl.find("encoding") else {
+        return Ok(Encoding::Utf8);
+    };
+    let rest = decl[pos + 8..].trim_start();
+    let Some(rest) = rest.strip_prefix('=') else {
+        return Err(FluxError::file("ENCODAGE", "déclaration d'encodage illisible dans le prologue XML".into()));
+    };
+    let rest = rest.trim_start();
+    let quote = rest.chars().next().unwrap_or(' ');
+    if quote != '"' && quote != '\'' {
+        return Err(FluxError::file("ENCODAGE", "déclaration d'encodage illisible dans le prologue XML".into()));
+    }
+    let value: String = rest[1..].chars().take_while(|c| *c != quote).collect();
+    match value.to_ascii_uppercase().as_str() {
+        "UTF-8" | "UTF8" => Ok(Encoding::Utf8),
+        "ISO-8859-1" | "ISO8859-1" | "ISO_8859-1" | "LATIN1" | "LATIN-1" | "L1" => Ok(Encoding::Latin1),
+        _ => Err(FluxError::file(
+            "ENCODAGE",
+            format!("encodage « {value} » non pris en charge : seuls UTF-8 et ISO-8859-1 sont acceptés"),
+        )),
+    }
+}
+
+/// Transcodes ISO-8859-1 to UTF-8 (every byte is the code point of the same value; no
+/// windows-1252 remapping of 0x80–0x9F).
+struct Latin1Reader {
+    inner: Box<dyn Read + Send>,
+    buf: Vec<u8>,
+}
+
+impl Read for Latin1Reader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.len() < 2 {
+            // Never called that way by BufReader; keep the contract anyway.
+            let mut one = [0u8; 1];
+            let n = self.inner.read(&mut one)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            if one[0] < 0x80 && !out.is_empty() {
+                out[0] = one[0];
+                return Ok(1);
+            }
+            return Err(io::Error::other("tampon trop petit pour le transcodage ISO-8859-1"));
+        }
+        let want = (out.len() / 2).min(self.buf.len());
+        let n = self.inner.read(&mut self.buf[..want])?;
+        let mut o = 0;
+        for &b in &self.buf[..n] {
+            if b < 0x80 {
+                out[o] = b;
+                o += 1;
+            } else {
+                out[o] = 0xC0 | (b >> 6);
+                out[o + 1] = 0x80 | (b & 0x3F);
+                o += 2;
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// A `BufRead` that counts lines as the XML parser consumes bytes, so that every event
+/// gets a line and a column (in bytes of the UTF-8 stream) at no extra pass over the file.
+pub struct Counting<R> {
+    inner: R,
+    /// Bytes consumed so far.
+    pub(crate) consumed: u64,
+    /// Newlines consumed so far.
+    pub(crate) newlines: u64,
+    /// Offset just after the last newline consumed.
+    pub(crate) line_start: u64,
+}
+
+impl<R: BufRead> Counting<R> {
+    pub fn new(inner: R) -> Self {
+        Counting { inner, consumed: 0, newlines: 0, line_start: 0 }
+    }
+
+    /// (line, column) of the next byte to be consumed, both from 1.
+    pub fn position(&self) -> (u64, u64) {
+        (self.newlines + 1, self.consumed - self.line_start + 1)
+    }
+}
+
+impl<R: BufRead> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let avail = self.fill_buf()?;
+            let n = avail.len().min(buf.len());
+            buf[..n].copy_from_slice(&avail[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counting<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if amt > 0 {
+            if let Ok(buf) = self.inner.fill_buf() {
+                let chunk = &buf[..amt.min(buf.len())];
+                let count = memchr::memchr_iter(b'\n', chunk).count() as u64;
+                if count > 0 {
+                    self.newlines += count;
+                    let last = memchr::memrchr(b'\n', chunk).unwrap_or(0) as u64;
+                    self.line_start = self.consumed + last + 1;
+                }
+            }
+            self.consumed += amt as u64;
+        }
+        self.inner.consume(amt);
+    }
+}

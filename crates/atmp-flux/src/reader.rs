@@ -1,0 +1,484 @@
+//! The streaming reader: turns the byte stream into the header, block boundaries and one
+//! small element tree per record, never holding more than one record in memory.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::sync::OnceLock;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::{Reader, XmlVersion};
+
+use crate::input::Counting;
+use crate::spec::{Kind, RecordSpec, AGENT, ENTETE, SERVICE};
+use crate::FluxError;
+
+/// One element of a record, with its position in the file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub name: Cow<'static, str>,
+    pub attrs: Vec<(Cow<'static, str>, String)>,
+    /// The text content, references resolved, not trimmed.
+    pub text: String,
+    pub children: Vec<Node>,
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Node {
+    /// An element with no content (for writers and tests).
+    pub fn new(name: &str) -> Node {
+        Node { name: intern(name), attrs: Vec::new(), text: String::new(), children: Vec::new(), line: 0, column: 0 }
+    }
+
+    /// The value of an attribute.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the reader yields, in file order.
+#[derive(Debug)]
+pub enum Item {
+    /// The `<entete>` element.
+    Header(Node),
+    /// A `<collectivite>` opening tag.
+    BlockStart(BlockStart),
+    /// One record (`<service>`, `<agent>`, or an unexpected element) inside a block.
+    Record { node: Node, path: String },
+    /// Non-blank text directly inside a block.
+    StrayText { line: u64, column: u64, path: String },
+    /// The end of the current block.
+    BlockEnd,
+}
+
+/// The opening of a `<collectivite>` block.
+#[derive(Debug, Clone)]
+pub struct BlockStart {
+    /// The `siret` attribute as written (empty when absent).
+    pub siret: String,
+    pub nom: Option<String>,
+    /// Attributes other than `siret` and `nom`.
+    pub unknown_attrs: Vec<String>,
+    /// 1-based position of the block in the file.
+    pub index: usize,
+    pub line: u64,
+    pub column: u64,
+    pub path: String,
+}
+
+/// Every element and attribute name of the format, so that nodes share static names.
+fn intern(name: &str) -> Cow<'static, str> {
+    static NAMES: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
+    let map = NAMES.get_or_init(|| {
+        let mut m = HashMap::new();
+        fn walk(spec: &'static RecordSpec, m: &mut HashMap<&'static str, &'static str>) {
+            m.insert(spec.name, spec.name);
+            for a in spec.attrs {
+                m.insert(a.name, a.name);
+            }
+            for f in spec.fields {
+                m.insert(f.name, f.name);
+                if let Kind::Group(g) | Kind::Record(g) = f.kind {
+                    walk(g, m);
+                }
+            }
+        }
+        walk(&ENTETE, &mut m);
+        walk(&SERVICE, &mut m);
+        walk(&AGENT, &mut m);
+        for n in ["flux", "collectivite", "siret", "nom", "version"] {
+            m.insert(n, n);
+        }
+        m
+    });
+    match map.get(name) {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(name.to_string()),
+    }
+}
+
+/// The streaming reader of a flux file.
+pub struct FluxReader {
+    xml: Reader<Counting<Box<dyn BufRead + Send>>>,
+    buf: Vec<u8>,
+    depth: usize,
+    root_seen: bool,
+    header_seen: bool,
+    blocks: usize,
+    pending_end: bool,
+    block_counts: HashMap<Cow<'static, str>, usize>,
+    agents: u64,
+    evenements: u64,
+    done: bool,
+}
+
+impl FluxReader {
+    /// A reader over a UTF-8 stream (see [`crate::open_path`]).
+    pub fn new(input: Box<dyn BufRead + Send>) -> FluxReader {
+        let mut xml = Reader::from_reader(Counting::new(input));
+        let cfg = xml.config_mut();
+        cfg.trim_text(false);
+        cfg.check_end_names = true;
+        cfg.expand_empty_elements = false;
+        FluxReader {
+            xml,
+            buf: Vec::with_capacity(64 * 1024),
+            depth: 0,
+            root_seen: false,
+            header_seen: false,
+            blocks: 0,
+            pending_end: false,
+            block_counts: HashMap::new(),
+            agents: 0,
+            evenements: 0,
+            done: false,
+        }
+    }
+
+    /// Opens a file (plain or gzip, UTF-8 or ISO-8859-1).
+    pub fn open(path: &std::path::Path) -> Result<FluxReader, FluxError> {
+        Ok(FluxReader::new(crate::input::open_path(path)?))
+    }
+
+    /// The numbers of `<agent>` and `<evenement>` elements read so far (all of them once the
+    /// reader returned `None`), for the control totals of the header.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.agents, self.evenements)
+    }
+
+    /// Bytes of (decoded) input consumed so far, for progress reports.
+    pub fn position(&self) -> u64 {
+        self.xml.get_ref().consumed
+    }
+
+    fn pos(&self) -> (u64, u64) {
+        self.xml.get_ref().position()
+    }
+
+    fn fatal(&self, code: &'static str, message: String, at: (u64, u64)) -> FluxError {
+        FluxError { code, message, line: at.0, column: at.1 }
+    }
+
+    fn xml_error(&self, e: quick_xml::Error, at: (u64, u64)) -> FluxError {
+        let (code, message) = match &e {
+            quick_xml::Error::Encoding(_) => ("ENCODAGE", "octets invalides pour l'encodage déclaré".to_string()),
+            quick_xml::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => ("GZIP", io.to_string()),
+            quick_xml::Error::Io(io) => ("LECTURE", format!("erreur de lecture : {io}")),
+            quick_xml::Error::IllFormed(quick_xml::errors::IllFormedError::MismatchedEndTag { expected, found }) => (
+                "XML_MALFORME",
+                format!("balise fermante « </{found}> » alors que « </{expected}> » était attendue"),
+            ),
+            quick_xml::Error::IllFormed(quick_xml::errors::IllFormedError::UnmatchedEndTag(name)) => {
+                ("XML_MALFORME", format!("balise fermante « </{name}> » sans balise ouvrante"))
+            }
+            other => ("XML_MALFORME", format!("XML mal formé : {other}")),
+        };
+        self.fatal(code, message, at)
+    }
+
+    /// The next item, `None` at the end of a complete file, or the reason the file is
+    /// rejected whole.
+    pub fn next_item(&mut self) -> Result<Option<Item>, FluxError> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.pending_end {
+            self.pending_end = false;
+            self.depth = 1;
+            return Ok(Some(Item::BlockEnd));
+        }
+        loop {
+            let at = self.pos();
+            self.buf.clear();
+            let ev = match self.xml.read_event_into(&mut self.buf) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    let at = self.pos();
+                    return Err(self.xml_error(e, at));
+                }
+            };
+            match ev {
+                Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+                Event::DocType(_) => {
+                    return Err(self.fatal(
+                        "XML_DOCTYPE",
+                        "le fichier contient une déclaration DOCTYPE, refusée : aucune DTD ni entité n'est admise".into(),
+                        at,
+                    ))
+                }
+                Event::Text(t) => {
+                    if !t.xml10_content().trim().is_empty() {
+                        if let Some(item) = self.stray_text(at)? {
+                            return Ok(Some(item));
+                        }
+                    }
+                }
+                Event::CData(_) => {
+                    if let Some(item) = self.stray_text(at)? {
+                        return Ok(Some(item));
+                    }
+                }
+                Event::GeneralRef(r) => {
+                    let name = r.into_inner().into_owned();
+                    check_ref(&name).map_err(|m| self.fatal("XML_ENTITE", m, at))?;
+                    if let Some(item) = self.stray_text(at)? {
+                        return Ok(Some(item));
+                    }
+                }
+                Event::Start(e) => {
+                    let e = e.into_owned();
+                    if let Some(item) = self.on_start(e, false, at)? {
+                        return Ok(Some(item));
+                    }
+                }
+                Event::Empty(e) => {
+                    let e = e.into_owned();
+                    if let Some(item) = self.on_start(e, true, at)? {
+                        return Ok(Some(item));
+                    }
+                }
+                Event::End(_) => match self.depth {
+                    2 => {
+                        self.depth = 1;
+                        return Ok(Some(Item::BlockEnd));
+                    }
+                    _ => self.depth = 0,
+                },
+                Event::Eof => {
+                    self.done = true;
+                    if self.depth != 0 {
+                        return Err(self.fatal(
+                            "XML_TRONQUE",
+                            "fin de fichier inattendue : des éléments ne sont pas fermés (fichier tronqué ?)".into(),
+                            at,
+                        ));
+                    }
+                    if !self.root_seen {
+                        return Err(self.fatal("RACINE", "le fichier ne contient pas d'élément racine <flux>".into(), at));
+                    }
+                    if !self.header_seen {
+                        return Err(self.fatal("ENTETE", "le fichier ne contient pas d'en-tête <entete>".into(), at));
+                    }
+                    if self.blocks == 0 {
+                        return Err(self.fatal(
+                            "AUCUNE_COLLECTIVITE",
+                            "le fichier ne contient aucun bloc <collectivite>".into(),
+                            at,
+                        ));
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn stray_text(&self, at: (u64, u64)) -> Result<Option<Item>, FluxError> {
+        if self.depth == 2 {
+            Ok(Some(Item::StrayText { line: at.0, column: at.1, path: format!("/flux/collectivite[{}]", self.blocks) }))
+        } else {
+            Err(self.fatal("STRUCTURE_TEXTE", "texte inattendu en dehors des éléments du format".into(), at))
+        }
+    }
+
+    fn on_start(&mut self, e: BytesStart<'static>, empty: bool, at: (u64, u64)) -> Result<Option<Item>, FluxError> {
+        let name = e.name().as_ref().to_string();
+        match self.depth {
+            0 => {
+                if self.root_seen {
+                    return Err(self.fatal("RACINE", "plusieurs éléments racine".into(), at));
+                }
+                if name != "flux" {
+                    return Err(self.fatal(
+                        "RACINE",
+                        format!("l'élément racine doit être <flux>, « {name} » trouvé"),
+                        at,
+                    ));
+                }
+                self.root_seen = true;
+                let attrs = self.attrs(&e, at)?;
+                let mut version = None;
+                for (k, v) in attrs {
+                    if k == "version" {
+                        version = Some(v);
+                    } else {
+                        return Err(self.fatal("RACINE", format!("attribut inconnu « {k} » sur <flux>"), at));
+                    }
+                }
+                match version.as_deref() {
+                    Some("1.0") => {}
+                    Some(v) => return Err(self.fatal("VERSION", format!("version du format « {v} » non prise en charge (1.0 attendue)"), at)),
+                    None => return Err(self.fatal("VERSION", "l'attribut version de <flux> est obligatoire".into(), at)),
+                }
+                if empty {
+                    self.done = true;
+                    return Err(self.fatal("ENTETE", "le fichier ne contient pas d'en-tête <entete>".into(), at));
+                }
+                self.depth = 1;
+                Ok(None)
+            }
+            1 => {
+                if !self.header_seen {
+                    if name != "entete" {
+                        return Err(self.fatal(
+                            "ENTETE",
+                            format!("l'en-tête <entete> doit être le premier élément de <flux>, « {name} » trouvé"),
+                            at,
+                        ));
+                    }
+                    self.header_seen = true;
+                    let node = self.tree(e, empty, at)?;
+                    return Ok(Some(Item::Header(node)));
+                }
+                if name != "collectivite" {
+                    return Err(self.fatal(
+                        "STRUCTURE_INCONNU",
+                        format!("élément « {name} » inattendu dans <flux> (seuls <entete> puis des <collectivite> sont admis)"),
+                        at,
+                    ));
+                }
+                self.blocks += 1;
+                self.block_counts.clear();
+                let mut block = BlockStart {
+                    siret: String::new(),
+                    nom: None,
+                    unknown_attrs: Vec::new(),
+                    index: self.blocks,
+                    line: at.0,
+                    column: at.1,
+                    path: format!("/flux/collectivite[{}]", self.blocks),
+                };
+                for (k, v) in self.attrs(&e, at)? {
+                    match &*k {
+                        "siret" => block.siret = v.trim().to_string(),
+                        "nom" => block.nom = Some(v.trim().to_string()).filter(|s| !s.is_empty()),
+                        _ => block.unknown_attrs.push(k.into_owned()),
+                    }
+                }
+                self.depth = 2;
+                if empty {
+                    self.pending_end = true;
+                }
+                Ok(Some(Item::BlockStart(block)))
+            }
+            _ => {
+                let n = intern(&name);
+                let count = self.block_counts.entry(n.clone()).or_insert(0);
+                *count += 1;
+                let path = format!("/flux/collectivite[{}]/{}[{}]", self.blocks, n, count);
+                let node = self.tree(e, empty, at)?;
+                Ok(Some(Item::Record { node, path }))
+            }
+        }
+    }
+
+    fn attrs(&self, e: &BytesStart<'_>, at: (u64, u64)) -> Result<Vec<(Cow<'static, str>, String)>, FluxError> {
+        let mut out = Vec::new();
+        for a in e.attributes() {
+            let a = a.map_err(|err| self.fatal("XML_MALFORME", format!("attribut mal formé : {err}"), at))?;
+            let value = a
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|err| self.fatal("XML_ENTITE", format!("valeur d'attribut refusée : {err}"), at))?;
+            out.push((intern(a.key.as_ref()), value.into_owned()));
+        }
+        Ok(out)
+    }
+
+    fn count(&mut self, name: &str) {
+        match name {
+            "agent" => self.agents += 1,
+            "evenement" => self.evenements += 1,
+            _ => {}
+        }
+    }
+
+    /// Reads one element and everything under it into a [`Node`].
+    fn tree(&mut self, start: BytesStart<'static>, empty: bool, at: (u64, u64)) -> Result<Node, FluxError> {
+        let root = self.node(&start, at)?;
+        if empty {
+            return Ok(root);
+        }
+        let mut stack = vec![root];
+        loop {
+            let at = self.pos();
+            self.buf.clear();
+            let ev = match self.xml.read_event_into(&mut self.buf) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    let at = self.pos();
+                    return Err(self.xml_error(e, at));
+                }
+            };
+            match ev {
+                Event::Start(e) => {
+                    let e = e.into_owned();
+                    let n = self.node(&e, at)?;
+                    stack.push(n);
+                }
+                Event::Empty(e) => {
+                    let e = e.into_owned();
+                    let n = self.node(&e, at)?;
+                    stack.last_mut().expect("stack holds the record").children.push(n);
+                }
+                Event::Text(t) => {
+                    let s = t.xml10_content();
+                    stack.last_mut().expect("stack holds the record").text.push_str(&s);
+                }
+                Event::CData(t) => {
+                    let s = t.xml10_content();
+                    stack.last_mut().expect("stack holds the record").text.push_str(&s);
+                }
+                Event::GeneralRef(r) => {
+                    let name = r.into_inner().into_owned();
+                    let c = check_ref(&name).map_err(|m| self.fatal("XML_ENTITE", m, at))?;
+                    stack.last_mut().expect("stack holds the record").text.push(c);
+                }
+                Event::End(_) => {
+                    let done = stack.pop().expect("stack holds the record");
+                    match stack.last_mut() {
+                        Some(parent) => parent.children.push(done),
+                        None => return Ok(done),
+                    }
+                }
+                Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
+                Event::DocType(_) => {
+                    return Err(self.fatal("XML_DOCTYPE", "déclaration DOCTYPE refusée".into(), at));
+                }
+                Event::Eof => {
+                    self.done = true;
+                    return Err(self.fatal(
+                        "XML_TRONQUE",
+                        "fin de fichier inattendue : des éléments ne sont pas fermés (fichier tronqué ?)".into(),
+                        at,
+                    ));
+                }
+            }
+        }
+    }
+
+    fn node(&mut self, e: &BytesStart<'_>, at: (u64, u64)) -> Result<Node, FluxError> {
+        let name = intern(e.name().as_ref());
+        self.count(&name);
+        let attrs = if e.attributes_raw().trim().is_empty() { Vec::new() } else { self.attrs(e, at)? };
+        Ok(Node { name, attrs, text: String::new(), children: Vec::new(), line: at.0, column: at.1 })
+    }
+}
+
+/// Resolves a reference: character references and the five predefined entities only.
+fn check_ref(name: &str) -> Result<char, String> {
+    if let Some(num) = name.strip_prefix('#') {
+        let parsed = if let Some(hex) = num.strip_prefix('x') { u32::from_str_radix(hex, 16) } else { num.parse::<u32>() };
+        return match parsed.ok().and_then(char::from_u32) {
+            Some(c) if c == '\t' || c == '\n' || c == '\r' || c >= ' ' => Ok(c),
+            _ => Err(format!("référence de caractère invalide « &{name}; »")),
+        };
+    }
+    match name {
+        "lt" => Ok('<'),
+        "gt" => Ok('>'),
+        "amp" => Ok('&'),
+        "apos" => Ok('\''),
+        "quot" => Ok('"'),
+        _ => Err(format!("référence à l'entité non déclarée « &{name}; » : aucune entité n'est admise")),
+    }
+}
