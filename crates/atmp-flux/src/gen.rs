@@ -26,29 +26,210 @@ pub struct GenOptions {
 }
 
 const NOMS: &[&str] = &[
-    "MARTIN", "BERNARD", "THOMAS", "PETIT", "ROBERT", "RICHARD", "DURAND", "DUBOIS", "MOREAU", "LAURENT", "SIMON", "MICHEL",
-    "LEFEBVRE", "LEROY", "ROUX", "DAVID", "BERTRAND", "MOREL", "FOURNIER", "GIRARD", "BONNET", "DUPONT", "LAMBERT", "FONTAINE",
-    "ROUSSEAU", "VINCENT", "MULLER", "LEFEVRE", "FAURE", "ANDRE", "MERCIER", "BLANC", "GUERIN", "BOYER", "GARNIER", "CHEVALIER",
-    "FRANCOIS", "LEGRAND", "GAUTHIER", "GARCIA", "PERRIN", "ROBIN", "CLEMENT", "MORIN", "NICOLAS", "HENRY", "ROUSSEL", "MATHIEU",
-    "GAUTIER", "MASSON", "MARCHAND", "DUVAL", "DENIS", "DUMONT", "MARIE", "LEMAIRE", "NOEL", "MEYER", "DUFOUR", "MEUNIER",
-    "BRUN", "BLANCHARD", "GIRAUD", "JOLY", "RIVIERE", "LUCAS", "BRUNET", "GAILLARD", "BARBIER", "ARNAUD", "MARTINEZ", "GERARD",
-    "ROCHE", "RENARD", "SCHMITT", "ROY", "LEROUX", "COLIN", "VIDAL", "CARON", "PICARD", "ROGER", "FABRE", "AUBERT",
-    "LEMOINE", "RENAUD", "DUMAS", "LACROIX", "OLIVIER", "PHILIPPE", "BOURGEOIS", "PIERRE", "BENOIT", "REY", "LECLERC", "PAYET",
-    "ROLLAND", "LECLERCQ", "GUILLAUME", "LECOMTE",
+    "MARTIN",
+    "BERNARD",
+    "THOMAS",
+    "PETIT",
+    "ROBERT",
+    "RICHARD",
+    "DURAND",
+    "DUBOIS",
+    "MOREAU",
+    "LAURENT",
+    "SIMON",
+    "MICHEL",
+    "LEFEBVRE",
+    "LEROY",
+    "ROUX",
+    "DAVID",
+    "BERTRAND",
+    "MOREL",
+    "FOURNIER",
+    "GIRARD",
+    "BONNET",
+    "DUPONT",
+    "LAMBERT",
+    "FONTAINE",
+    "ROUSSEAU",
+    "VINCENT",
+    "MULLER",
+    "LEFEVRE",
+    "FAURE",
+    "ANDRE",
+    "MERCIER",
+    "BLANC",
+    "GUERIN",
+    "BOYER",
+    "GARNIER",
+    "CHEVALIER",
+    "FRANCOIS",
+    "LEGRAND",
+    "GAUTHIER",
+    "GARCIA",
+    "PERRIN",
+    "ROBIN",
+    "CLEMENT",
+    "MORIN",
+    "NICOLAS",
+    "HENRY",
+    "ROUSSEL",
+    "MATHIEU",
+    "GAUTIER",
+    "MASSON",
+    "MARCHAND",
+    "DUVAL",
+    "DENIS",
+    "DUMONT",
+    "MARIE",
+    "LEMAIRE",
+    "NOEL",
+    "MEYER",
+    "DUFOUR",
+    "MEUNIER",
+    "BRUN",
+    "BLANCHARD",
+    "GIRAUD",
+    "JOLY",
+    "RIVIERE",
+    "LUCAS",
+    "BRUNET",
+    "GAILLARD",
+    "BARBIER",
+    "ARNAUD",
+    "MARTINEZ",
+    "GERARD",
+    "ROCHE",
+    "RENARD",
+    "SCHMITT",
+    "ROY",
+    "LEROUX",
+    "COLIN",
+    "VIDAL",
+    "CARON",
+    "PICARD",
+    "ROGER",
+    "FABRE",
+    "AUBERT",
+    "LEMOINE",
+    "RENAUD",
+    "DUMAS",
+    "LACROIX",
+    "OLIVIER",
+    "PHILIPPE",
+    "BOURGEOIS",
+    "PIERRE",
+    "BENOIT",
+    "REY",
+    "LECLERC",
+    "PAYET",
+    "ROLLAND",
+    "LECLERCQ",
+    "GUILLAUME",
+    "LECOMTE",
 ];
 const PRENOMS_M: &[&str] = &[
-    "Jean", "Pierre", "Michel", "André", "Philippe", "Alain", "Bernard", "Jacques", "Daniel", "Christian", "Éric", "Patrick",
-    "Nicolas", "Frédéric", "Laurent", "Stéphane", "Pascal", "Olivier", "Thierry", "Christophe", "David", "Julien", "Sébastien",
-    "Jérôme", "Yannick", "Gilbert", "Régis", "Franck", "Hervé", "Didier", "Bruno", "Serge", "Thomas", "Vincent", "Cédric",
-    "Ludovic", "Mathieu", "Guillaume", "Romain", "Anthony", "Maxime", "Kévin", "Benoît", "Fabrice", "Gérard", "Joël", "Marc",
-    "Denis", "Loïc", "Yves",
+    "Jean",
+    "Pierre",
+    "Michel",
+    "André",
+    "Philippe",
+    "Alain",
+    "Bernard",
+    "Jacques",
+    "Daniel",
+    "Christian",
+    "Éric",
+    "Patrick",
+    "Nicolas",
+    "Frédéric",
+    "Laurent",
+    "Stéphane",
+    "Pascal",
+    "Olivier",
+    "Thierry",
+    "Christophe",
+    "David",
+    "Julien",
+    "Sébastien",
+    "Jérôme",
+    "Yannick",
+    "Gilbert",
+    "Régis",
+    "Franck",
+    "Hervé",
+    "Didier",
+    "Bruno",
+    "Serge",
+    "Thomas",
+    "Vincent",
+    "Cédric",
+    "Ludovic",
+    "Mathieu",
+    "Guillaume",
+    "Romain",
+    "Anthony",
+    "Maxime",
+    "Kévin",
+    "Benoît",
+    "Fabrice",
+    "Gérard",
+    "Joël",
+    "Marc",
+    "Denis",
+    "Loïc",
+    "Yves",
 ];
 const PRENOMS_F: &[&str] = &[
-    "Marie", "Nathalie", "Isabelle", "Sylvie", "Catherine", "Françoise", "Christine", "Monique", "Valérie", "Sandrine",
-    "Véronique", "Martine", "Nicole", "Stéphanie", "Céline", "Chantal", "Évelyne", "Sophie", "Patricia", "Brigitte", "Aurélie",
-    "Émilie", "Julie", "Laurence", "Corinne", "Pascale", "Caroline", "Virginie", "Hélène", "Anne", "Karine", "Élodie", "Audrey",
-    "Delphine", "Florence", "Agnès", "Dominique", "Annie", "Josiane", "Mireille", "Odile", "Lucie", "Camille", "Manon", "Laura",
-    "Sarah", "Claire", "Béatrice", "Danielle", "Ginette",
+    "Marie",
+    "Nathalie",
+    "Isabelle",
+    "Sylvie",
+    "Catherine",
+    "Françoise",
+    "Christine",
+    "Monique",
+    "Valérie",
+    "Sandrine",
+    "Véronique",
+    "Martine",
+    "Nicole",
+    "Stéphanie",
+    "Céline",
+    "Chantal",
+    "Évelyne",
+    "Sophie",
+    "Patricia",
+    "Brigitte",
+    "Aurélie",
+    "Émilie",
+    "Julie",
+    "Laurence",
+    "Corinne",
+    "Pascale",
+    "Caroline",
+    "Virginie",
+    "Hélène",
+    "Anne",
+    "Karine",
+    "Élodie",
+    "Audrey",
+    "Delphine",
+    "Florence",
+    "Agnès",
+    "Dominique",
+    "Annie",
+    "Josiane",
+    "Mireille",
+    "Odile",
+    "Lucie",
+    "Camille",
+    "Manon",
+    "Laura",
+    "Sarah",
+    "Claire",
+    "Béatrice",
+    "Danielle",
+    "Ginette",
 ];
 const GRADES: &[&str] = &[
     "Adjoint technique principal de 2e classe",
@@ -78,7 +259,11 @@ fn nir_for(i: u64, male: bool, dob: Date) -> String {
     let dept = 1 + (i / 1_000_000) % 95;
     let commune = (i / 1000) % 1000;
     let order = i % 1000;
-    let body = format!("{sex}{:02}{:02}{dept:02}{commune:03}{order:03}", dob.year().rem_euclid(100), dob.month());
+    let body = format!(
+        "{sex}{:02}{:02}{dept:02}{commune:03}{order:03}",
+        dob.year().rem_euclid(100),
+        dob.month()
+    );
     let n: u64 = body.parse().expect("digits");
     format!("{body}{:02}", 97 - n % 97)
 }
@@ -98,7 +283,8 @@ pub fn header(opts: &GenOptions, agents: u64, evenements: u64) -> Node {
     if let Some(c) = &opts.cdg {
         h.leaf("cdg", Some(c.as_str()));
     }
-    h.leaf("nombreAgents", Some(&agents.to_string())).leaf("nombreEvenements", Some(&evenements.to_string()));
+    h.leaf("nombreAgents", Some(&agents.to_string()))
+        .leaf("nombreEvenements", Some(&evenements.to_string()));
     h
 }
 
@@ -114,7 +300,9 @@ pub fn agent(seed: u64, i: u64) -> Node {
     let prenoms = if male { PRENOMS_M } else { PRENOMS_F };
     let prenom = prenoms[((i / NOMS.len() as u64) % prenoms.len() as u64) as usize];
     // (nom, prénom, date de naissance) is unique for every i below 5000 × 14 000.
-    let dob = Date::from_ymd(1960, 1, 1).expect("date").add_days(((i / 5000) % 14_000) as i64);
+    let dob = Date::from_ymd(1960, 1, 1)
+        .expect("date")
+        .add_days(((i / 5000) % 14_000) as i64);
     let mut a = Node::new("agent");
     let nir = nir_for(i, male, dob);
     let matricule = format!("M{i:07}");
@@ -126,18 +314,36 @@ pub fn agent(seed: u64, i: u64) -> Node {
         .leaf("prenom", Some(prenom))
         .leaf("dateNaissance", Some(&d(dob)))
         .leaf("sexe", Some(if male { "M" } else { "F" }))
-        .leaf("lateralite", Some(if rng.gen_bool(0.9) { "D" } else { "G" }))
-        .leaf("regime", Some(if rng.gen_bool(0.8) { "CNRACL" } else { "RG" }));
+        .leaf(
+            "lateralite",
+            Some(if rng.gen_bool(0.9) { "D" } else { "G" }),
+        )
+        .leaf(
+            "regime",
+            Some(if rng.gen_bool(0.8) { "CNRACL" } else { "RG" }),
+        );
     let mut adresse = Node::new("adresse");
-    let ligne = format!("{} rue des {}", 1 + rng.gen_range(0..120), ["Tilleuls", "Écoles", "Forges", "Lavoirs"][rng.gen_range(0..4)]);
-    adresse.leaf("ligne1", Some(&ligne)).leaf("codePostal", Some("21800")).leaf("commune", Some("Vauclaire-Ville"));
+    let ligne = format!(
+        "{} rue des {}",
+        1 + rng.gen_range(0..120),
+        ["Tilleuls", "Écoles", "Forges", "Lavoirs"][rng.gen_range(0..4)]
+    );
+    adresse
+        .leaf("ligne1", Some(&ligne))
+        .leaf("codePostal", Some("21800"))
+        .leaf("commune", Some("Vauclaire-Ville"));
     a.children.push(adresse);
     a.leaf("dateEntreeFP", Some(&d(entree)))
         .leaf("dateEntreeCollectivite", Some(&d(entree)))
         .leaf("grade", Some(GRADES[rng.gen_range(0..GRADES.len())]))
-        .leaf("typePersonnel", Some(["TIT", "TIT", "TIT", "STA", "CONT"][rng.gen_range(0..5)]));
+        .leaf(
+            "typePersonnel",
+            Some(["TIT", "TIT", "TIT", "STA", "CONT"][rng.gen_range(0..5)]),
+        );
     for k in 0..events_of(i) {
-        let date = Date::from_ymd(2010, 1, 1).expect("date").add_days(rng.gen_range(0..2000) + (k as i64) * 60);
+        let date = Date::from_ymd(2010, 1, 1)
+            .expect("date")
+            .add_days(rng.gen_range(0..2000) + (k as i64) * 60);
         let mut e = Node::new("evenement");
         let id = format!("EV-{i}-{k}");
         let typ = ["AS", "AS", "AS", "ATR", "MP", "AT"][rng.gen_range(0..6)];
@@ -146,21 +352,43 @@ pub fn agent(seed: u64, i: u64) -> Node {
             .leaf("type", Some(typ))
             .leaf("date", Some(&d(date)))
             .leaf("heure", Some(&heure))
-            .leaf("dateDeclaration", Some(&d(date.add_days(rng.gen_range(0..5)))))
-            .leaf("statut", Some(["DECLARE", "INSTRUCTION", "RECONNU"][rng.gen_range(0..3)]))
-            .leaf("quotiteTravail", Some(["100", "80", "50"][rng.gen_range(0..3)]))
-            .leaf("accidentSite", Some(if rng.gen_bool(0.7) { "true" } else { "false" }))
-            .leaf("circonstances", Some(CIRCONSTANCES[rng.gen_range(0..CIRCONSTANCES.len())]))
-            .leaf("elementMateriel", Some(&format!("{:02}", rng.gen_range(1..41))));
+            .leaf(
+                "dateDeclaration",
+                Some(&d(date.add_days(rng.gen_range(0..5)))),
+            )
+            .leaf(
+                "statut",
+                Some(["DECLARE", "INSTRUCTION", "RECONNU"][rng.gen_range(0..3)]),
+            )
+            .leaf(
+                "quotiteTravail",
+                Some(["100", "80", "50"][rng.gen_range(0..3)]),
+            )
+            .leaf(
+                "accidentSite",
+                Some(if rng.gen_bool(0.7) { "true" } else { "false" }),
+            )
+            .leaf(
+                "circonstances",
+                Some(CIRCONSTANCES[rng.gen_range(0..CIRCONSTANCES.len())]),
+            )
+            .leaf(
+                "elementMateriel",
+                Some(&format!("{:02}", rng.gen_range(1..41))),
+            );
         if typ == "MP" {
-            e.leaf("noTableauMaladiePro", Some(["57A", "98", "30 bis"][rng.gen_range(0..3)]));
+            e.leaf(
+                "noTableauMaladiePro",
+                Some(["57A", "98", "30 bis"][rng.gen_range(0..3)]),
+            );
         }
         let mut day = date;
         let arrets = rng.gen_range(1..4);
         for _ in 0..arrets {
             let fin = day.add_days(rng.gen_range(3..20));
             let mut ar = Node::new("arret");
-            ar.leaf("dateDebut", Some(&d(day))).leaf("dateFin", Some(&d(fin)));
+            ar.leaf("dateDebut", Some(&d(day)))
+                .leaf("dateFin", Some(&d(fin)));
             e.children.push(ar);
             day = fin.add_days(1);
         }
@@ -176,7 +404,10 @@ pub fn agent(seed: u64, i: u64) -> Node {
         let mut l = Node::new("lesion");
         let siege = ["30", "51", "53", "62", "64", "78", "13", "531"][rng.gen_range(0..8)];
         l.leaf("siege", Some(siege))
-            .leaf("nature", Some(["01", "02", "03", "04", "11", "99"][rng.gen_range(0..6)]))
+            .leaf(
+                "nature",
+                Some(["01", "02", "03", "04", "11", "99"][rng.gen_range(0..6)]),
+            )
             .leaf("lateralite", Some(["D", "G"][rng.gen_range(0..2)]));
         e.children.push(l);
         if rng.gen_bool(0.3) {

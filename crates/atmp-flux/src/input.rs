@@ -11,7 +11,8 @@ const BUF: usize = 256 * 1024;
 
 /// Opens a flux file (plain or gzip, UTF-8 or ISO-8859-1) as a UTF-8 stream.
 pub fn open_path(path: &Path) -> Result<Box<dyn BufRead + Send>, FluxError> {
-    let file = File::open(path).map_err(|e| FluxError::file("LECTURE", format!("le fichier ne peut pas être lu : {e}")))?;
+    let file = File::open(path)
+        .map_err(|e| FluxError::file("LECTURE", format!("le fichier ne peut pas être lu : {e}")))?;
     open_reader(Box::new(file))
 }
 
@@ -27,21 +28,34 @@ pub fn open_reader(raw: Box<dyn Read + Send>) -> Result<Box<dyn BufRead + Send>,
     };
     // The prolog: enough bytes to read the encoding declaration.
     let mut prefix = Vec::with_capacity(4096);
-    (&mut decoded).take(4096).read_to_end(&mut prefix).map_err(|e| {
-        if gz {
-            FluxError::file("GZIP", format!("le fichier compressé (gzip) est illisible : {e}"))
-        } else {
-            io_err(e)
-        }
-    })?;
+    (&mut decoded)
+        .take(4096)
+        .read_to_end(&mut prefix)
+        .map_err(|e| {
+            if gz {
+                FluxError::file(
+                    "GZIP",
+                    format!("le fichier compressé (gzip) est illisible : {e}"),
+                )
+            } else {
+                io_err(e)
+            }
+        })?;
     if prefix.is_empty() {
-        return Err(FluxError::file("FICHIER_VIDE", "le fichier est vide".into()));
+        return Err(FluxError::file(
+            "FICHIER_VIDE",
+            "le fichier est vide".into(),
+        ));
     }
     let encoding = sniff_encoding(&prefix)?;
-    let chained: Box<dyn Read + Send> = Box::new(Cursor::new(prefix).chain(GzErrors { inner: decoded, gz }));
+    let chained: Box<dyn Read + Send> =
+        Box::new(Cursor::new(prefix).chain(GzErrors { inner: decoded, gz }));
     let utf8: Box<dyn Read + Send> = match encoding {
         Encoding::Utf8 => chained,
-        Encoding::Latin1 => Box::new(Latin1Reader { inner: chained, buf: vec![0; 64 * 1024] }),
+        Encoding::Latin1 => Box::new(Latin1Reader {
+            inner: chained,
+            buf: vec![0; 64 * 1024],
+        }),
     };
     Ok(Box::new(BufReader::with_capacity(BUF, utf8)))
 }
@@ -60,7 +74,10 @@ impl Read for GzErrors {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf).map_err(|e| {
             if self.gz {
-                io::Error::new(io::ErrorKind::InvalidData, format!("données gzip corrompues ou tronquées ({e})"))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("données gzip corrompues ou tronquées ({e})"),
+                )
             } else {
                 e
             }
@@ -75,13 +92,19 @@ enum Encoding {
 }
 
 fn sniff_encoding(prefix: &[u8]) -> Result<Encoding, FluxError> {
-    if prefix.starts_with(&[0xFF, 0xFE]) || prefix.starts_with(&[0xFE, 0xFF]) || prefix.starts_with(&[0, 0x3C]) || prefix.starts_with(&[0x3C, 0]) {
+    if prefix.starts_with(&[0xFF, 0xFE])
+        || prefix.starts_with(&[0xFE, 0xFF])
+        || prefix.starts_with(&[0, 0x3C])
+        || prefix.starts_with(&[0x3C, 0])
+    {
         return Err(FluxError::file(
             "ENCODAGE",
             "encodage UTF-16 non pris en charge : seuls UTF-8 et ISO-8859-1 sont acceptés".into(),
         ));
     }
-    let body = prefix.strip_prefix(&[0xEF, 0xBB, 0xBF][..]).unwrap_or(prefix);
+    let body = prefix
+        .strip_prefix(&[0xEF, 0xBB, 0xBF][..])
+        .unwrap_or(prefix);
     if !body.starts_with(b"<?xml") {
         return Ok(Encoding::Utf8);
     }
@@ -95,20 +118,30 @@ fn sniff_encoding(prefix: &[u8]) -> Result<Encoding, FluxError> {
     };
     let rest = decl[pos + 8..].trim_start();
     let Some(rest) = rest.strip_prefix('=') else {
-        return Err(FluxError::file("ENCODAGE", "déclaration d'encodage illisible dans le prologue XML".into()));
+        return Err(FluxError::file(
+            "ENCODAGE",
+            "déclaration d'encodage illisible dans le prologue XML".into(),
+        ));
     };
     let rest = rest.trim_start();
     let quote = rest.chars().next().unwrap_or(' ');
     if quote != '"' && quote != '\'' {
-        return Err(FluxError::file("ENCODAGE", "déclaration d'encodage illisible dans le prologue XML".into()));
+        return Err(FluxError::file(
+            "ENCODAGE",
+            "déclaration d'encodage illisible dans le prologue XML".into(),
+        ));
     }
     let value: String = rest[1..].chars().take_while(|c| *c != quote).collect();
     match value.to_ascii_uppercase().as_str() {
         "UTF-8" | "UTF8" => Ok(Encoding::Utf8),
-        "ISO-8859-1" | "ISO8859-1" | "ISO_8859-1" | "LATIN1" | "LATIN-1" | "L1" => Ok(Encoding::Latin1),
+        "ISO-8859-1" | "ISO8859-1" | "ISO_8859-1" | "LATIN1" | "LATIN-1" | "L1" => {
+            Ok(Encoding::Latin1)
+        }
         _ => Err(FluxError::file(
             "ENCODAGE",
-            format!("encodage « {value} » non pris en charge : seuls UTF-8 et ISO-8859-1 sont acceptés"),
+            format!(
+                "encodage « {value} » non pris en charge : seuls UTF-8 et ISO-8859-1 sont acceptés"
+            ),
         )),
     }
 }
@@ -133,7 +166,9 @@ impl Read for Latin1Reader {
                 out[0] = one[0];
                 return Ok(1);
             }
-            return Err(io::Error::other("tampon trop petit pour le transcodage ISO-8859-1"));
+            return Err(io::Error::other(
+                "tampon trop petit pour le transcodage ISO-8859-1",
+            ));
         }
         let want = (out.len() / 2).min(self.buf.len());
         let n = self.inner.read(&mut self.buf[..want])?;
@@ -166,7 +201,12 @@ pub struct Counting<R> {
 
 impl<R: BufRead> Counting<R> {
     pub fn new(inner: R) -> Self {
-        Counting { inner, consumed: 0, newlines: 0, line_start: 0 }
+        Counting {
+            inner,
+            consumed: 0,
+            newlines: 0,
+            line_start: 0,
+        }
     }
 
     /// (line, column) of the next byte to be consumed, both from 1.

@@ -6,8 +6,8 @@
 //! a problem inside a record rejects that record only; a problem of the file as a whole is
 //! a [`FluxError`] and rejects the file.
 
-mod input;
 pub mod gen;
+mod input;
 mod reader;
 mod record;
 pub mod spec;
@@ -49,13 +49,24 @@ pub struct Issue {
 
 impl Issue {
     pub fn error(code: &'static str, message: String, line: u64, column: u64, path: &str) -> Issue {
-        Issue { severity: Severity::Error, code, message, line, column, path: path.to_string() }
+        Issue {
+            severity: Severity::Error,
+            code,
+            message,
+            line,
+            column,
+            path: path.to_string(),
+        }
     }
 }
 
 impl fmt::Display for Issue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ligne {}, colonne {} ({}) : {} [{}]", self.line, self.column, self.path, self.message, self.code)
+        write!(
+            f,
+            "ligne {}, colonne {} ({}) : {} [{}]",
+            self.line, self.column, self.path, self.message, self.code
+        )
     }
 }
 
@@ -74,12 +85,23 @@ pub struct FluxError {
 impl FluxError {
     /// An error about the file as a whole, with no position in it.
     pub fn file(code: &'static str, message: String) -> FluxError {
-        FluxError { code, message, line: 0, column: 0 }
+        FluxError {
+            code,
+            message,
+            line: 0,
+            column: 0,
+        }
     }
 
     /// The error as an [`Issue`] (for `atmp validate --json`).
     pub fn to_issue(&self) -> Issue {
-        Issue::error(self.code, self.message.clone(), self.line, self.column, "/flux")
+        Issue::error(
+            self.code,
+            self.message.clone(),
+            self.line,
+            self.column,
+            "/flux",
+        )
     }
 }
 
@@ -138,7 +160,9 @@ impl Header {
         let mut problems = Vec::new();
         if let Some(n) = self.nombre_agents {
             if n != agents {
-                problems.push(format!("nombreAgents annonce {n} agent(s), le fichier en contient {agents}"));
+                problems.push(format!(
+                    "nombreAgents annonce {n} agent(s), le fichier en contient {agents}"
+                ));
             }
         }
         if let Some(n) = self.nombre_evenements {
@@ -151,7 +175,10 @@ impl Header {
         } else {
             Err(FluxError::file(
                 "TOTAUX",
-                format!("totaux de contrôle incohérents (fichier tronqué ou corrompu) : {}", problems.join(" ; ")),
+                format!(
+                    "totaux de contrôle incohérents (fichier tronqué ou corrompu) : {}",
+                    problems.join(" ; ")
+                ),
             ))
         }
     }
@@ -175,7 +202,11 @@ impl Validation {
     }
 
     fn push(&mut self, issue: Issue) {
-        let list = if issue.severity == Severity::Error { &mut self.errors } else { &mut self.warnings };
+        let list = if issue.severity == Severity::Error {
+            &mut self.errors
+        } else {
+            &mut self.warnings
+        };
         if list.len() < Self::LIMIT {
             list.push(issue);
         } else {
@@ -201,7 +232,11 @@ pub fn validate_path(path: &Path, nomenclatures: &Nomenclatures) -> Validation {
     out
 }
 
-fn validate_reader(mut reader: FluxReader, nomenclatures: &Nomenclatures, out: &mut Validation) -> Result<(), FluxError> {
+fn validate_reader(
+    mut reader: FluxReader,
+    nomenclatures: &Nomenclatures,
+    out: &mut Validation,
+) -> Result<(), FluxError> {
     let mut header: Option<Header> = None;
     while let Some(item) = reader.next_item()? {
         match item {
@@ -242,12 +277,18 @@ fn validate_reader(mut reader: FluxReader, nomenclatures: &Nomenclatures, out: &
                     out.push(issue.clone());
                 }
             }
-            Item::StrayText { line, column, path } => {
-                out.push(Issue::error("STRUCTURE_TEXTE", "texte inattendu dans <collectivite>".into(), line, column, &path))
-            }
+            Item::StrayText { line, column, path } => out.push(Issue::error(
+                "STRUCTURE_TEXTE",
+                "texte inattendu dans <collectivite>".into(),
+                line,
+                column,
+                &path,
+            )),
             Item::BlockEnd => {}
         }
     }
     let (a, e) = reader.totals();
-    header.expect("a complete file has a header").check_totals(a, e)
+    header
+        .expect("a complete file has a header")
+        .check_totals(a, e)
 }

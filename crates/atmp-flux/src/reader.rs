@@ -28,12 +28,22 @@ pub struct Node {
 impl Node {
     /// An element with no content (for writers and tests).
     pub fn new(name: &str) -> Node {
-        Node { name: intern(name), attrs: Vec::new(), text: String::new(), children: Vec::new(), line: 0, column: 0 }
+        Node {
+            name: intern(name),
+            attrs: Vec::new(),
+            text: String::new(),
+            children: Vec::new(),
+            line: 0,
+            column: 0,
+        }
     }
 
     /// The value of an attribute.
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -47,7 +57,11 @@ pub enum Item {
     /// One record (`<service>`, `<agent>`, or an unexpected element) inside a block.
     Record { node: Node, path: String },
     /// Non-blank text directly inside a block.
-    StrayText { line: u64, column: u64, path: String },
+    StrayText {
+        line: u64,
+        column: u64,
+        path: String,
+    },
     /// The end of the current block.
     BlockEnd,
 }
@@ -157,21 +171,39 @@ impl FluxReader {
     }
 
     fn fatal(&self, code: &'static str, message: String, at: (u64, u64)) -> FluxError {
-        FluxError { code, message, line: at.0, column: at.1 }
+        FluxError {
+            code,
+            message,
+            line: at.0,
+            column: at.1,
+        }
     }
 
     fn xml_error(&self, e: quick_xml::Error, at: (u64, u64)) -> FluxError {
         let (code, message) = match &e {
-            quick_xml::Error::Encoding(_) => ("ENCODAGE", "octets invalides pour l'encodage déclaré".to_string()),
-            quick_xml::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => ("GZIP", io.to_string()),
-            quick_xml::Error::Io(io) => ("LECTURE", format!("erreur de lecture : {io}")),
-            quick_xml::Error::IllFormed(quick_xml::errors::IllFormedError::MismatchedEndTag { expected, found }) => (
-                "XML_MALFORME",
-                format!("balise fermante « </{found}> » alors que « </{expected}> » était attendue"),
+            quick_xml::Error::Encoding(_) => (
+                "ENCODAGE",
+                "octets invalides pour l'encodage déclaré".to_string(),
             ),
-            quick_xml::Error::IllFormed(quick_xml::errors::IllFormedError::UnmatchedEndTag(name)) => {
-                ("XML_MALFORME", format!("balise fermante « </{name}> » sans balise ouvrante"))
+            quick_xml::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                ("GZIP", io.to_string())
             }
+            quick_xml::Error::Io(io) => ("LECTURE", format!("erreur de lecture : {io}")),
+            quick_xml::Error::IllFormed(quick_xml::errors::IllFormedError::MismatchedEndTag {
+                expected,
+                found,
+            }) => (
+                "XML_MALFORME",
+                format!(
+                    "balise fermante « </{found}> » alors que « </{expected}> » était attendue"
+                ),
+            ),
+            quick_xml::Error::IllFormed(quick_xml::errors::IllFormedError::UnmatchedEndTag(
+                name,
+            )) => (
+                "XML_MALFORME",
+                format!("balise fermante « </{name}> » sans balise ouvrante"),
+            ),
             other => ("XML_MALFORME", format!("XML mal formé : {other}")),
         };
         self.fatal(code, message, at)
@@ -275,13 +307,26 @@ impl FluxReader {
 
     fn stray_text(&self, at: (u64, u64)) -> Result<Option<Item>, FluxError> {
         if self.depth == 2 {
-            Ok(Some(Item::StrayText { line: at.0, column: at.1, path: format!("/flux/collectivite[{}]", self.blocks) }))
+            Ok(Some(Item::StrayText {
+                line: at.0,
+                column: at.1,
+                path: format!("/flux/collectivite[{}]", self.blocks),
+            }))
         } else {
-            Err(self.fatal("STRUCTURE_TEXTE", "texte inattendu en dehors des éléments du format".into(), at))
+            Err(self.fatal(
+                "STRUCTURE_TEXTE",
+                "texte inattendu en dehors des éléments du format".into(),
+                at,
+            ))
         }
     }
 
-    fn on_start(&mut self, e: BytesStart<'static>, empty: bool, at: (u64, u64)) -> Result<Option<Item>, FluxError> {
+    fn on_start(
+        &mut self,
+        e: BytesStart<'static>,
+        empty: bool,
+        at: (u64, u64),
+    ) -> Result<Option<Item>, FluxError> {
         let name = e.name().as_ref().to_string();
         match self.depth {
             0 => {
@@ -302,17 +347,37 @@ impl FluxReader {
                     if k == "version" {
                         version = Some(v);
                     } else {
-                        return Err(self.fatal("RACINE", format!("attribut inconnu « {k} » sur <flux>"), at));
+                        return Err(self.fatal(
+                            "RACINE",
+                            format!("attribut inconnu « {k} » sur <flux>"),
+                            at,
+                        ));
                     }
                 }
                 match version.as_deref() {
                     Some("1.0") => {}
-                    Some(v) => return Err(self.fatal("VERSION", format!("version du format « {v} » non prise en charge (1.0 attendue)"), at)),
-                    None => return Err(self.fatal("VERSION", "l'attribut version de <flux> est obligatoire".into(), at)),
+                    Some(v) => {
+                        return Err(self.fatal(
+                            "VERSION",
+                            format!("version du format « {v} » non prise en charge (1.0 attendue)"),
+                            at,
+                        ))
+                    }
+                    None => {
+                        return Err(self.fatal(
+                            "VERSION",
+                            "l'attribut version de <flux> est obligatoire".into(),
+                            at,
+                        ))
+                    }
                 }
                 if empty {
                     self.done = true;
-                    return Err(self.fatal("ENTETE", "le fichier ne contient pas d'en-tête <entete>".into(), at));
+                    return Err(self.fatal(
+                        "ENTETE",
+                        "le fichier ne contient pas d'en-tête <entete>".into(),
+                        at,
+                    ));
                 }
                 self.depth = 1;
                 Ok(None)
@@ -372,13 +437,23 @@ impl FluxReader {
         }
     }
 
-    fn attrs(&self, e: &BytesStart<'_>, at: (u64, u64)) -> Result<Vec<(Cow<'static, str>, String)>, FluxError> {
+    fn attrs(
+        &self,
+        e: &BytesStart<'_>,
+        at: (u64, u64),
+    ) -> Result<Vec<(Cow<'static, str>, String)>, FluxError> {
         let mut out = Vec::new();
         for a in e.attributes() {
-            let a = a.map_err(|err| self.fatal("XML_MALFORME", format!("attribut mal formé : {err}"), at))?;
-            let value = a
-                .normalized_value(XmlVersion::Implicit1_0)
-                .map_err(|err| self.fatal("XML_ENTITE", format!("valeur d'attribut refusée : {err}"), at))?;
+            let a = a.map_err(|err| {
+                self.fatal("XML_MALFORME", format!("attribut mal formé : {err}"), at)
+            })?;
+            let value = a.normalized_value(XmlVersion::Implicit1_0).map_err(|err| {
+                self.fatal(
+                    "XML_ENTITE",
+                    format!("valeur d'attribut refusée : {err}"),
+                    at,
+                )
+            })?;
             out.push((intern(a.key.as_ref()), value.into_owned()));
         }
         Ok(out)
@@ -393,7 +468,12 @@ impl FluxReader {
     }
 
     /// Reads one element and everything under it into a [`Node`].
-    fn tree(&mut self, start: BytesStart<'static>, empty: bool, at: (u64, u64)) -> Result<Node, FluxError> {
+    fn tree(
+        &mut self,
+        start: BytesStart<'static>,
+        empty: bool,
+        at: (u64, u64),
+    ) -> Result<Node, FluxError> {
         let root = self.node(&start, at)?;
         if empty {
             return Ok(root);
@@ -418,20 +498,36 @@ impl FluxReader {
                 Event::Empty(e) => {
                     let e = e.into_owned();
                     let n = self.node(&e, at)?;
-                    stack.last_mut().expect("stack holds the record").children.push(n);
+                    stack
+                        .last_mut()
+                        .expect("stack holds the record")
+                        .children
+                        .push(n);
                 }
                 Event::Text(t) => {
                     let s = t.xml10_content();
-                    stack.last_mut().expect("stack holds the record").text.push_str(&s);
+                    stack
+                        .last_mut()
+                        .expect("stack holds the record")
+                        .text
+                        .push_str(&s);
                 }
                 Event::CData(t) => {
                     let s = t.xml10_content();
-                    stack.last_mut().expect("stack holds the record").text.push_str(&s);
+                    stack
+                        .last_mut()
+                        .expect("stack holds the record")
+                        .text
+                        .push_str(&s);
                 }
                 Event::GeneralRef(r) => {
                     let name = r.into_inner().into_owned();
                     let c = check_ref(&name).map_err(|m| self.fatal("XML_ENTITE", m, at))?;
-                    stack.last_mut().expect("stack holds the record").text.push(c);
+                    stack
+                        .last_mut()
+                        .expect("stack holds the record")
+                        .text
+                        .push(c);
                 }
                 Event::End(_) => {
                     let done = stack.pop().expect("stack holds the record");
@@ -442,7 +538,11 @@ impl FluxReader {
                 }
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
                 Event::DocType(_) => {
-                    return Err(self.fatal("XML_DOCTYPE", "déclaration DOCTYPE refusée".into(), at));
+                    return Err(self.fatal(
+                        "XML_DOCTYPE",
+                        "déclaration DOCTYPE refusée".into(),
+                        at,
+                    ));
                 }
                 Event::Eof => {
                     self.done = true;
@@ -459,15 +559,30 @@ impl FluxReader {
     fn node(&mut self, e: &BytesStart<'_>, at: (u64, u64)) -> Result<Node, FluxError> {
         let name = intern(e.name().as_ref());
         self.count(&name);
-        let attrs = if e.attributes_raw().trim().is_empty() { Vec::new() } else { self.attrs(e, at)? };
-        Ok(Node { name, attrs, text: String::new(), children: Vec::new(), line: at.0, column: at.1 })
+        let attrs = if e.attributes_raw().trim().is_empty() {
+            Vec::new()
+        } else {
+            self.attrs(e, at)?
+        };
+        Ok(Node {
+            name,
+            attrs,
+            text: String::new(),
+            children: Vec::new(),
+            line: at.0,
+            column: at.1,
+        })
     }
 }
 
 /// Resolves a reference: character references and the five predefined entities only.
 fn check_ref(name: &str) -> Result<char, String> {
     if let Some(num) = name.strip_prefix('#') {
-        let parsed = if let Some(hex) = num.strip_prefix('x') { u32::from_str_radix(hex, 16) } else { num.parse::<u32>() };
+        let parsed = if let Some(hex) = num.strip_prefix('x') {
+            u32::from_str_radix(hex, 16)
+        } else {
+            num.parse::<u32>()
+        };
         return match parsed.ok().and_then(char::from_u32) {
             Some(c) if c == '\t' || c == '\n' || c == '\r' || c >= ' ' => Ok(c),
             _ => Err(format!("référence de caractère invalide « &{name}; »")),
@@ -479,6 +594,8 @@ fn check_ref(name: &str) -> Result<char, String> {
         "amp" => Ok('&'),
         "apos" => Ok('\''),
         "quot" => Ok('"'),
-        _ => Err(format!("référence à l'entité non déclarée « &{name}; » : aucune entité n'est admise")),
+        _ => Err(format!(
+            "référence à l'entité non déclarée « &{name}; » : aucune entité n'est admise"
+        )),
     }
 }

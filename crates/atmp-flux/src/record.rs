@@ -101,7 +101,14 @@ impl Record {
     }
 
     fn error(&mut self, code: &'static str, message: String, line: u64, column: u64, path: String) {
-        self.errors.push(Issue { severity: Severity::Error, code, message, line, column, path });
+        self.errors.push(Issue {
+            severity: Severity::Error,
+            code,
+            message,
+            line,
+            column,
+            path,
+        });
     }
 
     /// Adds to `counts` this record and all its sub-records, by kind.
@@ -154,7 +161,10 @@ pub fn check_record(node: &Node, path: &str, ctx: &Context<'_>) -> Record {
             };
             r.error(
                 "STRUCTURE_INCONNU",
-                format!("élément « {} » inconnu dans un bloc <collectivite>", node.name),
+                format!(
+                    "élément « {} » inconnu dans un bloc <collectivite>",
+                    node.name
+                ),
                 node.line,
                 node.column,
                 path.to_string(),
@@ -172,7 +182,11 @@ pub fn check_record(node: &Node, path: &str, ctx: &Context<'_>) -> Record {
             0,
             Issue::error(
                 "TYPE_FICHIER",
-                format!("un fichier {} ne peut pas contenir d'élément <{}>", ctx.type_fichier.code(), spec.name),
+                format!(
+                    "un fichier {} ne peut pas contenir d'élément <{}>",
+                    ctx.type_fichier.code(),
+                    spec.name
+                ),
                 node.line,
                 node.column,
                 path,
@@ -184,7 +198,13 @@ pub fn check_record(node: &Node, path: &str, ctx: &Context<'_>) -> Record {
             let (l, c, p) = (ev.line, ev.column, ev.path.clone());
             ev.errors.insert(
                 0,
-                Issue::error("TYPE_FICHIER", "un fichier AGENT ne peut pas contenir d'événement".into(), l, c, &p),
+                Issue::error(
+                    "TYPE_FICHIER",
+                    "un fichier AGENT ne peut pas contenir d'événement".into(),
+                    l,
+                    c,
+                    &p,
+                ),
             );
         }
     }
@@ -192,12 +212,21 @@ pub fn check_record(node: &Node, path: &str, ctx: &Context<'_>) -> Record {
 }
 
 /// The spec of elements that are not part of the format.
-pub static UNKNOWN: RecordSpec = RecordSpec { name: "inconnu", kind: RecordKind::Group, attrs: &[], fields: &[] };
+pub static UNKNOWN: RecordSpec = RecordSpec {
+    name: "inconnu",
+    kind: RecordKind::Group,
+    attrs: &[],
+    fields: &[],
+};
 
 /// Checks the header; every problem found is returned (the file is rejected if any).
 pub fn check_header(node: &Node) -> Record {
     let nomenclatures = Nomenclatures::default();
-    let ctx = Context { type_fichier: TypeFichier::Declaration, date_creation: None, nomenclatures: &nomenclatures };
+    let ctx = Context {
+        type_fichier: TypeFichier::Declaration,
+        date_creation: None,
+        nomenclatures: &nomenclatures,
+    };
     let mut rec = build(node, &crate::spec::ENTETE, "/flux/entete", &ctx, None);
     let mode = rec.text("mode").map(str::to_string);
     let (l, c) = (rec.line, rec.column);
@@ -205,7 +234,11 @@ pub fn check_header(node: &Node) -> Record {
         Some("DIFFERENTIEL") => {
             for col in ["periode_debut", "periode_fin"] {
                 if rec.get(col).is_none() {
-                    let name = if col == "periode_debut" { "periodeDebut" } else { "periodeFin" };
+                    let name = if col == "periode_debut" {
+                        "periodeDebut"
+                    } else {
+                        "periodeFin"
+                    };
                     rec.error(
                         "OBLIGATOIRE",
                         format!("{name} est obligatoire en mode DIFFERENTIEL"),
@@ -231,7 +264,11 @@ pub fn check_header(node: &Node) -> Record {
         if f < d {
             rec.error(
                 "CHRONOLOGIE",
-                format!("periodeFin ({}) est antérieure à periodeDebut ({})", f.fr(), d.fr()),
+                format!(
+                    "periodeFin ({}) est antérieure à periodeDebut ({})",
+                    f.fr(),
+                    d.fr()
+                ),
                 l,
                 c,
                 "/flux/entete/periodeFin".into(),
@@ -241,7 +278,13 @@ pub fn check_header(node: &Node) -> Record {
     rec
 }
 
-fn build(node: &Node, spec: &'static RecordSpec, path: &str, ctx: &Context<'_>, parent_date: Option<Date>) -> Record {
+fn build(
+    node: &Node,
+    spec: &'static RecordSpec,
+    path: &str,
+    ctx: &Context<'_>,
+    parent_date: Option<Date>,
+) -> Record {
     let mut rec = Record {
         spec,
         line: node.line,
@@ -263,8 +306,13 @@ fn build(node: &Node, spec: &'static RecordSpec, path: &str, ctx: &Context<'_>, 
             if let Kind::Record(sub) = field.kind {
                 let n = bump(&mut counters, field.name);
                 let child_path = format!("{path}/{}[{n}]", field.name);
-                let ctx_date = if spec.kind == RecordKind::Agent { dob } else { own_date };
-                rec.children.push(build(child, sub, &child_path, ctx, ctx_date));
+                let ctx_date = if spec.kind == RecordKind::Agent {
+                    dob
+                } else {
+                    own_date
+                };
+                rec.children
+                    .push(build(child, sub, &child_path, ctx, ctx_date));
             }
         }
     }
@@ -293,7 +341,9 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
                     continue;
                 }
                 let p = format!("{path}/@{}", a.name);
-                if let Some(val) = check_value(rec, a.kind, a.name, v, ctx, node.line, node.column, &p) {
+                if let Some(val) =
+                    check_value(rec, a.kind, a.name, v, ctx, node.line, node.column, &p)
+                {
                     rec.values.push((a.col, val));
                 }
             }
@@ -344,11 +394,18 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
             );
             continue;
         };
-        let child_path = if field.many { child_path } else { format!("{path}/{}", child.name) };
+        let child_path = if field.many {
+            child_path
+        } else {
+            format!("{path}/{}", child.name)
+        };
         if i < cursor {
             rec.error(
                 "STRUCTURE_ORDRE",
-                format!("élément <{}> hors de l'ordre attendu dans <{}>", field.name, spec.name),
+                format!(
+                    "élément <{}> hors de l'ordre attendu dans <{}>",
+                    field.name, spec.name
+                ),
                 child.line,
                 child.column,
                 child_path,
@@ -386,14 +443,33 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
                     continue; // an empty element is an absent one
                 }
                 if field.many {
-                    let ok = check_value(rec, kind, field.name, text, ctx, child.line, child.column, &child_path).is_some();
+                    let ok = check_value(
+                        rec,
+                        kind,
+                        field.name,
+                        text,
+                        ctx,
+                        child.line,
+                        child.column,
+                        &child_path,
+                    )
+                    .is_some();
                     if ok {
                         match multi.iter_mut().find(|(c, _)| *c == field.col) {
                             Some((_, v)) => v.push(text.to_string()),
                             None => multi.push((field.col, vec![text.to_string()])),
                         }
                     }
-                } else if let Some(val) = check_value(rec, kind, field.name, text, ctx, child.line, child.column, &child_path) {
+                } else if let Some(val) = check_value(
+                    rec,
+                    kind,
+                    field.name,
+                    text,
+                    ctx,
+                    child.line,
+                    child.column,
+                    &child_path,
+                ) {
                     rec.values.push((field.col, val));
                 }
             }
@@ -420,45 +496,90 @@ fn is_scalar(f: &Field) -> bool {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check_value(rec: &mut Record, kind: Kind, name: &str, v: &str, ctx: &Context<'_>, line: u64, column: u64, path: &str) -> Option<Value> {
+fn check_value(
+    rec: &mut Record,
+    kind: Kind,
+    name: &str,
+    v: &str,
+    ctx: &Context<'_>,
+    line: u64,
+    column: u64,
+    path: &str,
+) -> Option<Value> {
     let bad = |code: &'static str, msg: String| Issue::error(code, msg, line, column, path);
     let res: Result<Value, Issue> = match kind {
         Kind::Text(max) => {
             let n = v.chars().count();
             if n > max {
-                Err(bad("LONGUEUR", format!("{name} dépasse {max} caractères ({n})")))
+                Err(bad(
+                    "LONGUEUR",
+                    format!("{name} dépasse {max} caractères ({n})"),
+                ))
             } else {
                 Ok(Value::Text(v.to_string()))
             }
         }
-        Kind::Date => Date::parse(v)
-            .map(Value::Date)
-            .ok_or_else(|| bad("DATE", format!("{name} : date invalide « {v} » (AAAA-MM-JJ attendu)"))),
-        Kind::Time => Heure::parse(v)
-            .map(Value::Time)
-            .ok_or_else(|| bad("HEURE", format!("{name} : heure invalide « {v} » (HH:MM attendu)"))),
-        Kind::DateTime => DateTime::parse(v)
-            .map(Value::DateTime)
-            .ok_or_else(|| bad("DATEHEURE", format!("{name} : date-heure invalide « {v} » (AAAA-MM-JJTHH:MM:SS attendu)"))),
-        Kind::Bool => parse_bool(v)
-            .map(Value::Bool)
-            .ok_or_else(|| bad("BOOLEEN", format!("{name} : booléen invalide « {v} » (true, false, 1 ou 0 attendu)"))),
+        Kind::Date => Date::parse(v).map(Value::Date).ok_or_else(|| {
+            bad(
+                "DATE",
+                format!("{name} : date invalide « {v} » (AAAA-MM-JJ attendu)"),
+            )
+        }),
+        Kind::Time => Heure::parse(v).map(Value::Time).ok_or_else(|| {
+            bad(
+                "HEURE",
+                format!("{name} : heure invalide « {v} » (HH:MM attendu)"),
+            )
+        }),
+        Kind::DateTime => DateTime::parse(v).map(Value::DateTime).ok_or_else(|| {
+            bad(
+                "DATEHEURE",
+                format!("{name} : date-heure invalide « {v} » (AAAA-MM-JJTHH:MM:SS attendu)"),
+            )
+        }),
+        Kind::Bool => parse_bool(v).map(Value::Bool).ok_or_else(|| {
+            bad(
+                "BOOLEEN",
+                format!("{name} : booléen invalide « {v} » (true, false, 1 ou 0 attendu)"),
+            )
+        }),
         Kind::Code(n) => {
             if ctx.nomenclatures.contains(n, v) {
                 Ok(Value::Text(v.to_string()))
             } else {
-                Err(bad("CODE_INCONNU", format!("{name} : code « {v} » absent de la nomenclature {}", n.name())))
+                Err(bad(
+                    "CODE_INCONNU",
+                    format!(
+                        "{name} : code « {v} » absent de la nomenclature {}",
+                        n.name()
+                    ),
+                ))
             }
         }
         Kind::Enum(values) => {
             if values.contains(&v) {
                 Ok(Value::Text(v.to_string()))
             } else {
-                Err(bad("VALEUR", format!("{name} : valeur « {v} » non admise ({} attendu)", values.join(", "))))
+                Err(bad(
+                    "VALEUR",
+                    format!(
+                        "{name} : valeur « {v} » non admise ({} attendu)",
+                        values.join(", ")
+                    ),
+                ))
             }
         }
         Kind::Percent | Kind::Taux => match v.parse::<f64>() {
-            Ok(q) if q.is_finite() && (matches!(kind, Kind::Percent) && q > 0.0 || matches!(kind, Kind::Taux) && q >= 0.0) && q <= 100.0 && !v.contains(['e', 'E']) && v.bytes().any(|b| b.is_ascii_digit()) => Ok(Value::Num(q)),
+            Ok(q)
+                if q.is_finite()
+                    && (matches!(kind, Kind::Percent) && q > 0.0
+                        || matches!(kind, Kind::Taux) && q >= 0.0)
+                    && q <= 100.0
+                    && !v.contains(['e', 'E'])
+                    && v.bytes().any(|b| b.is_ascii_digit()) =>
+            {
+                Ok(Value::Num(q))
+            }
             _ => Err(bad(
                 "NOMBRE",
                 if matches!(kind, Kind::Percent) {
@@ -470,13 +591,19 @@ fn check_value(rec: &mut Record, kind: Kind, name: &str, v: &str, ctx: &Context<
         },
         Kind::Count => match v.parse::<i64>() {
             Ok(n) if n >= 0 => Ok(Value::Int(n)),
-            _ => Err(bad("NOMBRE", format!("{name} : nombre entier positif attendu, « {v} » trouvé"))),
+            _ => Err(bad(
+                "NOMBRE",
+                format!("{name} : nombre entier positif attendu, « {v} » trouvé"),
+            )),
         },
         Kind::NoTableau => {
             if atmp_model::valid_no_tableau(v) {
                 Ok(Value::Text(v.to_string()))
             } else {
-                Err(bad("VALEUR", format!("{name} : numéro de tableau invalide « {v} » (ex. 57, 30 bis, 57A)")))
+                Err(bad(
+                    "VALEUR",
+                    format!("{name} : numéro de tableau invalide « {v} » (ex. 57, 30 bis, 57A)"),
+                ))
             }
         }
         Kind::Nir => match Nir::parse(v) {
@@ -504,7 +631,10 @@ fn check_value(rec: &mut Record, kind: Kind, name: &str, v: &str, ctx: &Context<
 }
 
 fn column_of(spec: &'static RecordSpec, name: &str) -> Option<&'static str> {
-    spec.fields.iter().find(|f| f.name == name && !f.many).map(|f| f.col)
+    spec.fields
+        .iter()
+        .find(|f| f.name == name && !f.many)
+        .map(|f| f.col)
 }
 
 /// The cross-field rules of §3 for one record.
@@ -516,7 +646,10 @@ fn rules(rec: &mut Record, ctx: &Context<'_>, parent_date: Option<Date>) {
     };
     match rec.kind() {
         RecordKind::Agent => {
-            if let (Some(e), Some(s)) = (rec.date("date_entree_collectivite"), rec.date("date_sortie_collectivite")) {
+            if let (Some(e), Some(s)) = (
+                rec.date("date_entree_collectivite"),
+                rec.date("date_sortie_collectivite"),
+            ) {
                 if s < e {
                     chrono_err(
                         rec,
@@ -555,7 +688,15 @@ fn rules(rec: &mut Record, ctx: &Context<'_>, parent_date: Option<Date>) {
                 }
                 if let Some(dd) = rec.date("date_declaration") {
                     if dd < d {
-                        chrono_err(rec, "dateDeclaration", format!("dateDeclaration ({}) est antérieure à la date de l'événement ({})", dd.fr(), d.fr()));
+                        chrono_err(
+                            rec,
+                            "dateDeclaration",
+                            format!(
+                                "dateDeclaration ({}) est antérieure à la date de l'événement ({})",
+                                dd.fr(),
+                                d.fr()
+                            ),
+                        );
                     }
                 }
             }
@@ -573,12 +714,28 @@ fn rules(rec: &mut Record, ctx: &Context<'_>, parent_date: Option<Date>) {
             if let Some(d) = rec.date("date_debut") {
                 if let Some(ev) = parent_date {
                     if d < ev {
-                        chrono_err(rec, "dateDebut", format!("dateDebut ({}) est antérieure à la date de l'événement ({})", d.fr(), ev.fr()));
+                        chrono_err(
+                            rec,
+                            "dateDebut",
+                            format!(
+                                "dateDebut ({}) est antérieure à la date de l'événement ({})",
+                                d.fr(),
+                                ev.fr()
+                            ),
+                        );
                     }
                 }
                 if let Some(f) = rec.date("date_fin") {
                     if f < d {
-                        chrono_err(rec, "dateFin", format!("dateFin ({}) est antérieure à dateDebut ({})", f.fr(), d.fr()));
+                        chrono_err(
+                            rec,
+                            "dateFin",
+                            format!(
+                                "dateFin ({}) est antérieure à dateDebut ({})",
+                                f.fr(),
+                                d.fr()
+                            ),
+                        );
                     }
                 }
             }
@@ -586,7 +743,15 @@ fn rules(rec: &mut Record, ctx: &Context<'_>, parent_date: Option<Date>) {
         RecordKind::Deces => {
             if let (Some(d), Some(ev)) = (rec.date("date"), parent_date) {
                 if d < ev {
-                    chrono_err(rec, "date", format!("la date du décès ({}) est antérieure à la date de l'événement ({})", d.fr(), ev.fr()));
+                    chrono_err(
+                        rec,
+                        "date",
+                        format!(
+                            "la date du décès ({}) est antérieure à la date de l'événement ({})",
+                            d.fr(),
+                            ev.fr()
+                        ),
+                    );
                 }
             }
         }

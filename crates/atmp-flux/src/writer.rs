@@ -86,7 +86,10 @@ pub fn write_node<W: Write>(w: &mut W, node: &Node, depth: usize) -> io::Result<
 
 /// Escapes text for XML content or attribute values.
 pub fn escape(s: &str, attr: bool) -> std::borrow::Cow<'_, str> {
-    if !s.bytes().any(|b| matches!(b, b'<' | b'>' | b'&' | b'"' | b'\r' | b'\t' | b'\n')) {
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'<' | b'>' | b'&' | b'"' | b'\r' | b'\t' | b'\n'))
+    {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -119,7 +122,8 @@ impl Node {
 
     /// Adds an attribute.
     pub fn with_attr(mut self, name: &str, value: &str) -> Self {
-        self.attrs.push((std::borrow::Cow::Owned(name.to_string()), value.to_string()));
+        self.attrs
+            .push((std::borrow::Cow::Owned(name.to_string()), value.to_string()));
         self
     }
 }

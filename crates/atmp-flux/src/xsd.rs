@@ -55,7 +55,13 @@ pub fn generate(nomenclatures: &[NomenclatureEntry]) -> String {
     let mut types: BTreeMap<String, String> = BTreeMap::new();
     let mut complex = String::new();
     for spec in [&ENTETE, &SERVICE, &AGENT] {
-        complex_type(spec, spec.name.to_string(), &mut complex, &mut types, &codes);
+        complex_type(
+            spec,
+            spec.name.to_string(),
+            &mut complex,
+            &mut types,
+            &codes,
+        );
     }
     s.push_str(&complex);
     for (_, def) in types {
@@ -73,12 +79,19 @@ fn complex_type(
     codes: &BTreeMap<Nomenclature, Vec<&str>>,
 ) {
     let mut nested = Vec::new();
-    let _ = writeln!(out, "\n  <xs:complexType name=\"{type_name}\">\n    <xs:sequence>");
+    let _ = writeln!(
+        out,
+        "\n  <xs:complexType name=\"{type_name}\">\n    <xs:sequence>"
+    );
     for f in spec.fields {
         let occurs = format!(
             "{}{}",
             if f.required { "" } else { " minOccurs=\"0\"" },
-            if f.many { " maxOccurs=\"unbounded\"" } else { "" }
+            if f.many {
+                " maxOccurs=\"unbounded\""
+            } else {
+                ""
+            }
         );
         let t = match f.kind {
             Kind::Group(g) | Kind::Record(g) => {
@@ -88,11 +101,22 @@ fn complex_type(
             }
             k => simple_type(k, f, types, codes),
         };
-        let _ = writeln!(out, "      <xs:element name=\"{}\" type=\"{t}\"{occurs}/>", f.name);
+        let _ = writeln!(
+            out,
+            "      <xs:element name=\"{}\" type=\"{t}\"{occurs}/>",
+            f.name
+        );
     }
     let _ = writeln!(out, "    </xs:sequence>");
     for a in spec.attrs {
-        let fake = Field { name: a.name, col: a.col, label: a.label, required: true, many: false, kind: a.kind };
+        let fake = Field {
+            name: a.name,
+            col: a.col,
+            label: a.label,
+            required: true,
+            many: false,
+            kind: a.kind,
+        };
         let t = simple_type(a.kind, &fake, types, codes);
         let _ = writeln!(
             out,
@@ -108,7 +132,12 @@ fn complex_type(
 }
 
 /// The simple type of a field; optional fields also accept an empty element.
-fn simple_type(kind: Kind, f: &Field, types: &mut BTreeMap<String, String>, codes: &BTreeMap<Nomenclature, Vec<&str>>) -> String {
+fn simple_type(
+    kind: Kind,
+    f: &Field,
+    types: &mut BTreeMap<String, String>,
+    codes: &BTreeMap<Nomenclature, Vec<&str>>,
+) -> String {
     let (base_name, restriction) = match kind {
         Kind::Text(n) => (
             format!("texte{n}"),
@@ -155,9 +184,9 @@ fn simple_type(kind: Kind, f: &Field, types: &mut BTreeMap<String, String>, code
         }
         Kind::Group(_) | Kind::Record(_) => unreachable!("containers have complex types"),
     };
-    types
-        .entry(base_name.clone())
-        .or_insert_with(|| format!("\n  <xs:simpleType name=\"{base_name}\">\n    {restriction}\n  </xs:simpleType>\n"));
+    types.entry(base_name.clone()).or_insert_with(|| {
+        format!("\n  <xs:simpleType name=\"{base_name}\">\n    {restriction}\n  </xs:simpleType>\n")
+    });
     if f.required {
         return base_name;
     }

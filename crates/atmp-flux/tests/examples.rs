@@ -10,7 +10,11 @@ fn examples() -> PathBuf {
 #[test]
 fn the_shared_examples_are_valid() {
     let n = Nomenclatures::builtin();
-    for f in ["services.xml", "declaration-differentiel.xml", "cdg-groupe.xml"] {
+    for f in [
+        "services.xml",
+        "declaration-differentiel.xml",
+        "cdg-groupe.xml",
+    ] {
         let v = validate_path(&examples().join(f), &n);
         assert!(v.valid(), "{f}: {:#?}", v.errors);
         assert!(v.warnings.is_empty(), "{f}: {:#?}", v.warnings);

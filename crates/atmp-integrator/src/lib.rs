@@ -1,1 +1,421 @@
-pub fn x(){}
+//! The integration rules of FORMAT.md §5 and the logs of §6.
+//!
+//! One file goes through three stages: the reader thread (bytes → checked records, see
+//! `atmp-flux`), the rules (this crate: match each record against the base, add what is new,
+//! never overwrite) inside one storage transaction, and the logs. The file is acknowledged
+//! (import row `reussi`, logs published) only once its transaction has committed.
+
+mod counts;
+mod log;
+mod rules;
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use atmp_flux::{BlockStart, FluxError, FluxReader, Header, Item, Record};
+use atmp_model::Nomenclatures;
+use atmp_store::{now, ImportLog, ImportRow, Store, StoreError};
+
+pub use counts::{Counts, Outcome};
+pub use log::{Level, LogFiles};
+
+use log::Logs;
+
+/// The result of a file (§6.4, §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultKind {
+    Reussi,
+    Echoue,
+    Doublon,
+}
+
+impl ResultKind {
+    /// `reussi`, `echoue` or `doublon`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ResultKind::Reussi => "reussi",
+            ResultKind::Echoue => "echoue",
+            ResultKind::Doublon => "doublon",
+        }
+    }
+}
+
+/// How to import a file.
+pub struct ImportOptions<'a> {
+    /// The sender account that delivered the file; `None`: the header's `emetteur`.
+    pub emetteur: Option<String>,
+    /// Where the logs are written.
+    pub logs_dir: PathBuf,
+    /// The file name shown in logs and in the import history (default: the path's name).
+    pub display_name: Option<String>,
+    /// Called now and then with the number of (decoded) bytes read.
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+/// What importing one file gave.
+#[derive(Clone, Debug)]
+pub struct ImportOutcome {
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+    pub result: ResultKind,
+    /// The French label of §6.4.
+    pub label: String,
+    pub errors: u64,
+    pub warnings: u64,
+    pub counts: Counts,
+    pub logs: Vec<LogFiles>,
+    pub import_id: i64,
+}
+
+/// A failure of the platform itself (the base, the disk), not of the file: nothing of the
+/// file was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegratorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("erreur d'écriture des journaux : {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The label of a file that was processed.
+pub fn success_label(errors: u64) -> String {
+    if errors == 0 {
+        "Import réussi".to_string()
+    } else {
+        format!("Import réussi ({errors} erreur(s))")
+    }
+}
+
+/// SHA-256 and size of the file as received.
+pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((hex::encode(h.finalize()), size))
+}
+
+/// What the reader thread sends to the rules.
+enum Msg {
+    Header(Result<Header, FluxError>),
+    Block(BlockStart),
+    Record(Box<Record>),
+    Stray { line: u64 },
+    BlockEnd,
+    End { agents: u64, evenements: u64 },
+    Fatal(FluxError),
+}
+
+/// Stage one, on its own thread: read and check records, send them on.
+fn read_stage(
+    path: &Path,
+    nomenclatures: &Nomenclatures,
+    out: crossbeam_channel::Sender<Msg>,
+    pos: &AtomicU64,
+) {
+    let mut reader = match FluxReader::open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = out.send(Msg::Fatal(e));
+            return;
+        }
+    };
+    let mut ctx: Option<(atmp_model::TypeFichier, atmp_model::Date)> = None;
+    let mut n = 0u64;
+    loop {
+        let msg = match reader.next_item() {
+            Ok(Some(Item::Header(node))) => {
+                let h = Header::from_node(&node);
+                if let Ok(h) = &h {
+                    ctx = Some((h.type_fichier, h.date_creation.date()));
+                }
+                let failed = h.is_err();
+                if out.send(Msg::Header(h)).is_err() || failed {
+                    return;
+                }
+                continue;
+            }
+            Ok(Some(Item::BlockStart(b))) => Msg::Block(b),
+            Ok(Some(Item::Record { node, path })) => {
+                let (type_fichier, date_creation) = ctx.expect("the header comes first");
+                let c = atmp_flux::Context {
+                    type_fichier,
+                    date_creation: Some(date_creation),
+                    nomenclatures,
+                };
+                n += 1;
+                if n % 256 == 0 {
+                    pos.store(reader.position(), Ordering::Relaxed);
+                }
+                Msg::Record(Box::new(atmp_flux::check_record(&node, &path, &c)))
+            }
+            Ok(Some(Item::StrayText { line, .. })) => Msg::Stray { line },
+            Ok(Some(Item::BlockEnd)) => Msg::BlockEnd,
+            Ok(None) => {
+                let (agents, evenements) = reader.totals();
+                let _ = out.send(Msg::End { agents, evenements });
+                return;
+            }
+            Err(e) => {
+                let _ = out.send(Msg::Fatal(e));
+                return;
+            }
+        };
+        if out.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// Why a file was rejected whole, and what had been read of it.
+struct Failure {
+    reason: String,
+    header: Option<Header>,
+    blocks: Vec<String>,
+    cdg: Option<String>,
+}
+
+/// Imports one file: the whole of §5 and §6 for it.
+pub fn import_file(
+    store: &mut dyn Store,
+    path: &Path,
+    opts: &ImportOptions<'_>,
+) -> Result<ImportOutcome, IntegratorError> {
+    let started_at = now();
+    let name = opts.display_name.clone().unwrap_or_else(|| {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let (sha256, size) = match hash_file(path) {
+        Ok(v) => v,
+        Err(e) => {
+            let base = ImportRow {
+                file_name: name.clone(),
+                started_at,
+                ..Default::default()
+            };
+            let f = Failure {
+                reason: format!("le fichier ne peut pas être lu ({e})"),
+                header: None,
+                blocks: vec![],
+                cdg: None,
+            };
+            return failed(store, opts, base, f);
+        }
+    };
+    let prefix = format!(
+        "{}_{}",
+        chrono::Local::now().format("%Y%m%d-%H%M%S"),
+        &sha256[..12]
+    );
+    let base_row = ImportRow {
+        file_name: name.clone(),
+        sha256: sha256.clone(),
+        size,
+        started_at: started_at.clone(),
+        result: "en_cours".into(),
+        label: "En cours".into(),
+        counts: "{}".into(),
+        ..Default::default()
+    };
+
+    if let Some(at) = store.integrated_at(&sha256)? {
+        let day = atmp_model::DateTime::parse(&at)
+            .map(|d| d.date().fr())
+            .unwrap_or(at);
+        let label = format!("Doublon : déjà intégré le {day}");
+        let mut logs = Logs::new(&opts.logs_dir, prefix)?;
+        logs.enter_block("")?;
+        logs.line(
+            Level::Info,
+            "",
+            "",
+            "",
+            &format!("Début du traitement du fichier « {name} »"),
+        )?;
+        logs.line(
+            Level::Info,
+            "",
+            "",
+            "",
+            &format!("{label} : fichier identique (SHA-256 {sha256}), rien n'est enregistré"),
+        )?;
+        logs.close(&Counts::default(), |_| label.clone())?;
+        let files = logs.files(|_| label.clone(), 0);
+        logs.publish()?;
+        let row = ImportRow {
+            result: "doublon".into(),
+            label: label.clone(),
+            finished_at: Some(now()),
+            counts: counts_json(&Counts::default()),
+            ..base_row
+        };
+        let import_id = store.record_import(&row, &import_logs(&files))?;
+        return Ok(ImportOutcome {
+            file: name,
+            sha256,
+            size,
+            result: ResultKind::Doublon,
+            label,
+            errors: 0,
+            warnings: 0,
+            counts: Counts::default(),
+            logs: files,
+            import_id,
+        });
+    }
+
+    let nomenclatures = Nomenclatures::from_entries(&store.nomenclature_entries()?);
+    let pos = AtomicU64::new(0);
+    let outcome = std::thread::scope(|s| {
+        let (tx, rx) = crossbeam_channel::bounded::<Msg>(256);
+        let nomenclatures = &nomenclatures;
+        let pos_ref = &pos;
+        s.spawn(move || read_stage(path, nomenclatures, tx, pos_ref));
+        let progress = || {
+            if let Some(p) = opts.progress {
+                p(pos.load(Ordering::Relaxed));
+            }
+        };
+        rules::integrate(
+            &mut *store,
+            rx,
+            &name,
+            &base_row,
+            opts,
+            prefix.clone(),
+            &progress,
+        )
+        // `rx` is dropped here: a reader still running stops at its next send.
+    })?;
+    match outcome {
+        Ok((row, files, counts, import_id)) => Ok(ImportOutcome {
+            file: name,
+            sha256,
+            size,
+            result: ResultKind::Reussi,
+            label: row.label.clone(),
+            errors: row.errors,
+            warnings: row.warnings,
+            counts,
+            logs: files,
+            import_id,
+        }),
+        Err(f) => failed(store, opts, base_row, f),
+    }
+}
+
+/// Records a file rejected whole (§5.4.1): nothing of it is stored; its logs say why.
+fn failed(
+    store: &mut dyn Store,
+    opts: &ImportOptions<'_>,
+    base: ImportRow,
+    f: Failure,
+) -> Result<ImportOutcome, IntegratorError> {
+    let label = format!("Import échoué : {}", f.reason);
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    let prefix = if base.sha256.len() >= 12 {
+        format!("{stamp}_{}", &base.sha256[..12])
+    } else {
+        stamp
+    };
+    let mut logs = Logs::new(&opts.logs_dir, prefix)?;
+    let opening = match &f.header {
+        Some(h) => opening_line(&base.file_name, h),
+        None => format!("Début du traitement du fichier « {} »", base.file_name),
+    };
+    if let Some(cdg) = &f.cdg {
+        logs.open_global(cdg)?;
+    }
+    for b in &f.blocks {
+        logs.enter_block(b)?;
+    }
+    if f.blocks.is_empty() && f.cdg.is_none() {
+        logs.enter_block("")?;
+    }
+    logs.leave_block();
+    logs.file_line(Level::Info, &opening)?;
+    logs.file_line(Level::Error, &label)?;
+    logs.close(&Counts::default(), |_| label.clone())?;
+    let files = logs.files(|_| label.clone(), 1);
+    logs.publish()?;
+    let row = ImportRow {
+        result: "echoue".into(),
+        label: label.clone(),
+        finished_at: Some(now()),
+        errors: 1,
+        counts: counts_json(&Counts::default()),
+        emetteur: f.header.as_ref().map(|h| h.emetteur.clone()),
+        type_fichier: f.header.as_ref().map(|h| h.type_fichier.code().to_string()),
+        mode: f.header.as_ref().map(|h| h.mode.code().to_string()),
+        date_creation: f.header.as_ref().map(|h| h.date_creation.iso()),
+        cdg_siret: f.cdg.clone(),
+        ..base
+    };
+    let import_id = store.record_import(&row, &import_logs(&files))?;
+    Ok(ImportOutcome {
+        file: row.file_name.clone(),
+        sha256: row.sha256.clone(),
+        size: row.size,
+        result: ResultKind::Echoue,
+        label,
+        errors: 1,
+        warnings: 0,
+        counts: Counts::default(),
+        logs: files,
+        import_id,
+    })
+}
+
+fn opening_line(name: &str, h: &Header) -> String {
+    format!(
+        "Début du traitement du fichier « {name} » : émetteur {}, type {}, mode {}, créé le {}",
+        h.emetteur,
+        h.type_fichier.code(),
+        h.mode.code(),
+        h.date_creation.fr()
+    )
+}
+
+fn import_logs(files: &[LogFiles]) -> Vec<ImportLog> {
+    files
+        .iter()
+        .map(|l| ImportLog {
+            collectivite_siret: l.collectivite.clone(),
+            global: l.global,
+            complet_path: l.complet.to_string_lossy().into_owned(),
+            erreurs_path: l.erreurs.to_string_lossy().into_owned(),
+            errors: l.errors,
+            warnings: l.warnings,
+            label: l.label.clone(),
+        })
+        .collect()
+}
+
+/// The `counts` object of §7, as JSON text.
+pub fn counts_json(c: &Counts) -> String {
+    let parts: Vec<String> = atmp_flux::spec::RecordKind::COUNTED
+        .iter()
+        .map(|k| {
+            let (a, e, r) = c.get(*k);
+            format!(
+                "\"{}\":{{\"added\":{a},\"existing\":{e},\"rejected\":{r}}}",
+                k.counts_key()
+            )
+        })
+        .collect();
+    format!("{{{}}}", parts.join(","))
+}

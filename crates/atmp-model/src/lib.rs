@@ -7,7 +7,10 @@
 mod nomenclature;
 mod text;
 
-pub use nomenclature::{parse_csv, CsvError, Nomenclature, NomenclatureEntry, Nomenclatures, BUILTIN_CSV, BUILTIN_VERSION};
+pub use nomenclature::{
+    parse_csv, CsvError, Nomenclature, NomenclatureEntry, Nomenclatures, BUILTIN_CSV,
+    BUILTIN_VERSION,
+};
 pub use text::{normalize_name, same_name};
 
 use std::fmt;
@@ -43,16 +46,19 @@ impl Nir {
         let body = &s[..13];
         let key_str = &s[13..15];
         let corsica = &b[5..7];
-        let digits_ok = b
-            .iter()
-            .enumerate()
-            .all(|(i, c)| c.is_ascii_digit() || (i == 6 && (*c == b'A' || *c == b'B') && b[5] == b'2'));
+        let digits_ok = b.iter().enumerate().all(|(i, c)| {
+            c.is_ascii_digit() || (i == 6 && (*c == b'A' || *c == b'B') && b[5] == b'2')
+        });
         if !digits_ok || !key_str.bytes().all(|c| c.is_ascii_digit()) {
             return Err(NirError::Characters);
         }
         let numeric_body: u64 = match corsica {
-            b"2A" => format!("{}19{}", &body[..5], &body[7..]).parse().unwrap_or(0),
-            b"2B" => format!("{}18{}", &body[..5], &body[7..]).parse().unwrap_or(0),
+            b"2A" => format!("{}19{}", &body[..5], &body[7..])
+                .parse()
+                .unwrap_or(0),
+            b"2B" => format!("{}18{}", &body[..5], &body[7..])
+                .parse()
+                .unwrap_or(0),
             _ => body.parse().map_err(|_| NirError::Characters)?,
         };
         let expected = 97 - (numeric_body % 97) as u32;
@@ -220,7 +226,12 @@ impl Date {
     /// `DD/MM/YYYY`, the shape of every date a user reads.
     pub fn fr(&self) -> String {
         use chrono::Datelike;
-        format!("{:02}/{:02}/{:04}", self.0.day(), self.0.month(), self.0.year())
+        format!(
+            "{:02}/{:02}/{:04}",
+            self.0.day(),
+            self.0.month(),
+            self.0.year()
+        )
     }
 
     pub fn year(&self) -> i32 {
@@ -274,7 +285,10 @@ impl Heure {
         if h > 23 || m > 59 {
             return None;
         }
-        Some(Heure { h: h as u8, m: m as u8 })
+        Some(Heure {
+            h: h as u8,
+            m: m as u8,
+        })
     }
 }
 

@@ -92,7 +92,10 @@ impl Nomenclatures {
     pub fn from_entries(entries: &[NomenclatureEntry]) -> Nomenclatures {
         let mut codes: HashMap<Nomenclature, HashSet<String>> = HashMap::new();
         for e in entries {
-            codes.entry(e.nomenclature).or_default().insert(e.code.clone());
+            codes
+                .entry(e.nomenclature)
+                .or_default()
+                .insert(e.code.clone());
         }
         Nomenclatures { codes }
     }
@@ -131,24 +134,40 @@ pub fn parse_csv(text: &str) -> Result<Vec<NomenclatureEntry>, Vec<CsvError>> {
         if fields.len() != 3 {
             errors.push(CsvError {
                 line: line_no,
-                message: format!("3 champs attendus séparés par « ; », {} trouvé(s)", fields.len()),
+                message: format!(
+                    "3 champs attendus séparés par « ; », {} trouvé(s)",
+                    fields.len()
+                ),
             });
             continue;
         }
         let Some(n) = Nomenclature::from_name(fields[0]) else {
-            errors.push(CsvError { line: line_no, message: format!("nomenclature inconnue « {} »", fields[0]) });
+            errors.push(CsvError {
+                line: line_no,
+                message: format!("nomenclature inconnue « {} »", fields[0]),
+            });
             continue;
         };
         let code = fields[1];
         if code.is_empty() || code.len() > 40 {
-            errors.push(CsvError { line: line_no, message: "code vide ou trop long (40 caractères au plus)".into() });
+            errors.push(CsvError {
+                line: line_no,
+                message: "code vide ou trop long (40 caractères au plus)".into(),
+            });
             continue;
         }
         if !seen.insert((n, code.to_string())) {
-            errors.push(CsvError { line: line_no, message: format!("code « {code} » en double dans {}", n.name()) });
+            errors.push(CsvError {
+                line: line_no,
+                message: format!("code « {code} » en double dans {}", n.name()),
+            });
             continue;
         }
-        out.push(NomenclatureEntry { nomenclature: n, code: code.to_string(), libelle: fields[2].to_string() });
+        out.push(NomenclatureEntry {
+            nomenclature: n,
+            code: code.to_string(),
+            libelle: fields[2].to_string(),
+        });
     }
     if errors.is_empty() {
         Ok(out)

@@ -2,7 +2,11 @@ use super::*;
 use proptest::prelude::*;
 
 fn nir_with_key(body13: &str) -> String {
-    let n: u64 = body13.replace("2A", "19").replace("2B", "18").parse().unwrap();
+    let n: u64 = body13
+        .replace("2A", "19")
+        .replace("2B", "18")
+        .parse()
+        .unwrap();
     format!("{body13}{:02}", 97 - n % 97)
 }
 
@@ -10,9 +14,18 @@ fn nir_with_key(body13: &str) -> String {
 fn nir_examples() {
     assert!(Nir::parse("184052153114629").is_ok());
     assert!(Nir::parse("1 84 05 21 531 146 29").is_ok());
-    assert!(matches!(Nir::parse("184052153114628"), Err(NirError::Key { .. })));
-    assert!(matches!(Nir::parse("18405215311462"), Err(NirError::Length(14))));
-    assert!(matches!(Nir::parse("18405215311462X"), Err(NirError::Characters)));
+    assert!(matches!(
+        Nir::parse("184052153114628"),
+        Err(NirError::Key { .. })
+    ));
+    assert!(matches!(
+        Nir::parse("18405215311462"),
+        Err(NirError::Length(14))
+    ));
+    assert!(matches!(
+        Nir::parse("18405215311462X"),
+        Err(NirError::Characters)
+    ));
     let corse = nir_with_key("184052A531146");
     assert!(Nir::parse(&corse).is_ok(), "{corse}");
     let corse_b = nir_with_key("184052B531146");
@@ -23,11 +36,23 @@ fn nir_examples() {
 #[test]
 fn nir_coherence() {
     let nir = Nir::parse("184052153114629").unwrap();
-    assert!(nir.coherence(Some(Sexe::M), Date::parse("1984-05-17")).is_empty());
-    assert_eq!(nir.coherence(Some(Sexe::F), Date::parse("1984-05-17")).len(), 1);
-    assert_eq!(nir.coherence(Some(Sexe::M), Date::parse("1985-06-17")).len(), 2);
+    assert!(nir
+        .coherence(Some(Sexe::M), Date::parse("1984-05-17"))
+        .is_empty());
+    assert_eq!(
+        nir.coherence(Some(Sexe::F), Date::parse("1984-05-17"))
+            .len(),
+        1
+    );
+    assert_eq!(
+        nir.coherence(Some(Sexe::M), Date::parse("1985-06-17"))
+            .len(),
+        2
+    );
     let provisional = Nir::parse(&nir_with_key("7840521531146")).unwrap();
-    assert!(provisional.coherence(Some(Sexe::F), Date::parse("1999-01-01")).is_empty());
+    assert!(provisional
+        .coherence(Some(Sexe::F), Date::parse("1999-01-01"))
+        .is_empty());
     assert_eq!(nir.masked(), "***********4629");
 }
 
@@ -71,7 +96,12 @@ proptest! {
 
 #[test]
 fn siret_examples() {
-    for s in ["28219002400012", "28219010700049", "21219781800017", "26219781700014"] {
+    for s in [
+        "28219002400012",
+        "28219010700049",
+        "21219781800017",
+        "26219781700014",
+    ] {
         assert!(Siret::parse(s).is_ok(), "{s}");
     }
     assert_eq!(Siret::parse("28219002400013"), Err(SiretError::Key));

@@ -1,1 +1,589 @@
-fn main(){}
+//! `atmp`: the command line of the platform (FORMAT.md §7).
+//!
+//! Exit statuses: 0 success; 1 a file rejected whole (`import`), an invalid file
+//! (`validate`) or an operation refused; 2 a usage error.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value as Json};
+
+use atmp_flux::gen::{generate, GenOptions};
+use atmp_flux::{validate_path, Issue};
+use atmp_integrator::{import_file, ImportOptions, ImportOutcome, ResultKind};
+use atmp_model::{Nomenclature, Nomenclatures, Siret};
+use atmp_store::{Autorisation, Store};
+
+/// The default base: an SQLite file under ./data/.
+const DEFAULT_DB: &str = "sqlite://data/atmp.db";
+
+#[derive(Parser)]
+#[command(
+    name = "atmp",
+    version,
+    about = "Plate-forme de collecte des déclarations AT/MP (flux 1.0)"
+)]
+struct Cli {
+    /// Base de données : sqlite://CHEMIN ou postgres://… (défaut : sqlite://data/atmp.db)
+    #[arg(long, global = true, env = "ATMP_DATABASE_URL")]
+    db: Option<String>,
+    /// Sortie JSON, une ligne par fichier
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Vérifie des fichiers sans base de données (format, champs, codes, NIR, dates)
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Gère les collectivités
+    #[command(subcommand)]
+    Collectivite(CollectiviteCmd),
+    /// Gère les émetteurs et leurs autorisations
+    #[command(subcommand)]
+    Emetteur(EmetteurCmd),
+    /// Gère les nomenclatures
+    #[command(subcommand)]
+    Nomenclature(NomenclatureCmd),
+    /// Intègre des fichiers dans la base
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Compte émetteur qui a transmis les fichiers (défaut : celui de l'en-tête)
+        #[arg(long)]
+        emetteur: Option<String>,
+        /// Dossier des journaux (défaut : data/logs)
+        #[arg(long)]
+        logs: Option<PathBuf>,
+    },
+    /// Génère un fichier DECLARATION réaliste de N agents (bancs d'essai)
+    Gen(GenArgs),
+    /// Écrit le schéma XSD publié (schema/flux-1.0.xsd)
+    Xsd,
+}
+
+#[derive(Subcommand)]
+enum CollectiviteCmd {
+    /// Crée une collectivité
+    Add {
+        #[arg(long, value_parser = parse_siret)]
+        siret: Siret,
+        #[arg(long)]
+        nom: String,
+        /// SIRET du CDG de rattachement
+        #[arg(long, value_parser = parse_siret)]
+        cdg: Option<Siret>,
+    },
+    /// Liste les collectivités
+    List,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Statut {
+    Accordee,
+    Refusee,
+    Retiree,
+}
+
+#[derive(Subcommand)]
+enum EmetteurCmd {
+    /// Crée un émetteur et l'autorise pour ces collectivités
+    Add {
+        #[arg(long, value_parser = parse_code)]
+        code: String,
+        #[arg(long)]
+        nom: Option<String>,
+        /// Collectivité pour laquelle l'accord de transfert est enregistré (répétable)
+        #[arg(long = "collectivite", value_parser = parse_siret)]
+        collectivites: Vec<Siret>,
+        /// Référence de l'accord écrit (registre des consentements)
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// Enregistre l'état de l'autorisation d'un émetteur pour une collectivité
+    Autorisation {
+        #[arg(long, value_parser = parse_code)]
+        code: String,
+        #[arg(long, value_parser = parse_siret)]
+        collectivite: Siret,
+        #[arg(long, value_enum)]
+        statut: Statut,
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// Liste les émetteurs et leurs autorisations
+    List,
+}
+
+#[derive(Subcommand)]
+enum NomenclatureCmd {
+    /// Remplace les nomenclatures présentes dans le fichier CSV (nomenclature;code;libelle)
+    Import { file: PathBuf },
+    /// Liste les nomenclatures chargées et leurs versions
+    List,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Nombre d'agents
+    #[arg(long)]
+    agents: u64,
+    /// Fichier à écrire
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value = "2016-01-01T02:00:00")]
+    date_creation: String,
+    #[arg(long, default_value = "BENCH")]
+    emetteur: String,
+    /// Collectivités sur lesquelles répartir les agents (répétable)
+    #[arg(long = "collectivite", value_parser = parse_siret, required = true)]
+    collectivites: Vec<Siret>,
+    #[arg(long, value_parser = parse_siret)]
+    cdg: Option<Siret>,
+}
+
+fn parse_siret(s: &str) -> std::result::Result<Siret, String> {
+    Siret::parse(s).map_err(|e| format!("SIRET « {s} » invalide : {e}"))
+}
+
+fn parse_code(s: &str) -> std::result::Result<String, String> {
+    if !s.is_empty()
+        && s.len() <= 40
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "code « {s} » invalide : 1 à 40 lettres, chiffres, « _ » ou « - »"
+        ))
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ATMP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version exit 0, every usage error 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("atmp : {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn open_store(db: &Option<String>) -> Result<Box<dyn Store>> {
+    let url = db.clone().unwrap_or_else(|| DEFAULT_DB.to_string());
+    atmp_store::open(&url).with_context(|| format!("ouverture de la base {url}"))
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Validate { files } => Ok(validate(&files, cli.json)),
+        Command::Import {
+            files,
+            emetteur,
+            logs,
+        } => {
+            let mut store = open_store(&cli.db)?;
+            import(
+                &mut *store,
+                &files,
+                emetteur,
+                logs.unwrap_or_else(|| PathBuf::from("data/logs")),
+                cli.json,
+            )
+        }
+        Command::Collectivite(c) => {
+            let mut store = open_store(&cli.db)?;
+            match c {
+                CollectiviteCmd::Add { siret, nom, cdg } => {
+                    let c = store.add_collectivite(&siret, &nom, cdg.as_ref())?;
+                    if cli.json {
+                        println!(
+                            "{}",
+                            json!({"id": c.id, "siret": c.siret, "nom": c.nom, "cdg": c.cdg_siret})
+                        );
+                    } else {
+                        println!("Collectivité {} créée : {}", c.siret, c.nom);
+                    }
+                }
+                CollectiviteCmd::List => {
+                    for c in store.collectivites()? {
+                        if cli.json {
+                            println!(
+                                "{}",
+                                json!({"id": c.id, "siret": c.siret, "nom": c.nom, "cdg": c.cdg_siret})
+                            );
+                        } else {
+                            let cdg = c
+                                .cdg_siret
+                                .map(|s| format!(" (rattachée au CDG {s})"))
+                                .unwrap_or_default();
+                            println!("{}  {}{cdg}", c.siret, c.nom);
+                        }
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Emetteur(e) => {
+            let mut store = open_store(&cli.db)?;
+            match e {
+                EmetteurCmd::Add {
+                    code,
+                    nom,
+                    collectivites,
+                    reference,
+                } => {
+                    for s in &collectivites {
+                        if store.collectivite(s.as_str())?.is_none() {
+                            bail!("la collectivité {s} n'existe pas : créez-la d'abord (atmp collectivite add)");
+                        }
+                    }
+                    store.add_emetteur(&code, nom.as_deref())?;
+                    for s in &collectivites {
+                        store.set_autorisation(
+                            &code,
+                            s.as_str(),
+                            Autorisation::Accordee,
+                            reference.as_deref(),
+                        )?;
+                    }
+                    print_emetteur(&mut *store, &code, cli.json)?;
+                }
+                EmetteurCmd::Autorisation {
+                    code,
+                    collectivite,
+                    statut,
+                    reference,
+                } => {
+                    let state = match statut {
+                        Statut::Accordee => Autorisation::Accordee,
+                        Statut::Refusee => Autorisation::Refusee,
+                        Statut::Retiree => Autorisation::Retiree,
+                    };
+                    store.set_autorisation(
+                        &code,
+                        collectivite.as_str(),
+                        state,
+                        reference.as_deref(),
+                    )?;
+                    print_emetteur(&mut *store, &code, cli.json)?;
+                }
+                EmetteurCmd::List => {
+                    for e in store.emetteurs()? {
+                        print_emetteur(&mut *store, &e.code, cli.json)?;
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Nomenclature(n) => {
+            let mut store = open_store(&cli.db)?;
+            match n {
+                NomenclatureCmd::Import { file } => {
+                    let bytes = std::fs::read(&file)
+                        .with_context(|| format!("lecture de {}", file.display()))?;
+                    let text = String::from_utf8(bytes.clone()).map_err(|_| {
+                        anyhow::anyhow!("{} : le fichier doit être en UTF-8", file.display())
+                    })?;
+                    let entries = match atmp_model::parse_csv(&text) {
+                        Ok(e) => e,
+                        Err(errs) => {
+                            for e in &errs {
+                                eprintln!("{}:{}: {}", file.display(), e.line, e.message);
+                            }
+                            bail!(
+                                "{} : {} ligne(s) invalide(s), rien n'a été chargé",
+                                file.display(),
+                                errs.len()
+                            );
+                        }
+                    };
+                    let version = file
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+                    store.replace_nomenclatures(&entries, &version, &sha)?;
+                    println!(
+                        "{} code(s) chargé(s) depuis {} (version {version})",
+                        entries.len(),
+                        file.display()
+                    );
+                }
+                NomenclatureCmd::List => {
+                    let entries = store.nomenclature_entries()?;
+                    for n in Nomenclature::ALL {
+                        let codes: Vec<&str> = entries
+                            .iter()
+                            .filter(|e| e.nomenclature == n)
+                            .map(|e| e.code.as_str())
+                            .collect();
+                        if cli.json {
+                            println!("{}", json!({"nomenclature": n.name(), "codes": codes}));
+                        } else {
+                            println!(
+                                "{} ({} codes) : {}",
+                                n.name(),
+                                codes.len(),
+                                codes.join(", ")
+                            );
+                        }
+                    }
+                    if !cli.json {
+                        for (v, sha, n, at) in store.nomenclature_versions()? {
+                            println!("version {v} chargée le {at} ({n} codes, sha256 {sha})");
+                        }
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Gen(g) => {
+            let opts = GenOptions {
+                agents: g.agents,
+                collectivites: g.collectivites,
+                emetteur: g.emetteur,
+                date_creation: g.date_creation,
+                seed: g.seed,
+                cdg: g.cdg,
+            };
+            let f = std::fs::File::create(&g.out)
+                .with_context(|| format!("création de {}", g.out.display()))?;
+            let (a, e) = generate(std::io::BufWriter::with_capacity(1 << 20, f), &opts)?;
+            eprintln!("{} : {a} agents, {e} événements", g.out.display());
+            Ok(0)
+        }
+        Command::Xsd => {
+            let entries = atmp_model::parse_csv(atmp_model::BUILTIN_CSV)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            print!("{}", atmp_flux::xsd::generate(&entries));
+            Ok(0)
+        }
+    }
+}
+
+fn print_emetteur(store: &mut dyn Store, code: &str, json_out: bool) -> Result<()> {
+    let e = store.emetteur(code)?.context("émetteur introuvable")?;
+    if json_out {
+        let auth: Vec<Json> = e
+            .autorisations
+            .iter()
+            .map(|(s, st, d, r)| json!({"collectivite": s, "statut": st.code(), "date": d, "reference": r}))
+            .collect();
+        println!(
+            "{}",
+            json!({"code": e.code, "nom": e.nom, "autorisations": auth})
+        );
+    } else {
+        println!(
+            "Émetteur {}{}",
+            e.code,
+            e.nom.map(|n| format!(" ({n})")).unwrap_or_default()
+        );
+        for (s, st, d, r) in e.autorisations {
+            println!(
+                "  {s} : {} le {d}{}",
+                st.code(),
+                r.map(|r| format!(", référence {r}")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn issue_json(i: &Issue) -> Json {
+    json!({"line": i.line, "column": i.column, "path": i.path, "code": i.code, "message": i.message})
+}
+
+fn validate(files: &[PathBuf], json_out: bool) -> u8 {
+    let nomenclatures = Nomenclatures::builtin();
+    let mut all_valid = true;
+    for f in files {
+        let v = validate_path(f, &nomenclatures);
+        all_valid &= v.valid();
+        if json_out {
+            let errors: Vec<Json> = v.errors.iter().map(issue_json).collect();
+            let warnings: Vec<Json> = v.warnings.iter().map(issue_json).collect();
+            println!(
+                "{}",
+                json!({"file": f.display().to_string(), "valid": v.valid(), "errors": errors, "warnings": warnings})
+            );
+        } else {
+            for i in v.errors.iter().chain(v.warnings.iter()) {
+                let level = if i.severity == atmp_flux::Severity::Error {
+                    "erreur"
+                } else {
+                    "avertissement"
+                };
+                println!(
+                    "{}:{}:{}: {level} [{}] {} : {}",
+                    f.display(),
+                    i.line,
+                    i.column,
+                    i.code,
+                    i.path,
+                    i.message
+                );
+            }
+            if v.dropped > 0 {
+                println!(
+                    "{} : {} autre(s) problème(s) non affiché(s)",
+                    f.display(),
+                    v.dropped
+                );
+            }
+            if v.valid() {
+                println!(
+                    "{} : valide ({} avertissement(s))",
+                    f.display(),
+                    v.warnings.len()
+                );
+            } else {
+                println!(
+                    "{} : invalide ({} erreur(s))",
+                    f.display(),
+                    v.errors.len() as u64 + v.dropped
+                );
+            }
+        }
+    }
+    if all_valid {
+        0
+    } else {
+        1
+    }
+}
+
+fn outcome_json(o: &ImportOutcome, path: &Path) -> Json {
+    let counts: serde_json::Map<String, Json> = atmp_flux::spec::RecordKind::COUNTED
+        .iter()
+        .map(|k| {
+            let (a, e, r) = o.counts.get(*k);
+            (
+                k.counts_key().to_string(),
+                json!({"added": a, "existing": e, "rejected": r}),
+            )
+        })
+        .collect();
+    let logs: Vec<Json> = o
+        .logs
+        .iter()
+        .map(|l| {
+            let mut m = json!({
+                "collectivite": if l.collectivite.is_empty() { Json::Null } else { Json::from(l.collectivite.clone()) },
+                "complet": l.complet.display().to_string(),
+                "erreurs": l.erreurs.display().to_string(),
+            });
+            if l.global {
+                m["global"] = Json::Bool(true);
+            }
+            m
+        })
+        .collect();
+    json!({
+        "file": path.display().to_string(),
+        "sha256": o.sha256,
+        "result": o.result.code(),
+        "label": o.label,
+        "errors": o.errors,
+        "warnings": o.warnings,
+        "counts": counts,
+        "logs": logs,
+    })
+}
+
+fn import(
+    store: &mut dyn Store,
+    files: &[PathBuf],
+    emetteur: Option<String>,
+    logs_dir: PathBuf,
+    json_out: bool,
+) -> Result<u8> {
+    let mut status = 0u8;
+    let interactive = !json_out && std::io::stderr().is_terminal();
+    for f in files {
+        let bar = if interactive {
+            let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+            let b = indicatif::ProgressBar::new(size);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b.set_message(f.display().to_string());
+            Some(b)
+        } else {
+            None
+        };
+        let progress = |n: u64| {
+            if let Some(b) = &bar {
+                b.set_position(n);
+            }
+        };
+        let opts = ImportOptions {
+            emetteur: emetteur.clone(),
+            logs_dir: logs_dir.clone(),
+            display_name: None,
+            progress: Some(&progress),
+        };
+        let outcome = import_file(store, f, &opts).with_context(|| {
+            format!(
+                "{} : import interrompu, rien n'a été enregistré",
+                f.display()
+            )
+        });
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        let o = outcome?;
+        if o.result == ResultKind::Echoue {
+            status = 1;
+        }
+        if json_out {
+            println!("{}", outcome_json(&o, f));
+        } else {
+            println!("{} : {}", f.display(), o.label);
+            for k in atmp_flux::spec::RecordKind::COUNTED {
+                let (a, e, r) = o.counts.get(k);
+                if a + e + r > 0 {
+                    println!(
+                        "  {} : {a} ajouté(s), {e} déjà présent(s), {r} rejeté(s)",
+                        k.label_plural()
+                    );
+                }
+            }
+            for l in &o.logs {
+                println!("  journal complet : {}", l.complet.display());
+                println!("  journal des erreurs : {}", l.erreurs.display());
+            }
+        }
+    }
+    Ok(status)
+}

@@ -1,0 +1,370 @@
+//! The logs of §6: a complete log and an error log per collectivité, plus the global pair
+//! of a grouped CDG file. Lines are written to `.part` files and renamed once the file's
+//! transaction has committed, so that a log never describes data that was rolled back.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::counts::Counts;
+
+/// The level of a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        }
+    }
+}
+
+/// One log pair (complete and error log) being written.
+pub(crate) struct Pair {
+    pub siret: String,
+    pub global: bool,
+    complet: BufWriter<File>,
+    erreurs: BufWriter<File>,
+    complet_tmp: PathBuf,
+    erreurs_tmp: PathBuf,
+    pub complet_path: PathBuf,
+    pub erreurs_path: PathBuf,
+    pub errors: u64,
+    pub warnings: u64,
+    pub counts: Counts,
+}
+
+/// A finished log pair, as reported in the JSON `logs` list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFiles {
+    /// The collectivité's SIRET (the CDG's for the global pair); empty for a file-level log
+    /// of a file rejected before any block was read.
+    pub collectivite: String,
+    pub global: bool,
+    pub complet: PathBuf,
+    pub erreurs: PathBuf,
+    pub errors: u64,
+    pub warnings: u64,
+    /// The result label of this log.
+    pub label: String,
+}
+
+/// Writes the lines of one file's logs.
+pub(crate) struct Logs {
+    dir: PathBuf,
+    prefix: String,
+    pairs: Vec<Pair>,
+    by_siret: HashMap<String, usize>,
+    current: Option<usize>,
+    global: Option<usize>,
+    /// Lines about the file (opening line), repeated at the top of every pair.
+    file_lines: Vec<String>,
+    ts_secs: u64,
+    ts: String,
+    line: String,
+    pub errors: u64,
+    pub warnings: u64,
+}
+
+/// Quotes a field as in CSV when it holds `;`, `"` or a line break.
+fn push_field(out: &mut String, s: &str) {
+    if s.contains([';', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+impl Logs {
+    /// Logs of one file, written under `dir` with names starting with `prefix`.
+    pub fn new(dir: &Path, prefix: String) -> io::Result<Logs> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Logs {
+            dir: dir.to_path_buf(),
+            prefix,
+            pairs: Vec::new(),
+            by_siret: HashMap::new(),
+            current: None,
+            global: None,
+            file_lines: Vec::new(),
+            ts_secs: 0,
+            ts: String::new(),
+            line: String::with_capacity(512),
+            errors: 0,
+            warnings: 0,
+        })
+    }
+
+    fn timestamp(&mut self) -> &str {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if secs != self.ts_secs || self.ts.is_empty() {
+            self.ts_secs = secs;
+            self.ts = chrono::Local::now().format("%d/%m/%Y %H:%M:%S").to_string();
+        }
+        &self.ts
+    }
+
+    fn open_pair(&mut self, siret: &str, global: bool) -> io::Result<usize> {
+        let key = if global {
+            format!("global:{siret}")
+        } else {
+            siret.to_string()
+        };
+        if let Some(i) = self.by_siret.get(&key) {
+            return Ok(*i);
+        }
+        let stem = match (siret.is_empty(), global) {
+            (true, _) => format!("{}_fichier", self.prefix),
+            (false, true) => format!("{}_{siret}_global", self.prefix),
+            (false, false) => format!("{}_{siret}", self.prefix),
+        };
+        let complet_path = unique(&self.dir, &format!("{stem}_complet"));
+        let erreurs_path = complet_path.with_file_name(
+            complet_path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("log")
+                .replace("_complet", "_erreurs"),
+        );
+        let complet_tmp = part(&complet_path);
+        let erreurs_tmp = part(&erreurs_path);
+        let mut pair = Pair {
+            siret: siret.to_string(),
+            global,
+            complet: BufWriter::with_capacity(256 * 1024, File::create(&complet_tmp)?),
+            erreurs: BufWriter::with_capacity(16 * 1024, File::create(&erreurs_tmp)?),
+            complet_tmp,
+            erreurs_tmp,
+            complet_path,
+            erreurs_path,
+            errors: 0,
+            warnings: 0,
+            counts: Counts::default(),
+        };
+        for l in &self.file_lines {
+            pair.complet.write_all(l.as_bytes())?;
+        }
+        self.pairs.push(pair);
+        let i = self.pairs.len() - 1;
+        self.by_siret.insert(key, i);
+        Ok(i)
+    }
+
+    /// Opens (or reopens) the global pair of a grouped CDG file.
+    pub fn open_global(&mut self, cdg: &str) -> io::Result<()> {
+        let i = self.open_pair(cdg, true)?;
+        self.global = Some(i);
+        Ok(())
+    }
+
+    /// Lines from now on go to this collectivité's pair (and the global one).
+    pub fn enter_block(&mut self, siret: &str) -> io::Result<()> {
+        let i = self.open_pair(siret, false)?;
+        self.current = Some(i);
+        Ok(())
+    }
+
+    pub fn leave_block(&mut self) {
+        self.current = None;
+    }
+
+    /// The counts of the current block (and nothing when outside a block).
+    pub fn block_counts(&mut self) -> Option<&mut Counts> {
+        self.current.map(|i| &mut self.pairs[i].counts)
+    }
+
+    /// A line about the file as a whole: at the top of every pair, present and future.
+    pub fn file_line(&mut self, level: Level, message: &str) -> io::Result<()> {
+        self.format(level, "", "", "", message);
+        let l = self.line.clone();
+        self.count(level, None);
+        for p in self.pairs.iter_mut() {
+            p.complet.write_all(l.as_bytes())?;
+            if level == Level::Error {
+                p.erreurs.write_all(l.as_bytes())?;
+            }
+        }
+        self.file_lines.push(l);
+        Ok(())
+    }
+
+    fn format(&mut self, level: Level, agent: &str, evenement: &str, element: &str, message: &str) {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        line.push_str(self.timestamp());
+        line.push(';');
+        line.push_str(level.as_str());
+        line.push(';');
+        push_field(&mut line, agent);
+        line.push(';');
+        push_field(&mut line, evenement);
+        line.push(';');
+        push_field(&mut line, element);
+        line.push(';');
+        push_field(&mut line, message);
+        line.push('\n');
+        self.line = line;
+    }
+
+    fn count(&mut self, level: Level, targets: Option<[Option<usize>; 2]>) {
+        match level {
+            Level::Error => self.errors += 1,
+            Level::Warn => self.warnings += 1,
+            Level::Info => {}
+        }
+        if let Some(t) = targets {
+            for i in t.into_iter().flatten() {
+                match level {
+                    Level::Error => self.pairs[i].errors += 1,
+                    Level::Warn => self.pairs[i].warnings += 1,
+                    Level::Info => {}
+                }
+            }
+        }
+    }
+
+    /// A line in the current block's pair and in the global pair.
+    pub fn line(
+        &mut self,
+        level: Level,
+        agent: &str,
+        evenement: &str,
+        element: &str,
+        message: &str,
+    ) -> io::Result<()> {
+        self.format(level, agent, evenement, element, message);
+        let targets = [
+            self.current,
+            self.global.filter(|g| Some(*g) != self.current),
+        ];
+        self.count(level, Some(targets));
+        for i in targets.into_iter().flatten() {
+            let p = &mut self.pairs[i];
+            p.complet.write_all(self.line.as_bytes())?;
+            if level == Level::Error {
+                p.erreurs.write_all(self.line.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every pair with its totals and result label (given the pair's own errors and
+    /// counts; the global pair gets the file's).
+    pub fn close(
+        &mut self,
+        file_counts: &Counts,
+        label_for: impl Fn(u64) -> String,
+    ) -> io::Result<()> {
+        for i in 0..self.pairs.len() {
+            let (counts, errors) = if self.pairs[i].global {
+                (file_counts.clone(), self.errors)
+            } else {
+                (self.pairs[i].counts.clone(), self.pairs[i].errors)
+            };
+            let totals = format!("Fin du traitement : {}", counts.summary());
+            let label = label_for(errors);
+            for msg in [totals, label] {
+                self.format(Level::Info, "", "", "", &msg);
+                self.pairs[i].complet.write_all(self.line.as_bytes())?;
+            }
+        }
+        for p in self.pairs.iter_mut() {
+            p.complet.flush()?;
+            p.erreurs.flush()?;
+            p.complet.get_ref().sync_data()?;
+            p.erreurs.get_ref().sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// What the pairs are, under their final names (before [`Logs::publish`]).
+    pub fn files(&self, label_for: impl Fn(u64) -> String, file_errors: u64) -> Vec<LogFiles> {
+        let mut out: Vec<LogFiles> = self
+            .pairs
+            .iter()
+            .map(|p| {
+                let errors = if p.global { file_errors } else { p.errors };
+                LogFiles {
+                    collectivite: p.siret.clone(),
+                    global: p.global,
+                    complet: p.complet_path.clone(),
+                    erreurs: p.erreurs_path.clone(),
+                    errors,
+                    warnings: if p.global { self.warnings } else { p.warnings },
+                    label: label_for(errors),
+                }
+            })
+            .collect();
+        // The global pair last, as in the JSON of §7.
+        out.sort_by_key(|l| l.global);
+        out
+    }
+
+    /// Renames the `.part` files to their final names.
+    pub fn publish(self) -> io::Result<()> {
+        for p in self.pairs {
+            drop(p.complet);
+            drop(p.erreurs);
+            std::fs::rename(&p.complet_tmp, &p.complet_path)?;
+            std::fs::rename(&p.erreurs_tmp, &p.erreurs_path)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every `.part` file (the file's data was rolled back).
+    pub fn discard(self) {
+        for p in self.pairs {
+            drop(p.complet);
+            drop(p.erreurs);
+            let _ = std::fs::remove_file(&p.complet_tmp);
+            let _ = std::fs::remove_file(&p.erreurs_tmp);
+        }
+    }
+
+    /// The SIRETs of the blocks met so far (not the global pair).
+    pub fn block_sirets(&self) -> Vec<String> {
+        self.pairs
+            .iter()
+            .filter(|p| !p.global)
+            .map(|p| p.siret.clone())
+            .collect()
+    }
+}
+
+fn part(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_os_string();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+/// `dir/stem.log`, or `dir/stem-2.log`… when taken.
+fn unique(dir: &Path, stem: &str) -> PathBuf {
+    let mut n = 1;
+    loop {
+        let name = if n == 1 {
+            format!("{stem}.log")
+        } else {
+            format!("{stem}-{n}.log")
+        };
+        let p = dir.join(&name);
+        let errs = dir.join(name.replace("_complet", "_erreurs"));
+        if !p.exists() && !part(&p).exists() && !errs.exists() {
+            return p;
+        }
+        n += 1;
+    }
+}

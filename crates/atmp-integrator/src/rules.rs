@@ -1,0 +1,803 @@
+//! Stage two: the rules of §5, applied record by record inside the file's transaction.
+
+use std::collections::HashMap;
+
+use atmp_flux::spec::{self, RecordKind};
+use atmp_flux::{BlockStart, Header, Record, Value};
+use atmp_model::{normalize_name, same_name, Siret};
+use atmp_store::{now, Autorisation, Cell, FileTx, FindId, ImportRow, InsertId, Store, Table};
+
+use crate::counts::{Counts, Outcome};
+use crate::log::{Level, LogFiles, Logs};
+use crate::{
+    counts_json, import_logs, opening_line, success_label, Failure, ImportOptions, IntegratorError,
+    Msg,
+};
+
+type Done = (ImportRow, Vec<LogFiles>, Counts, i64);
+
+fn table(kind: RecordKind) -> Table {
+    match kind {
+        RecordKind::Service => Table::Service,
+        RecordKind::Agent => Table::Agent,
+        RecordKind::Evenement => Table::Evenement,
+        RecordKind::Arret => Table::Arret,
+        RecordKind::Certificat => Table::Certificat,
+        RecordKind::Lesion => Table::Lesion,
+        RecordKind::Consequence => Table::Consequence,
+        RecordKind::Deces => Table::Deces,
+        RecordKind::Entete | RecordKind::Group => unreachable!("not stored"),
+    }
+}
+
+/// The identity keys of §5.1: the primary key columns, then the fallback ones.
+fn keys(kind: RecordKind) -> (&'static [&'static str], Option<&'static [&'static str]>) {
+    match kind {
+        RecordKind::Service => (&["code"], None),
+        RecordKind::Evenement => (&["identifiant"], Some(&["type", "date"])),
+        RecordKind::Arret => (&["date_debut"], None),
+        RecordKind::Certificat => (&["identifiant"], Some(&["type", "date"])),
+        RecordKind::Lesion => (&["siege", "nature", "lateralite"], None),
+        RecordKind::Consequence => (&["identifiant"], Some(&["type", "date_decision"])),
+        RecordKind::Deces => (&[], None),
+        _ => (&[], None),
+    }
+}
+
+/// The French noun of a record kind, for rejection messages.
+fn noun(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::Service => "du service",
+        RecordKind::Agent => "de l'agent",
+        RecordKind::Evenement => "de l'événement",
+        RecordKind::Arret => "de l'arrêt",
+        RecordKind::Certificat => "du certificat",
+        RecordKind::Lesion => "de la lésion",
+        RecordKind::Consequence => "de la conséquence médicale",
+        RecordKind::Deces => "du décès",
+        _ => "de l'élément",
+    }
+}
+
+/// Prepared statements and columns of one stored kind.
+struct KindPlan {
+    cols: Vec<&'static str>,
+    primary: Vec<usize>,
+    fallback: Option<Vec<usize>>,
+    find_primary: FindId,
+    find_fallback: Option<FindId>,
+    insert: InsertId,
+}
+
+/// A record inserted under a parent created in this file: the in-memory index that replaces
+/// lookups in the base for its siblings (a new parent has no children in the base).
+struct Sibling {
+    kind: RecordKind,
+    id: i64,
+    cells: Vec<Cell>,
+}
+
+enum BlockState {
+    Active { id: i64 },
+    Rejected,
+}
+
+struct Run<'a> {
+    tx: Box<dyn FileTx + 'a>,
+    logs: Logs,
+    header: Header,
+    account: String,
+    plans: HashMap<RecordKind, KindPlan>,
+    agent_by_nir: FindId,
+    agent_by_identity: FindId,
+    agent_insert: InsertId,
+    service_by_code: FindId,
+    counts: Counts,
+    block: Option<BlockState>,
+    cdg: Option<String>,
+}
+
+fn to_cell(v: &Value) -> Cell {
+    match v {
+        Value::Text(s) | Value::Invalid(s) => Cell::Text(s.clone()),
+        Value::Date(d) => Cell::Text(d.iso()),
+        Value::Time(t) => Cell::Text(t.to_string()),
+        Value::DateTime(d) => Cell::Text(d.iso()),
+        Value::Bool(b) => Cell::Int(*b as i64),
+        Value::Num(n) => Cell::Real(*n),
+        Value::Int(n) => Cell::Int(*n),
+    }
+}
+
+/// A stored value shown the way the file's value of the same field is shown.
+fn display_cell(c: &Cell, like: &Value) -> String {
+    match (c, like) {
+        (Cell::Null, _) => String::new(),
+        (Cell::Text(s), Value::Date(_)) => atmp_model::Date::parse(s)
+            .map(|d| d.fr())
+            .unwrap_or_else(|| s.clone()),
+        (Cell::Int(n), Value::Bool(_)) => (if *n != 0 { "true" } else { "false" }).to_string(),
+        (Cell::Int(n), _) => n.to_string(),
+        (Cell::Real(f), _) => f.to_string(),
+        (Cell::Text(s), _) => s.clone(),
+    }
+}
+
+fn agent_label(r: &Record) -> String {
+    let patro = r
+        .text("nom_patronymique")
+        .map(|p| format!(" ({p})"))
+        .unwrap_or_default();
+    format!(
+        "Agent : {}{patro} {} - {} - {}",
+        r.raw("nom_usuel"),
+        r.raw("prenom"),
+        r.raw("date_naissance"),
+        r.raw("nir")
+    )
+}
+
+fn event_label(r: &Record) -> String {
+    format!("Événement : {} du {}", r.raw("type"), r.raw("date"))
+}
+
+fn element_label(r: &Record) -> String {
+    match r.kind() {
+        RecordKind::Arret => match r.get("date_fin") {
+            Some(f) => format!("Arrêt : du {} au {f}", r.raw("date_debut")),
+            None => format!("Arrêt : du {}", r.raw("date_debut")),
+        },
+        RecordKind::Certificat => format!("Certificat : {} du {}", r.raw("type"), r.raw("date")),
+        RecordKind::Lesion => format!(
+            "Lésion (siège/nature) : {} / {}",
+            r.raw("siege"),
+            r.raw("nature")
+        ),
+        RecordKind::Consequence => format!(
+            "Conséquence médicale : {} du {}",
+            r.raw("type"),
+            r.raw("date_decision")
+        ),
+        RecordKind::Deces => format!("Décès : {}", r.raw("date")),
+        RecordKind::Service => format!("Service : {}", r.raw("code")),
+        _ => String::new(),
+    }
+}
+
+fn rejection(r: &Record) -> String {
+    let problems: Vec<&str> = r.errors.iter().map(|e| e.message.as_str()).collect();
+    format!(
+        "Les données {} sont rejetées (ligne {}) : {}",
+        noun(r.kind()),
+        r.line,
+        problems.join(" ; ")
+    )
+}
+
+/// Integrates the records sent by the reader stage in one transaction.
+pub(crate) fn integrate(
+    store: &mut dyn Store,
+    rx: crossbeam_channel::Receiver<Msg>,
+    name: &str,
+    base_row: &ImportRow,
+    opts: &ImportOptions<'_>,
+    prefix: String,
+    progress: &dyn Fn(),
+) -> Result<Result<Done, Failure>, IntegratorError> {
+    let fail = |reason: String, header: Option<Header>| Failure {
+        reason,
+        header,
+        blocks: vec![],
+        cdg: None,
+    };
+    let header = match rx.recv() {
+        Ok(Msg::Header(Ok(h))) => h,
+        Ok(Msg::Header(Err(e))) | Ok(Msg::Fatal(e)) => return Ok(Err(fail(flux_reason(&e), None))),
+        _ => return Ok(Err(fail("le fichier ne peut pas être lu".into(), None))),
+    };
+    let account = opts
+        .emetteur
+        .clone()
+        .unwrap_or_else(|| header.emetteur.clone());
+    if account != header.emetteur {
+        let reason = format!(
+            "l'émetteur de l'en-tête ({}) n'est pas le compte qui a transmis le fichier ({account})",
+            header.emetteur
+        );
+        return Ok(Err(fail(reason, Some(header))));
+    }
+    if store.emetteur(&account)?.is_none() {
+        return Ok(Err(fail(
+            format!("l'émetteur « {account} » est inconnu de la plate-forme"),
+            Some(header),
+        )));
+    }
+    let row = ImportRow {
+        emetteur: Some(header.emetteur.clone()),
+        type_fichier: Some(header.type_fichier.code().into()),
+        mode: Some(header.mode.code().into()),
+        date_creation: Some(header.date_creation.iso()),
+        cdg_siret: header.cdg.as_ref().map(|c| c.as_str().to_string()),
+        ..base_row.clone()
+    };
+    let mut tx = store.begin_file(&row)?;
+    let mut plans = HashMap::new();
+    for kind in [
+        RecordKind::Service,
+        RecordKind::Evenement,
+        RecordKind::Arret,
+        RecordKind::Certificat,
+        RecordKind::Lesion,
+        RecordKind::Consequence,
+        RecordKind::Deces,
+    ] {
+        let cols = spec::columns(spec::spec_of(kind));
+        let (p, f) = keys(kind);
+        let idx = |ks: &[&str]| {
+            ks.iter()
+                .map(|k| cols.iter().position(|c| c == k).expect("key is a column"))
+                .collect::<Vec<_>>()
+        };
+        let t = table(kind);
+        plans.insert(
+            kind,
+            KindPlan {
+                primary: idx(p),
+                fallback: f.map(idx),
+                find_primary: tx.prepare_find(t, p, &cols)?,
+                find_fallback: match f {
+                    Some(f) => Some(tx.prepare_find(t, f, &cols)?),
+                    None => None,
+                },
+                insert: tx.prepare_insert(t, &cols)?,
+                cols,
+            },
+        );
+    }
+    let mut agent_cols = spec::columns(&spec::AGENT);
+    let agent_find_cols = {
+        let mut c = agent_cols.clone();
+        c.push("service_id");
+        c
+    };
+    let agent_by_nir = tx.prepare_find(Table::Agent, &["nir"], &agent_find_cols)?;
+    let agent_by_identity = tx.prepare_find(
+        Table::Agent,
+        &["nom_norm", "prenom_norm", "date_naissance"],
+        &["nir"],
+    )?;
+    agent_cols.extend(["service_id", "nom_norm", "prenom_norm"]);
+    let agent_insert = tx.prepare_insert(Table::Agent, &agent_cols)?;
+    let service_by_code = tx.prepare_find(Table::Service, &["code"], &["libelle"])?;
+
+    let import_id = tx.import_id();
+    let mut logs = Logs::new(&opts.logs_dir, prefix)?;
+    let cdg = header.cdg.as_ref().map(|c| c.as_str().to_string());
+    if let Some(c) = &cdg {
+        logs.open_global(c)?;
+    }
+    logs.file_line(Level::Info, &opening_line(name, &header))?;
+    let mut run = Run {
+        tx,
+        logs,
+        header,
+        account,
+        plans,
+        agent_by_nir,
+        agent_by_identity,
+        agent_insert,
+        service_by_code,
+        counts: Counts::default(),
+        block: None,
+        cdg,
+    };
+    let mut n = 0u64;
+    loop {
+        let msg = match rx.recv() {
+            Ok(m) => m,
+            Err(_) => {
+                return Ok(Err(
+                    run.failure("la lecture du fichier s'est interrompue".into())
+                ))
+            }
+        };
+        match msg {
+            Msg::Header(_) => {}
+            Msg::Block(b) => run.block_start(&b)?,
+            Msg::Record(rec) => {
+                run.record(&rec)?;
+                n += 1;
+                if n % 1024 == 0 {
+                    progress();
+                }
+            }
+            Msg::Stray { line } => {
+                if matches!(run.block, Some(BlockState::Active { .. })) {
+                    run.logs.line(
+                        Level::Error,
+                        "",
+                        "",
+                        "",
+                        &format!(
+                            "Texte inattendu dans le bloc <collectivite> (ligne {line}), ignoré"
+                        ),
+                    )?;
+                }
+            }
+            Msg::BlockEnd => {
+                run.block = None;
+                run.logs.leave_block();
+            }
+            Msg::End { agents, evenements } => {
+                if let Err(e) = run.header.check_totals(agents, evenements) {
+                    return Ok(Err(run.failure(flux_reason(&e))));
+                }
+                break;
+            }
+            Msg::Fatal(e) => return Ok(Err(run.failure(flux_reason(&e)))),
+        }
+    }
+    progress();
+    // Close the logs, then commit, then publish the logs: a log never describes data that
+    // was not committed.
+    let errors = run.logs.errors;
+    let warnings = run.logs.warnings;
+    let label = success_label(errors);
+    run.logs.close(&run.counts, success_label)?;
+    let finished = ImportRow {
+        finished_at: Some(now()),
+        result: "reussi".into(),
+        label: label.clone(),
+        errors,
+        warnings,
+        counts: counts_json(&run.counts),
+        ..row
+    };
+    let Run {
+        tx, logs, counts, ..
+    } = run;
+    // The final paths are known before the rename; they are recorded with the import.
+    let files = logs.files(success_label, errors);
+    tx.commit(&finished, &import_logs(&files))?;
+    logs.publish()?;
+    Ok(Ok((finished, files, counts, import_id)))
+}
+
+fn flux_reason(e: &atmp_flux::FluxError) -> String {
+    if e.line > 0 {
+        format!("{} (ligne {}, colonne {})", e.message, e.line, e.column)
+    } else {
+        e.message.clone()
+    }
+}
+
+impl Run<'_> {
+    fn failure(self, reason: String) -> Failure {
+        let blocks = self.logs.block_sirets();
+        let cdg = self.cdg.clone();
+        let header = Some(self.header.clone());
+        self.logs.discard();
+        // Dropping `tx` rolls the file back.
+        drop(self.tx);
+        Failure {
+            reason,
+            header,
+            blocks,
+            cdg,
+        }
+    }
+
+    fn add(&mut self, kind: RecordKind, outcome: Outcome, n: u64) {
+        self.counts.add(kind, outcome, n);
+        if let Some(c) = self.logs.block_counts() {
+            c.add(kind, outcome, n);
+        }
+    }
+
+    fn reject_all(&mut self, rec: &Record) {
+        let mut c = [0u64; 8];
+        rec.count_all(&mut c);
+        for k in RecordKind::COUNTED {
+            if c[k.index()] > 0 {
+                self.add(k, Outcome::Rejected, c[k.index()]);
+            }
+        }
+    }
+
+    /// §5.3: the collectivité must exist, the sender be authorised, and, in a grouped file,
+    /// the collectivité be attached to the file's CDG; the first failing reason rejects the block.
+    fn block_start(&mut self, b: &BlockStart) -> Result<(), IntegratorError> {
+        let siret_text = b.siret.clone();
+        self.logs.enter_block(&siret_text)?;
+        let nom = b
+            .nom
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        self.logs.line(
+            Level::Info,
+            "",
+            "",
+            "",
+            &format!("Début du traitement de la collectivité {siret_text}{nom}"),
+        )?;
+        let reason = match Siret::parse(&b.siret) {
+            Err(e) => Some(format!(
+                "Le SIRET de la collectivité « {} » est invalide ({e}), ligne {}. Les données de ce bloc sont rejetées.",
+                b.siret, b.line
+            )),
+            Ok(siret) => match self.tx.collectivite(siret.as_str())? {
+                None => Some(format!(
+                    "La collectivité {siret} n'existe pas dans la base : elle doit d'abord être créée. Les données de ce bloc sont rejetées."
+                )),
+                Some(c) => match self.tx.autorisation(&self.account, c.id)? {
+                    Some(Autorisation::Accordee) => match &self.cdg {
+                        Some(cdg) if c.siret != *cdg && c.cdg_siret.as_deref() != Some(cdg.as_str()) => Some(format!(
+                            "La collectivité {siret} n'est pas rattachée au CDG {cdg} du fichier groupé. Les données de ce bloc sont rejetées."
+                        )),
+                        _ => {
+                            self.block = Some(BlockState::Active { id: c.id });
+                            None
+                        }
+                    },
+                    state => {
+                        let why = match state {
+                            Some(Autorisation::Refusee) => "autorisation refusée",
+                            Some(Autorisation::Retiree) => "autorisation retirée",
+                            _ => "aucune autorisation enregistrée",
+                        };
+                        Some(format!(
+                            "L'émetteur {} n'est pas autorisé à transmettre les données de la collectivité {siret} ({why}). Les données de ce bloc sont rejetées.",
+                            self.account
+                        ))
+                    }
+                },
+            },
+        };
+        if let Some(r) = reason {
+            self.block = Some(BlockState::Rejected);
+            self.logs.line(Level::Error, "", "", "", &r)?;
+        } else {
+            for a in &b.unknown_attrs {
+                self.logs.line(
+                    Level::Error,
+                    "",
+                    "",
+                    "",
+                    &format!("Attribut « {a} » inconnu sur <collectivite>, ignoré"),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, rec: &Record) -> Result<(), IntegratorError> {
+        let coll = match self.block {
+            Some(BlockState::Active { id }) => id,
+            _ => {
+                self.reject_all(rec);
+                return Ok(());
+            }
+        };
+        match rec.kind() {
+            RecordKind::Agent => self.agent(rec, coll),
+            RecordKind::Service => {
+                let mut none = Vec::new();
+                self.generic(rec, coll, false, "", "", &mut none)
+            }
+            _ => {
+                // An element that is no record of the format.
+                let msg = rejection(rec);
+                self.logs.line(Level::Error, "", "", "", &msg)?;
+                Ok(())
+            }
+        }
+    }
+
+    fn cells(&self, rec: &Record, cols: &[&'static str]) -> Vec<Cell> {
+        cols.iter()
+            .map(|c| rec.get(c).map(to_cell).unwrap_or(Cell::Null))
+            .collect()
+    }
+
+    /// WARN lines for fields where the base and the file differ (§5.1); the base is kept.
+    fn differences(
+        &mut self,
+        rec: &Record,
+        cols: &[&'static str],
+        file: &[Cell],
+        base: &[Cell],
+        skip: &[&str],
+        labels: (&str, &str, &str),
+    ) -> Result<(), IntegratorError> {
+        for (i, col) in cols.iter().enumerate() {
+            if file[i] == Cell::Null || skip.contains(col) || file[i] == base[i] {
+                continue;
+            }
+            let value = rec.get(col).expect("non-null cell comes from a value");
+            let (xml, _) = spec::column_names(rec.spec, col);
+            let msg = format!(
+                "Valeur différente ignorée pour {xml} : base « {} », fichier « {} »",
+                display_cell(&base[i], value),
+                value.display()
+            );
+            self.logs
+                .line(Level::Warn, labels.0, labels.1, labels.2, &msg)?;
+        }
+        Ok(())
+    }
+
+    /// §5.2: the agent and everything under it.
+    fn agent(&mut self, rec: &Record, coll: i64) -> Result<(), IntegratorError> {
+        let label = agent_label(rec);
+        self.logs
+            .line(Level::Info, &label, "", "", "Début de traitement")?;
+        for w in &rec.warnings {
+            self.logs.line(
+                Level::Warn,
+                &label,
+                "",
+                "",
+                &format!("{} (ligne {})", w.message, w.line),
+            )?;
+        }
+        if !rec.is_valid() {
+            self.logs
+                .line(Level::Error, &label, "", "", &rejection(rec))?;
+            self.reject_all(rec);
+            return Ok(());
+        }
+        let nir = rec.text("nir").expect("valid agent has a NIR").to_string();
+        let cols = spec::columns(&spec::AGENT);
+        let file = self.cells(rec, &cols);
+        let found = self
+            .tx
+            .find(self.agent_by_nir, coll, &[Cell::Text(nir.clone())])?;
+        let (agent_id, is_new) = match found {
+            Some(f) => {
+                let get =
+                    |c: &str| f.cells[cols.iter().position(|x| *x == c).expect("column")].clone();
+                let text = |c: &Cell| c.as_text().unwrap_or_default().to_string();
+                let (b_nom, b_prenom, b_dob, b_patro) = (
+                    text(&get("nom_usuel")),
+                    text(&get("prenom")),
+                    text(&get("date_naissance")),
+                    get("nom_patronymique"),
+                );
+                let mut differing = Vec::new();
+                if !same_name(&b_nom, rec.text("nom_usuel").unwrap_or_default()) {
+                    differing.push("nom usuel");
+                }
+                if !same_name(&b_prenom, rec.text("prenom").unwrap_or_default()) {
+                    differing.push("prénom");
+                }
+                if rec.date("date_naissance").map(|d| d.iso()).as_deref() != Some(b_dob.as_str()) {
+                    differing.push("date de naissance");
+                }
+                if !differing.is_empty() {
+                    let patro = b_patro
+                        .as_text()
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default();
+                    let dob = atmp_model::Date::parse(&b_dob)
+                        .map(|d| d.fr())
+                        .unwrap_or(b_dob);
+                    let base_id = format!("{b_nom}{patro} {b_prenom} - {dob} - {nir}");
+                    let file_id = label.trim_start_matches("Agent : ");
+                    let msg = format!(
+                        "Les données de l'agent dans la base [{base_id}] ne correspondent pas à celles du fichier à traiter [{file_id}] ({}). Les données de l'agent sont rejetées.",
+                        differing.join(", ")
+                    );
+                    self.logs.line(Level::Error, &label, "", "", &msg)?;
+                    self.reject_all(rec);
+                    return Ok(());
+                }
+                self.logs.line(
+                    Level::Info,
+                    &label,
+                    "",
+                    "",
+                    &format!("Déjà présent dans la base (agentid={}), non modifié", f.id),
+                )?;
+                self.add(RecordKind::Agent, Outcome::Existing, 1);
+                self.differences(
+                    rec,
+                    &cols,
+                    &file,
+                    &f.cells[..cols.len()],
+                    &["nom_usuel", "prenom"],
+                    (&label, "", ""),
+                )?;
+                if let Some(code) = rec.text("service_code") {
+                    let base_code = match f.cells[cols.len()] {
+                        Cell::Int(sid) => self.tx.service_code(sid)?,
+                        _ => None,
+                    };
+                    if base_code.as_deref() != Some(code) {
+                        let msg = format!(
+                            "Valeur différente ignorée pour service : base « {} », fichier « {code} »",
+                            base_code.unwrap_or_default()
+                        );
+                        self.logs.line(Level::Warn, &label, "", "", &msg)?;
+                    }
+                }
+                (f.id, false)
+            }
+            None => {
+                let nom_norm = normalize_name(rec.text("nom_usuel").unwrap_or_default());
+                let prenom_norm = normalize_name(rec.text("prenom").unwrap_or_default());
+                let dob = rec
+                    .date("date_naissance")
+                    .expect("valid agent has a birth date")
+                    .iso();
+                let key = [
+                    Cell::Text(nom_norm.clone()),
+                    Cell::Text(prenom_norm.clone()),
+                    Cell::Text(dob),
+                ];
+                if let Some(other) = self.tx.find(self.agent_by_identity, coll, &key)? {
+                    let other_nir = other.cells[0].as_text().unwrap_or_default().to_string();
+                    let msg = format!(
+                        "Un agent de mêmes nom usuel, prénom et date de naissance existe déjà dans la base avec un autre NIR (base : {other_nir}, fichier : {nir}). Les données de l'agent sont rejetées."
+                    );
+                    self.logs.line(Level::Error, &label, "", "", &msg)?;
+                    self.reject_all(rec);
+                    return Ok(());
+                }
+                let service_id = match rec.text("service_code") {
+                    Some(code) => match self.tx.find(
+                        self.service_by_code,
+                        coll,
+                        &[Cell::Text(code.to_string())],
+                    )? {
+                        Some(s) => Cell::Int(s.id),
+                        None => {
+                            let msg = format!(
+                                "Aucun service en base ne correspond aux critères suivants : code={code}, libellé={}",
+                                rec.text("service_libelle").unwrap_or_default()
+                            );
+                            self.logs.line(
+                                Level::Error,
+                                &label,
+                                "",
+                                &format!("Service : {code}"),
+                                &msg,
+                            )?;
+                            Cell::Null
+                        }
+                    },
+                    None => Cell::Null,
+                };
+                let mut cells = file;
+                if let Some(i) = cols.iter().position(|c| *c == "matricule") {
+                    if cells[i] == Cell::Null {
+                        cells[i] = Cell::Text("X".into());
+                    }
+                }
+                cells.extend([service_id, Cell::Text(nom_norm), Cell::Text(prenom_norm)]);
+                let id = self.tx.insert(self.agent_insert, coll, &cells)?;
+                self.logs.line(
+                    Level::Info,
+                    &label,
+                    "",
+                    "",
+                    &format!("Ajout dans la base (agentid={id})"),
+                )?;
+                self.add(RecordKind::Agent, Outcome::Added, 1);
+                (id, true)
+            }
+        };
+        let mut siblings = Vec::new();
+        for ev in &rec.children {
+            self.generic(ev, agent_id, is_new, &label, "", &mut siblings)?;
+        }
+        Ok(())
+    }
+
+    /// Any record other than the agent: look it up by its keys (§5.1), add it or leave it,
+    /// then its children.
+    fn generic(
+        &mut self,
+        rec: &Record,
+        parent: i64,
+        parent_new: bool,
+        agent: &str,
+        event: &str,
+        siblings: &mut Vec<Sibling>,
+    ) -> Result<(), IntegratorError> {
+        let kind = rec.kind();
+        let (ev_label, el_label) = if kind == RecordKind::Evenement {
+            (event_label(rec), String::new())
+        } else {
+            (event.to_string(), element_label(rec))
+        };
+        self.logs.line(
+            Level::Info,
+            agent,
+            &ev_label,
+            &el_label,
+            "Début de traitement",
+        )?;
+        for w in &rec.warnings {
+            self.logs
+                .line(Level::Warn, agent, &ev_label, &el_label, &w.message)?;
+        }
+        if !rec.is_valid() {
+            self.logs
+                .line(Level::Error, agent, &ev_label, &el_label, &rejection(rec))?;
+            self.reject_all(rec);
+            return Ok(());
+        }
+        let plan = &self.plans[&kind];
+        let cells = self.cells(rec, &plan.cols);
+        let key_of =
+            |idx: &[usize], c: &[Cell]| idx.iter().map(|i| c[*i].clone()).collect::<Vec<_>>();
+        let pk = key_of(&plan.primary, &cells);
+        let fk = plan.fallback.as_ref().map(|f| key_of(f, &cells));
+        let found: Option<(i64, Vec<Cell>)> = if parent_new {
+            let by = |idx: &[usize], k: &[Cell]| {
+                siblings
+                    .iter()
+                    .find(|s| s.kind == kind && key_of(idx, &s.cells) == k)
+                    .map(|s| (s.id, s.cells.clone()))
+            };
+            by(&plan.primary, &pk).or_else(|| match (&plan.fallback, &fk) {
+                (Some(f), Some(k)) => by(f, k),
+                _ => None,
+            })
+        } else {
+            let (fp, ff) = (plan.find_primary, plan.find_fallback);
+            match self.tx.find(fp, parent, &pk)? {
+                Some(f) => Some((f.id, f.cells)),
+                None => match (ff, fk) {
+                    (Some(ff), Some(k)) => self.tx.find(ff, parent, &k)?.map(|f| (f.id, f.cells)),
+                    _ => None,
+                },
+            }
+        };
+        let id_name = kind.id_name();
+        let (id, is_new) = match found {
+            Some((id, base)) => {
+                self.logs.line(
+                    Level::Info,
+                    agent,
+                    &ev_label,
+                    &el_label,
+                    &format!("Déjà présent dans la base ({id_name}={id}), non modifié"),
+                )?;
+                self.add(kind, Outcome::Existing, 1);
+                let cols = self.plans[&kind].cols.clone();
+                self.differences(
+                    rec,
+                    &cols,
+                    &cells,
+                    &base,
+                    &[],
+                    (agent, &ev_label, &el_label),
+                )?;
+                (id, false)
+            }
+            None => {
+                let insert = plan.insert;
+                let id = self.tx.insert(insert, parent, &cells)?;
+                self.logs.line(
+                    Level::Info,
+                    agent,
+                    &ev_label,
+                    &el_label,
+                    &format!("Ajout dans la base ({id_name}={id})"),
+                )?;
+                self.add(kind, Outcome::Added, 1);
+                if parent_new {
+                    siblings.push(Sibling { kind, id, cells });
+                }
+                (id, true)
+            }
+        };
+        let mut children = Vec::new();
+        for c in &rec.children {
+            self.generic(c, id, is_new, agent, &ev_label, &mut children)?;
+        }
+        Ok(())
+    }
+}

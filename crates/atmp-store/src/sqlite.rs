@@ -1,0 +1,604 @@
+//! The embedded SQLite implementation of [`Store`].
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
+
+use atmp_model::{Nomenclature, NomenclatureEntry, Nomenclatures, Siret};
+
+use crate::{
+    now, Autorisation, Cell, Collectivite, Emetteur, FileTx, FindId, Found, ImportLog, ImportRow,
+    InsertId, Result, Store, StoreError, Table,
+};
+
+/// The migrations, applied in order on open; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+
+/// The embedded SQLite store (WAL, one writer).
+pub struct SqliteStore {
+    conn: Connection,
+    columns: HashMap<&'static str, HashSet<String>>,
+}
+
+impl ToSql for Cell {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Cell::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Cell::Int(n) => ToSqlOutput::Borrowed(ValueRef::Integer(*n)),
+            Cell::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+            Cell::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
+    }
+}
+
+fn cell(v: ValueRef<'_>) -> Cell {
+    match v {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(n) => Cell::Int(n),
+        ValueRef::Real(f) => Cell::Real(f),
+        ValueRef::Text(t) | ValueRef::Blob(t) => {
+            Cell::Text(String::from_utf8_lossy(t).into_owned())
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its folder if needed) the base at `path`, applies the
+    /// migrations and seeds the shipped nomenclatures into a new base.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory base (tests).
+    pub fn memory() -> Result<SqliteStore> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<SqliteStore> {
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        let mut columns = HashMap::new();
+        for t in Table::ALL {
+            let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", t.name()))?;
+            let cols: HashSet<String> = stmt
+                .query_map([], |r| r.get::<_, String>(1))?
+                .collect::<rusqlite::Result<_>>()?;
+            columns.insert(t.name(), cols);
+        }
+        let mut store = SqliteStore { conn, columns };
+        let n: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM nomenclature", [], |r| r.get(0))?;
+        if n == 0 {
+            let entries = atmp_model::parse_csv(atmp_model::BUILTIN_CSV)
+                .map_err(|e| StoreError::Invalid(format!("{e:?}")))?;
+            store.replace_nomenclatures(&entries, atmp_model::BUILTIN_VERSION, "livree")?;
+        }
+        Ok(store)
+    }
+
+    /// The loaded nomenclatures, ready for checks.
+    pub fn nomenclatures(&mut self) -> Result<Nomenclatures> {
+        Ok(Nomenclatures::from_entries(&self.nomenclature_entries()?))
+    }
+
+    /// The columns of a table of integrated records (for consistency tests).
+    pub fn table_columns(&self, table: Table) -> &HashSet<String> {
+        &self.columns[table.name()]
+    }
+
+    fn collectivite_where(&self, clause: &str, arg: &dyn ToSql) -> Result<Vec<Collectivite>> {
+        let sql = format!(
+            "SELECT c.id, c.siret, c.nom, p.siret FROM collectivite c LEFT JOIN collectivite p ON p.id = c.cdg_id {clause} ORDER BY c.siret"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([arg], |r| {
+            Ok(Collectivite {
+                id: r.get(0)?,
+                siret: r.get(1)?,
+                nom: r.get(2)?,
+                cdg_siret: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn emetteur_row(&self, code: &str) -> Result<Option<Emetteur>> {
+        let row: Option<(i64, String, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT id, code, nom FROM emetteur WHERE code = ?1",
+                [code],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((id, code, nom)) = row else {
+            return Ok(None);
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.siret, a.statut, a.date_decision, a.reference FROM autorisation a JOIN collectivite c ON c.id = a.collectivite_id \
+             WHERE a.emetteur_id = ?1 ORDER BY c.siret",
+        )?;
+        let autorisations = stmt
+            .query_map([id], |r| {
+                let s: String = r.get(1)?;
+                Ok((
+                    r.get(0)?,
+                    Autorisation::parse(&s).unwrap_or(Autorisation::Refusee),
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Some(Emetteur {
+            id,
+            code,
+            nom,
+            autorisations,
+        }))
+    }
+}
+
+fn collectivite_in(conn: &Connection, siret: &str) -> Result<Option<Collectivite>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT c.id, c.siret, c.nom, p.siret FROM collectivite c LEFT JOIN collectivite p ON p.id = c.cdg_id WHERE c.siret = ?1",
+        )?
+        .query_row([siret], |r| Ok(Collectivite { id: r.get(0)?, siret: r.get(1)?, nom: r.get(2)?, cdg_siret: r.get(3)? }))
+        .optional()?)
+}
+
+fn insert_import(conn: &Connection, row: &ImportRow) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        params![
+            row.file_name,
+            row.sha256,
+            row.size as i64,
+            row.emetteur,
+            row.type_fichier,
+            row.mode,
+            row.date_creation,
+            row.cdg_siret,
+            row.started_at,
+            row.finished_at,
+            row.result,
+            row.label,
+            row.errors as i64,
+            row.warnings as i64,
+            row.counts
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn insert_logs(conn: &Connection, import_id: i64, logs: &[ImportLog]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO import_log (import_id, collectivite_siret, global, complet_path, erreurs_path, errors, warnings, label) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for l in logs {
+        stmt.execute(params![
+            import_id,
+            l.collectivite_siret,
+            l.global,
+            l.complet_path,
+            l.erreurs_path,
+            l.errors as i64,
+            l.warnings as i64,
+            l.label
+        ])?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn add_collectivite(
+        &mut self,
+        siret: &Siret,
+        nom: &str,
+        cdg: Option<&Siret>,
+    ) -> Result<Collectivite> {
+        if collectivite_in(&self.conn, siret.as_str())?.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "la collectivité {siret} existe déjà"
+            )));
+        }
+        let cdg_id = match cdg {
+            Some(c) => Some(
+                collectivite_in(&self.conn, c.as_str())?
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!("le CDG {c} n'existe pas : créez-le d'abord"))
+                    })?
+                    .id,
+            ),
+            None => None,
+        };
+        self.conn.execute(
+            "INSERT INTO collectivite (siret, nom, cdg_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![siret.as_str(), nom, cdg_id, now()],
+        )?;
+        Ok(collectivite_in(&self.conn, siret.as_str())?.expect("just inserted"))
+    }
+
+    fn collectivites(&mut self) -> Result<Vec<Collectivite>> {
+        self.collectivite_where("WHERE 1 = ?1", &1)
+    }
+
+    fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>> {
+        collectivite_in(&self.conn, siret)
+    }
+
+    fn add_emetteur(&mut self, code: &str, nom: Option<&str>) -> Result<Emetteur> {
+        self.conn.execute(
+            "INSERT INTO emetteur (code, nom, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (code) DO NOTHING",
+            params![code, nom, now()],
+        )?;
+        Ok(self.emetteur_row(code)?.expect("just inserted"))
+    }
+
+    fn set_autorisation(
+        &mut self,
+        emetteur: &str,
+        siret: &str,
+        state: Autorisation,
+        reference: Option<&str>,
+    ) -> Result<()> {
+        let e = self
+            .emetteur_row(emetteur)?
+            .ok_or_else(|| StoreError::Invalid(format!("l'émetteur {emetteur} n'existe pas")))?;
+        let c = collectivite_in(&self.conn, siret)?.ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "la collectivité {siret} n'existe pas : créez-la d'abord"
+            ))
+        })?;
+        self.conn.execute(
+            "INSERT INTO autorisation (emetteur_id, collectivite_id, statut, date_decision, reference) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (emetteur_id, collectivite_id) DO UPDATE SET statut = excluded.statut, date_decision = excluded.date_decision, \
+             reference = excluded.reference",
+            params![e.id, c.id, state.code(), now(), reference],
+        )?;
+        Ok(())
+    }
+
+    fn emetteurs(&mut self) -> Result<Vec<Emetteur>> {
+        let codes: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT code FROM emetteur ORDER BY code")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        codes
+            .iter()
+            .map(|c| Ok(self.emetteur_row(c)?.expect("listed")))
+            .collect()
+    }
+
+    fn emetteur(&mut self, code: &str) -> Result<Option<Emetteur>> {
+        self.emetteur_row(code)
+    }
+
+    fn nomenclature_entries(&mut self) -> Result<Vec<NomenclatureEntry>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT nomenclature, code, libelle FROM nomenclature ORDER BY nomenclature, code",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (n, code, libelle) = row?;
+            if let Some(nomenclature) = Nomenclature::from_name(&n) {
+                out.push(NomenclatureEntry {
+                    nomenclature,
+                    code,
+                    libelle,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn replace_nomenclatures(
+        &mut self,
+        entries: &[NomenclatureEntry],
+        version: &str,
+        sha256: &str,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let names: HashSet<&str> = entries.iter().map(|e| e.nomenclature.name()).collect();
+        for n in &names {
+            tx.execute("DELETE FROM nomenclature WHERE nomenclature = ?1", [n])?;
+        }
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO nomenclature (nomenclature, code, libelle) VALUES (?1, ?2, ?3)",
+            )?;
+            for e in entries {
+                stmt.execute(params![e.nomenclature.name(), e.code, e.libelle])?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO nomenclature_version (version, sha256, entries, imported_at) VALUES (?1, ?2, ?3, ?4)",
+            params![version, sha256, entries.len() as i64, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn nomenclature_versions(&mut self) -> Result<Vec<(String, String, i64, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT version, sha256, entries, imported_at FROM nomenclature_version ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn integrated_at(&mut self, sha256: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT finished_at FROM import WHERE sha256 = ?1 AND result = 'reussi' ORDER BY id LIMIT 1",
+                [sha256],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn record_import(&mut self, row: &ImportRow, logs: &[ImportLog]) -> Result<i64> {
+        let tx = self.conn.transaction()?;
+        let id = insert_import(&tx, row)?;
+        insert_logs(&tx, id, logs)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn imports(&mut self) -> Result<Vec<(i64, ImportRow)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, \
+             result, label, errors, warnings, counts FROM import ORDER BY id DESC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                ImportRow {
+                    file_name: r.get(1)?,
+                    sha256: r.get(2)?,
+                    size: r.get::<_, i64>(3)? as u64,
+                    emetteur: r.get(4)?,
+                    type_fichier: r.get(5)?,
+                    mode: r.get(6)?,
+                    date_creation: r.get(7)?,
+                    cdg_siret: r.get(8)?,
+                    started_at: r.get(9)?,
+                    finished_at: r.get(10)?,
+                    result: r.get(11)?,
+                    label: r.get(12)?,
+                    errors: r.get::<_, i64>(13)? as u64,
+                    warnings: r.get::<_, i64>(14)? as u64,
+                    counts: r.get(15)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn count(&mut self, table: Table) -> Result<u64> {
+        let n: i64 =
+            self.conn
+                .query_row(&format!("SELECT count(*) FROM {}", table.name()), [], |r| {
+                    r.get(0)
+                })?;
+        Ok(n as u64)
+    }
+
+    fn begin_file<'a>(&'a mut self, row: &ImportRow) -> Result<Box<dyn FileTx + 'a>> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let import_id = match insert_import(&self.conn, row) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        Ok(Box::new(SqliteFileTx {
+            conn: &self.conn,
+            columns: &self.columns,
+            import_id,
+            sql: Vec::new(),
+            done: false,
+        }))
+    }
+}
+
+struct SqliteFileTx<'a> {
+    conn: &'a Connection,
+    columns: &'a HashMap<&'static str, HashSet<String>>,
+    import_id: i64,
+    /// The SQL of each prepared query, by id; statements are cached by the connection.
+    sql: Vec<String>,
+    done: bool,
+}
+
+impl SqliteFileTx<'_> {
+    fn check_cols(&self, table: Table, cols: &[&'static str]) -> Result<()> {
+        let known = &self.columns[table.name()];
+        for c in cols {
+            if !known.contains(*c) {
+                return Err(StoreError::Invalid(format!(
+                    "colonne inconnue {}.{c}",
+                    table.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SqliteFileTx<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl FileTx for SqliteFileTx<'_> {
+    fn import_id(&self) -> i64 {
+        self.import_id
+    }
+
+    fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>> {
+        collectivite_in(self.conn, siret)
+    }
+
+    fn autorisation(
+        &mut self,
+        emetteur: &str,
+        collectivite_id: i64,
+    ) -> Result<Option<Autorisation>> {
+        let s: Option<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT a.statut FROM autorisation a JOIN emetteur e ON e.id = a.emetteur_id WHERE e.code = ?1 AND a.collectivite_id = ?2",
+            )?
+            .query_row(params![emetteur, collectivite_id], |r| r.get(0))
+            .optional()?;
+        Ok(s.as_deref().and_then(Autorisation::parse))
+    }
+
+    fn prepare_find(
+        &mut self,
+        table: Table,
+        key: &[&'static str],
+        want: &[&'static str],
+    ) -> Result<FindId> {
+        self.check_cols(table, key)?;
+        self.check_cols(table, want)?;
+        let mut sql = String::from("SELECT id");
+        for w in want {
+            sql.push_str(", ");
+            sql.push_str(w);
+        }
+        sql.push_str(&format!(
+            " FROM {} WHERE {} = ?1",
+            table.name(),
+            table.parent_column()
+        ));
+        for (i, k) in key.iter().enumerate() {
+            sql.push_str(&format!(" AND {k} IS ?{}", i + 2));
+        }
+        sql.push_str(" ORDER BY id LIMIT 1");
+        self.conn.prepare_cached(&sql)?;
+        self.sql.push(sql);
+        Ok(FindId(self.sql.len() - 1))
+    }
+
+    fn prepare_insert(&mut self, table: Table, cols: &[&'static str]) -> Result<InsertId> {
+        self.check_cols(table, cols)?;
+        let mut names = vec![table.parent_column(), "import_id"];
+        names.extend_from_slice(cols);
+        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            table.name(),
+            names.join(", "),
+            placeholders.join(", ")
+        );
+        self.conn.prepare_cached(&sql)?;
+        self.sql.push(sql);
+        Ok(InsertId(self.sql.len() - 1))
+    }
+
+    fn find(&mut self, id: FindId, parent: i64, key: &[Cell]) -> Result<Option<Found>> {
+        let mut stmt = self.conn.prepare_cached(&self.sql[id.0])?;
+        let parent = Cell::Int(parent);
+        let args: Vec<&dyn ToSql> = std::iter::once(&parent as &dyn ToSql)
+            .chain(key.iter().map(|c| c as &dyn ToSql))
+            .collect();
+        let mut rows = stmt.query(args.as_slice())?;
+        match rows.next()? {
+            Some(r) => {
+                let n = r.as_ref().column_count();
+                let id: i64 = r.get(0)?;
+                let mut cells = Vec::with_capacity(n - 1);
+                for i in 1..n {
+                    cells.push(cell(r.get_ref(i)?));
+                }
+                Ok(Some(Found { id, cells }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn insert(&mut self, id: InsertId, parent: i64, cells: &[Cell]) -> Result<i64> {
+        let mut stmt = self.conn.prepare_cached(&self.sql[id.0])?;
+        let parent = Cell::Int(parent);
+        let import = Cell::Int(self.import_id);
+        let args: Vec<&dyn ToSql> = [&parent as &dyn ToSql, &import as &dyn ToSql]
+            .into_iter()
+            .chain(cells.iter().map(|c| c as &dyn ToSql))
+            .collect();
+        stmt.execute(args.as_slice())?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn service_code(&mut self, service_id: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT code FROM service WHERE id = ?1")?
+            .query_row([service_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn commit(mut self: Box<Self>, row: &ImportRow, logs: &[ImportLog]) -> Result<()> {
+        self.conn.execute(
+            "UPDATE import SET finished_at = ?2, result = ?3, label = ?4, errors = ?5, warnings = ?6, counts = ?7, \
+             emetteur = ?8, type_fichier = ?9, mode = ?10, date_creation = ?11, cdg_siret = ?12 WHERE id = ?1",
+            params![
+                self.import_id,
+                row.finished_at,
+                row.result,
+                row.label,
+                row.errors as i64,
+                row.warnings as i64,
+                row.counts,
+                row.emetteur,
+                row.type_fichier,
+                row.mode,
+                row.date_creation,
+                row.cdg_siret
+            ],
+        )?;
+        insert_logs(self.conn, self.import_id, logs)?;
+        self.conn.execute_batch("COMMIT")?;
+        self.done = true;
+        Ok(())
+    }
+}
