@@ -204,6 +204,47 @@ impl FluxReader {
                 "XML_MALFORME",
                 format!("balise fermante « </{name}> » sans balise ouvrante"),
             ),
+            quick_xml::Error::Syntax(se) => {
+                use quick_xml::errors::SyntaxError as S;
+                let (code, what) = match se {
+                    S::UnclosedTag
+                    | S::UnclosedSingleQuotedAttributeValue
+                    | S::UnclosedDoubleQuotedAttributeValue => (
+                        "XML_TRONQUE",
+                        "balise non fermée avant la fin du fichier (fichier tronqué ?)",
+                    ),
+                    S::UnclosedComment => (
+                        "XML_TRONQUE",
+                        "commentaire non fermé avant la fin du fichier",
+                    ),
+                    S::UnclosedCData => (
+                        "XML_TRONQUE",
+                        "section CDATA non fermée avant la fin du fichier",
+                    ),
+                    S::UnclosedPI | S::UnclosedXmlDecl => {
+                        ("XML_TRONQUE", "instruction de traitement non fermée")
+                    }
+                    S::UnclosedDoctype => ("XML_DOCTYPE", "déclaration DOCTYPE refusée"),
+                    S::InvalidBangMarkup => ("XML_MALFORME", "balise « <! » invalide"),
+                };
+                (code, what.to_string())
+            }
+            quick_xml::Error::IllFormed(quick_xml::errors::IllFormedError::MissingEndTag(name)) => {
+                (
+                    "XML_TRONQUE",
+                    format!("balise « <{name}> » non fermée (fichier tronqué ?)"),
+                )
+            }
+            quick_xml::Error::IllFormed(quick_xml::errors::IllFormedError::UnclosedReference) => (
+                "XML_MALFORME",
+                "caractère « & » isolé : il doit être écrit &amp;".to_string(),
+            ),
+            quick_xml::Error::IllFormed(
+                quick_xml::errors::IllFormedError::DoubleHyphenInComment,
+            ) => (
+                "XML_MALFORME",
+                "« -- » interdit dans un commentaire".to_string(),
+            ),
             other => ("XML_MALFORME", format!("XML mal formé : {other}")),
         };
         self.fatal(code, message, at)
