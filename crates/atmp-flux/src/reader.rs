@@ -519,11 +519,20 @@ impl FluxReader {
         if empty {
             return Ok(root);
         }
+        // The event buffer is taken out of `self` so that events can borrow it while nodes
+        // are built (no copy of each tag).
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self.subtree(root, &mut buf);
+        self.buf = buf;
+        r
+    }
+
+    fn subtree(&mut self, root: Node, buf: &mut Vec<u8>) -> Result<Node, FluxError> {
         let mut stack = vec![root];
         loop {
             let at = self.pos();
-            self.buf.clear();
-            let ev = match self.xml.read_event_into(&mut self.buf) {
+            buf.clear();
+            let ev = match self.xml.read_event_into(buf) {
                 Ok(ev) => ev,
                 Err(e) => {
                     let at = self.pos();
@@ -532,12 +541,10 @@ impl FluxReader {
             };
             match ev {
                 Event::Start(e) => {
-                    let e = e.into_owned();
                     let n = self.node(&e, at)?;
                     stack.push(n);
                 }
                 Event::Empty(e) => {
-                    let e = e.into_owned();
                     let n = self.node(&e, at)?;
                     stack
                         .last_mut()

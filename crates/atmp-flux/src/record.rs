@@ -340,7 +340,7 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
                 if v.is_empty() {
                     continue;
                 }
-                let p = format!("{path}/@{}", a.name);
+                let p = || format!("{path}/@{}", a.name);
                 if let Some(val) =
                     check_value(rec, a.kind, a.name, v, ctx, node.line, node.column, &p)
                 {
@@ -378,37 +378,31 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
     }
     // Children, in the order of the spec.
     let mut cursor = 0usize;
-    let mut seen = vec![0usize; spec.fields.len()];
+    let mut seen = [0u32; 48];
     let mut multi: Vec<(&'static str, Vec<String>)> = Vec::new();
     let mut counters: Vec<(&str, usize)> = Vec::new();
     for child in &node.children {
         let n = bump(&mut counters, &child.name);
-        let child_path = format!("{path}/{}[{n}]", child.name);
+        // Paths are only built when an issue is reported.
+        let indexed = || format!("{path}/{}[{n}]", child.name);
         let Some((i, field)) = spec.field(&child.name) else {
             rec.error(
                 "STRUCTURE_INCONNU",
                 format!("élément « {} » inconnu dans <{}>", child.name, spec.name),
                 child.line,
                 child.column,
-                child_path,
+                indexed(),
             );
             continue;
         };
-        let child_path = if field.many {
-            child_path
-        } else {
-            format!("{path}/{}", child.name)
-        };
+        let child_path = || if field.many { indexed() } else { format!("{path}/{}", child.name) };
         if i < cursor {
             rec.error(
                 "STRUCTURE_ORDRE",
-                format!(
-                    "élément <{}> hors de l'ordre attendu dans <{}>",
-                    field.name, spec.name
-                ),
+                format!("élément <{}> hors de l'ordre attendu dans <{}>", field.name, spec.name),
                 child.line,
                 child.column,
-                child_path,
+                child_path(),
             );
             continue;
         }
@@ -420,13 +414,13 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
                 format!("élément <{}> répété dans <{}>", field.name, spec.name),
                 child.line,
                 child.column,
-                child_path,
+                child_path(),
             );
             continue;
         }
         match field.kind {
             Kind::Record(_) => {} // built by the caller, with its own fate
-            Kind::Group(g) => fill(rec, child, g, &child_path, ctx),
+            Kind::Group(g) => fill(rec, child, g, &child_path(), ctx),
             kind => {
                 if !child.children.is_empty() || !child.attrs.is_empty() {
                     rec.error(
@@ -434,7 +428,7 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
                         format!("l'élément <{}> ne doit contenir que du texte", field.name),
                         child.line,
                         child.column,
-                        child_path.clone(),
+                        child_path(),
                     );
                     continue;
                 }
@@ -442,34 +436,15 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
                 if text.is_empty() {
                     continue; // an empty element is an absent one
                 }
+                let checked = check_value(rec, kind, field.name, text, ctx, child.line, child.column, &child_path);
                 if field.many {
-                    let ok = check_value(
-                        rec,
-                        kind,
-                        field.name,
-                        text,
-                        ctx,
-                        child.line,
-                        child.column,
-                        &child_path,
-                    )
-                    .is_some();
-                    if ok {
+                    if checked.is_some() {
                         match multi.iter_mut().find(|(c, _)| *c == field.col) {
                             Some((_, v)) => v.push(text.to_string()),
                             None => multi.push((field.col, vec![text.to_string()])),
                         }
                     }
-                } else if let Some(val) = check_value(
-                    rec,
-                    kind,
-                    field.name,
-                    text,
-                    ctx,
-                    child.line,
-                    child.column,
-                    &child_path,
-                ) {
+                } else if let Some(val) = checked {
                     rec.values.push((field.col, val));
                 }
             }
@@ -504,9 +479,9 @@ fn check_value(
     ctx: &Context<'_>,
     line: u64,
     column: u64,
-    path: &str,
+    path: &dyn Fn() -> String,
 ) -> Option<Value> {
-    let bad = |code: &'static str, msg: String| Issue::error(code, msg, line, column, path);
+    let bad = |code: &'static str, msg: String| Issue::error(code, msg, line, column, &path());
     let res: Result<Value, Issue> = match kind {
         Kind::Text(max) => {
             let n = v.chars().count();

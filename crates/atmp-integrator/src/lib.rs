@@ -118,13 +118,54 @@ enum Msg {
     Fatal(FluxError),
 }
 
+/// The sending end of the stage channel: messages go in batches, so that the two threads
+/// do not wake each other for every record.
+struct MsgTx {
+    out: crossbeam_channel::Sender<Vec<Msg>>,
+    buf: Vec<Msg>,
+}
+
+/// How many records travel together.
+const BATCH: usize = 64;
+
+impl MsgTx {
+    fn send(&mut self, m: Msg) -> Result<(), ()> {
+        let flush = !matches!(m, Msg::Record(_));
+        self.buf.push(m);
+        if flush || self.buf.len() >= BATCH {
+            let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH));
+            self.out.send(batch).map_err(|_| ())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The receiving end of the stage channel, one message at a time.
+pub(crate) struct MsgRx {
+    rx: crossbeam_channel::Receiver<Vec<Msg>>,
+    buf: std::vec::IntoIter<Msg>,
+}
+
+impl MsgRx {
+    pub(crate) fn recv(&mut self) -> Result<Msg, ()> {
+        loop {
+            if let Some(m) = self.buf.next() {
+                return Ok(m);
+            }
+            self.buf = self.rx.recv().map_err(|_| ())?.into_iter();
+        }
+    }
+}
+
 /// Stage one, on its own thread: read and check records, send them on.
 fn read_stage(
     path: &Path,
     nomenclatures: &Nomenclatures,
-    out: crossbeam_channel::Sender<Msg>,
+    out: crossbeam_channel::Sender<Vec<Msg>>,
     pos: &AtomicU64,
 ) {
+    let mut out = MsgTx { out, buf: Vec::with_capacity(BATCH) };
     let mut reader = match FluxReader::open(path) {
         Ok(r) => r,
         Err(e) => {
@@ -281,10 +322,14 @@ pub fn import_file(
     let nomenclatures = Nomenclatures::from_entries(&store.nomenclature_entries()?);
     let pos = AtomicU64::new(0);
     let outcome = std::thread::scope(|s| {
-        let (tx, rx) = crossbeam_channel::bounded::<Msg>(256);
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<Msg>>(16);
+        let rx = MsgRx { rx, buf: Vec::new().into_iter() };
         let nomenclatures = &nomenclatures;
         let pos_ref = &pos;
-        s.spawn(move || read_stage(path, nomenclatures, tx, pos_ref));
+        std::thread::Builder::new()
+            .name("atmp-lecture".into())
+            .spawn_scoped(s, move || read_stage(path, nomenclatures, tx, pos_ref))
+            .expect("the reader thread starts");
         let progress = || {
             if let Some(p) = opts.progress {
                 p(pos.load(Ordering::Relaxed));

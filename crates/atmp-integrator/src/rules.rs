@@ -177,7 +177,7 @@ fn rejection(r: &Record) -> String {
 /// Integrates the records sent by the reader stage in one transaction.
 pub(crate) fn integrate(
     store: &mut dyn Store,
-    rx: crossbeam_channel::Receiver<Msg>,
+    mut rx: crate::MsgRx,
     name: &str,
     base_row: &ImportRow,
     opts: &ImportOptions<'_>,

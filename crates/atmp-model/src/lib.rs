@@ -220,7 +220,8 @@ impl Date {
 
     /// `YYYY-MM-DD`.
     pub fn iso(&self) -> String {
-        self.0.format("%Y-%m-%d").to_string()
+        use chrono::Datelike;
+        format!("{:04}-{:02}-{:02}", self.0.year(), self.0.month(), self.0.day())
     }
 
     /// `DD/MM/YYYY`, the shape of every date a user reads.
