@@ -395,11 +395,20 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
             );
             continue;
         };
-        let child_path = || if field.many { indexed() } else { format!("{path}/{}", child.name) };
+        let child_path = || {
+            if field.many {
+                indexed()
+            } else {
+                format!("{path}/{}", child.name)
+            }
+        };
         if i < cursor {
             rec.error(
                 "STRUCTURE_ORDRE",
-                format!("élément <{}> hors de l'ordre attendu dans <{}>", field.name, spec.name),
+                format!(
+                    "élément <{}> hors de l'ordre attendu dans <{}>",
+                    field.name, spec.name
+                ),
                 child.line,
                 child.column,
                 child_path(),
@@ -436,7 +445,16 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
                 if text.is_empty() {
                     continue; // an empty element is an absent one
                 }
-                let checked = check_value(rec, kind, field.name, text, ctx, child.line, child.column, &child_path);
+                let checked = check_value(
+                    rec,
+                    kind,
+                    field.name,
+                    text,
+                    ctx,
+                    child.line,
+                    child.column,
+                    &child_path,
+                );
                 if field.many {
                     if checked.is_some() {
                         match multi.iter_mut().find(|(c, _)| *c == field.col) {

@@ -165,7 +165,10 @@ fn read_stage(
     out: crossbeam_channel::Sender<Vec<Msg>>,
     pos: &AtomicU64,
 ) {
-    let mut out = MsgTx { out, buf: Vec::with_capacity(BATCH) };
+    let mut out = MsgTx {
+        out,
+        buf: Vec::with_capacity(BATCH),
+    };
     let mut reader = match FluxReader::open(path) {
         Ok(r) => r,
         Err(e) => {
@@ -323,7 +326,10 @@ pub fn import_file(
     let pos = AtomicU64::new(0);
     let outcome = std::thread::scope(|s| {
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Msg>>(16);
-        let rx = MsgRx { rx, buf: Vec::new().into_iter() };
+        let rx = MsgRx {
+            rx,
+            buf: Vec::new().into_iter(),
+        };
         let nomenclatures = &nomenclatures;
         let pos_ref = &pos;
         std::thread::Builder::new()

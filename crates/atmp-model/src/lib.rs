@@ -221,7 +221,12 @@ impl Date {
     /// `YYYY-MM-DD`.
     pub fn iso(&self) -> String {
         use chrono::Datelike;
-        format!("{:04}-{:02}-{:02}", self.0.year(), self.0.month(), self.0.day())
+        format!(
+            "{:04}-{:02}-{:02}",
+            self.0.year(),
+            self.0.month(),
+            self.0.day()
+        )
     }
 
     /// `DD/MM/YYYY`, the shape of every date a user reads.
