@@ -343,7 +343,7 @@ pub fn agent(seed: u64, i: u64) -> Node {
     for k in 0..events_of(i) {
         let date = Date::from_ymd(2010, 1, 1)
             .expect("date")
-            .add_days(rng.gen_range(0..2000) + (k as i64) * 60);
+            .add_days(rng.gen_range(0..600) + (k as i64) * 700); // never the same (type, date) twice
         let mut e = Node::new("evenement");
         let id = format!("EV-{i}-{k}");
         let typ = ["AS", "AS", "AS", "ATR", "MP", "AT"][rng.gen_range(0..6)];

@@ -1,0 +1,204 @@
+//! The command-line contract of FORMAT.md §7: options, exit statuses, JSON shapes.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = Env::new();
+    for args in [
+        vec!["frobnicate"],
+        vec![
+            "collectivite",
+            "add",
+            "--siret",
+            "28219002400013",
+            "--nom",
+            "Clé fausse",
+        ],
+        vec![
+            "collectivite",
+            "add",
+            "--siret",
+            "123",
+            "--nom",
+            "Trop court",
+        ],
+        vec!["collectivite", "add", "--nom", "Sans SIRET"],
+        vec!["import"],
+        vec!["validate", "--bogus", "x.xml"],
+        vec!["emetteur", "add", "--code", "a b"],
+    ] {
+        let o = env.run(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = env.run(&[
+        "collectivite",
+        "add",
+        "--siret",
+        "28219002400013",
+        "--nom",
+        "X",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("SIRET « 28219002400013 » invalide : la clé de contrôle du SIRET est invalide"));
+}
+
+#[test]
+fn global_options_before_or_after() {
+    let env = Env::new();
+    env.sdis();
+    let db = env.db();
+    let before = env.ok(&["collectivite", "list", "--json"]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_atmp"))
+        .args(["--json", "--db", &db, "collectivite", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), before);
+    let j: serde_json::Value = serde_json::from_str(before.lines().next().unwrap()).unwrap();
+    assert_eq!(j["siret"], SDIS);
+    // ATMP_DATABASE_URL chooses the base too.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_atmp"))
+        .args(["emetteur", "list", "--json"])
+        .env("ATMP_DATABASE_URL", &db)
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["code"], "SOFIVAL");
+    assert_eq!(j["autorisations"][0]["collectivite"], SDIS);
+    assert_eq!(j["autorisations"][0]["statut"], "accordee");
+}
+
+#[test]
+fn default_base_is_under_data() {
+    let env = Env::new();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_atmp"))
+        .args(["collectivite", "add", "--siret", SDIS, "--nom", "SDIS"])
+        .current_dir(env.dir.path())
+        .env_remove("ATMP_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(env.dir.path().join("data/atmp.db").exists());
+}
+
+#[test]
+fn validate_json_reports_positions_and_exit_status() {
+    let env = Env::new();
+    let good = examples().join("services.xml");
+    let bad = env.write(
+        "bad.xml",
+        &std::fs::read_to_string(&good)
+            .unwrap()
+            .replace("<service code=\"GTL\">", "<service>"),
+    );
+    let o = env.run(&[
+        "validate",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["valid"], true);
+    assert_eq!(lines[1]["valid"], false);
+    let e = &lines[1]["errors"][0];
+    assert_eq!(e["line"], 13, "the line of <service> in services.xml");
+    assert_eq!(e["code"], "OBLIGATOIRE");
+    assert_eq!(e["path"], "/flux/collectivite[1]/service[2]/@code");
+    assert!(e["column"].as_u64().unwrap() >= 1);
+    assert!(e["message"].as_str().unwrap().contains("obligatoire"));
+}
+
+#[test]
+fn import_exit_status_and_several_files() {
+    let env = Env::new();
+    env.sdis();
+    let good = examples().join("services.xml");
+    let bad = env.write("bad.xml", "<flux");
+    let logs = env.logs();
+    let o = env.run(&[
+        "import",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        "--json",
+        "--emetteur",
+        "SOFIVAL",
+        "--logs",
+        logs.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "one file rejected whole");
+    let out = String::from_utf8(o.stdout).unwrap();
+    let results: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["result"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(results, ["reussi", "echoue"]);
+    // Record errors only: exit 0.
+    let (j, code) = env.import(
+        &examples().join("declaration-differentiel.xml"),
+        Some("SOFIVAL"),
+    );
+    assert_eq!((j["result"].as_str(), code), (Some("reussi"), 0));
+}
+
+#[test]
+fn nomenclatures_are_data() {
+    let env = Env::new();
+    env.sdis();
+    let list = env.ok(&["nomenclature", "list", "--json"]);
+    assert!(list.contains("\"TYPE_EVENEMENT\""));
+    // An administrator adds a code without a release; a record using it becomes valid.
+    let a = agent(
+        &nir("M", "1980-01-01", 1),
+        "X",
+        None,
+        "A",
+        "1980-01-01",
+        "M",
+        &event("E", "ACC", "2015-01-01", ""),
+    );
+    let f = env.write(
+        "n.xml",
+        &Doc::declaration(vec![(SDIS.into(), a.clone())]).render(),
+    );
+    let (j, _) = env.import(&f, None);
+    assert_eq!(counts(&j, "evenements"), (0, 0, 1));
+    let bad_csv = env.write("bad.csv", "nomenclature;code;libelle\nTYPE_EVENEMENT;ACC\n");
+    let o = env.run(&["nomenclature", "import", bad_csv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(":2: 3 champs attendus"));
+    let csv = env.write(
+        "types-2.csv",
+        "nomenclature;code;libelle\nTYPE_EVENEMENT;AS;Accident de service\nTYPE_EVENEMENT;AT;Accident du travail\nTYPE_EVENEMENT;ATR;Accident de trajet\nTYPE_EVENEMENT;MP;Maladie professionnelle\nTYPE_EVENEMENT;MCS;Maladie contractée en service\nTYPE_EVENEMENT;ACC;Accident (code local)\n",
+    );
+    env.ok(&["nomenclature", "import", csv.to_str().unwrap()]);
+    let f2 = env.write(
+        "n2.xml",
+        &Doc::declaration(vec![(SDIS.into(), a)])
+            .render()
+            .replace("2016-01-10", "2016-01-11"),
+    );
+    let (j, _) = env.import(&f2, None);
+    assert_eq!(counts(&j, "evenements"), (1, 0, 0));
+    // The other nomenclatures were left as they were.
+    assert!(env
+        .ok(&["nomenclature", "list"])
+        .contains("SIEGE_LESION (329 codes)"));
+}
