@@ -232,6 +232,20 @@ pub fn validate_path(path: &Path, nomenclatures: &Nomenclatures) -> Validation {
     out
 }
 
+/// Same as [`validate_path`] for bytes in memory (tests, fuzzing).
+pub fn validate_bytes(bytes: Vec<u8>, nomenclatures: &Nomenclatures) -> Validation {
+    let mut out = Validation::default();
+    match open_reader(Box::new(std::io::Cursor::new(bytes))) {
+        Ok(input) => {
+            if let Err(e) = validate_reader(FluxReader::new(input), nomenclatures, &mut out) {
+                out.push(e.to_issue());
+            }
+        }
+        Err(e) => out.push(e.to_issue()),
+    }
+    out
+}
+
 fn validate_reader(
     mut reader: FluxReader,
     nomenclatures: &Nomenclatures,

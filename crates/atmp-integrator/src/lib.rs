@@ -12,6 +12,7 @@ mod rules;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
 
@@ -107,6 +108,38 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     Ok((hex::encode(h.finalize()), size))
 }
 
+/// SHA-256 and size of the first MiB of a file, and its whole size.
+fn head_hash(path: &Path) -> io::Result<(String, u64)> {
+    let f = std::fs::File::open(path)?;
+    let size = f.metadata()?.len();
+    let mut h = Sha256::new();
+    let mut buf = Vec::with_capacity(1 << 20);
+    f.take(1 << 20).read_to_end(&mut buf)?;
+    h.update(&buf);
+    Ok((hex::encode(h.finalize()), size))
+}
+
+/// Hashes the bytes as received while the reader reads them; publishes the digest at the end.
+struct HashingReader {
+    inner: std::fs::File,
+    hasher: Option<Sha256>,
+    out: Arc<OnceLock<String>>,
+}
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            if let Some(h) = self.hasher.take() {
+                let _ = self.out.set(hex::encode(h.finalize()));
+            }
+        } else if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
 /// What the reader thread sends to the rules.
 enum Msg {
     Header(Result<Header, FluxError>),
@@ -164,12 +197,22 @@ fn read_stage(
     nomenclatures: &Nomenclatures,
     out: crossbeam_channel::Sender<Vec<Msg>>,
     pos: &AtomicU64,
+    hashed: Arc<OnceLock<String>>,
 ) {
     let mut out = MsgTx {
         out,
         buf: Vec::with_capacity(BATCH),
     };
-    let mut reader = match FluxReader::open(path) {
+    let opened = std::fs::File::open(path)
+        .map_err(|e| FluxError::file("LECTURE", format!("le fichier ne peut pas être lu : {e}")))
+        .and_then(|f| {
+            atmp_flux::open_reader(Box::new(HashingReader {
+                inner: f,
+                hasher: Some(Sha256::new()),
+                out: hashed,
+            }))
+        });
+    let mut reader = match opened.map(FluxReader::new) {
         Ok(r) => r,
         Err(e) => {
             let _ = out.send(Msg::Fatal(e));
@@ -243,7 +286,7 @@ pub fn import_file(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
-    let (sha256, size) = match hash_file(path) {
+    let (head, size) = match head_hash(path) {
         Ok(v) => v,
         Err(e) => {
             let base = ImportRow {
@@ -257,17 +300,17 @@ pub fn import_file(
                 blocks: vec![],
                 cdg: None,
             };
-            return failed(store, opts, base, f);
+            return failed(store, path, opts, base, f);
         }
     };
     let prefix = format!(
         "{}_{}",
         chrono::Local::now().format("%Y%m%d-%H%M%S"),
-        &sha256[..12]
+        &head[..12]
     );
-    let base_row = ImportRow {
+    let mut base_row = ImportRow {
         file_name: name.clone(),
-        sha256: sha256.clone(),
+        head_sha256: head.clone(),
         size,
         started_at: started_at.clone(),
         result: "en_cours".into(),
@@ -275,8 +318,91 @@ pub fn import_file(
         counts: "{}".into(),
         ..Default::default()
     };
+    // A duplicate has the same size and first MiB as an integrated file: only then is the
+    // whole file hashed before reading; otherwise it is hashed while it is read.
+    let known = if store.maybe_integrated(&head, size)? {
+        Some(hash_file(path)?.0)
+    } else {
+        None
+    };
+    if let Some(sha256) = known {
+        base_row.sha256 = sha256.clone();
+        if let Some(at) = store.integrated_at(&sha256)? {
+            return duplicate(store, opts, &name, base_row, prefix, at);
+        }
+    }
 
-    if let Some(at) = store.integrated_at(&sha256)? {
+    let nomenclatures = Nomenclatures::from_entries(&store.nomenclature_entries()?);
+    let pos = AtomicU64::new(0);
+    let hashed: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+    let hashed_ref = hashed.clone();
+    let outcome = std::thread::scope(|s| {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<Msg>>(16);
+        let rx = MsgRx {
+            rx,
+            buf: Vec::new().into_iter(),
+        };
+        let nomenclatures = &nomenclatures;
+        let pos_ref = &pos;
+        std::thread::Builder::new()
+            .name("atmp-lecture".into())
+            .spawn_scoped(s, move || {
+                read_stage(path, nomenclatures, tx, pos_ref, hashed_ref)
+            })
+            .expect("the reader thread starts");
+        let progress = || {
+            if let Some(p) = opts.progress {
+                p(pos.load(Ordering::Relaxed));
+            }
+        };
+        rules::integrate(
+            &mut *store,
+            rx,
+            &name,
+            &base_row,
+            opts,
+            prefix.clone(),
+            &progress,
+            &|| {
+                hashed
+                    .get()
+                    .cloned()
+                    .or_else(|| hash_file(path).ok().map(|(h, _)| h))
+                    .unwrap_or_default()
+            },
+        )
+        // `rx` is dropped here: a reader still running stops at its next send.
+    })?;
+    match outcome {
+        Ok((row, files, counts, import_id)) => Ok(ImportOutcome {
+            file: name,
+            sha256: row.sha256.clone(),
+            size,
+            result: ResultKind::Reussi,
+            label: row.label.clone(),
+            errors: row.errors,
+            warnings: row.warnings,
+            counts,
+            logs: files,
+            import_id,
+        }),
+        Err(f) => failed(store, path, opts, base_row, f),
+    }
+}
+
+/// A file whose bytes were already integrated (§5.4.3): nothing is stored, the logs say so.
+fn duplicate(
+    store: &mut dyn Store,
+    opts: &ImportOptions<'_>,
+    name: &str,
+    base_row: ImportRow,
+    prefix: String,
+    at: String,
+) -> Result<ImportOutcome, IntegratorError> {
+    let sha256 = base_row.sha256.clone();
+    let size = base_row.size;
+    let name = name.to_string();
+    {
         let day = atmp_model::DateTime::parse(&at)
             .map(|d| d.date().fr())
             .unwrap_or(at);
@@ -308,7 +434,7 @@ pub fn import_file(
             ..base_row
         };
         let import_id = store.record_import(&row, &import_logs(&files))?;
-        return Ok(ImportOutcome {
+        Ok(ImportOutcome {
             file: name,
             sha256,
             size,
@@ -319,64 +445,23 @@ pub fn import_file(
             counts: Counts::default(),
             logs: files,
             import_id,
-        });
-    }
-
-    let nomenclatures = Nomenclatures::from_entries(&store.nomenclature_entries()?);
-    let pos = AtomicU64::new(0);
-    let outcome = std::thread::scope(|s| {
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<Msg>>(16);
-        let rx = MsgRx {
-            rx,
-            buf: Vec::new().into_iter(),
-        };
-        let nomenclatures = &nomenclatures;
-        let pos_ref = &pos;
-        std::thread::Builder::new()
-            .name("atmp-lecture".into())
-            .spawn_scoped(s, move || read_stage(path, nomenclatures, tx, pos_ref))
-            .expect("the reader thread starts");
-        let progress = || {
-            if let Some(p) = opts.progress {
-                p(pos.load(Ordering::Relaxed));
-            }
-        };
-        rules::integrate(
-            &mut *store,
-            rx,
-            &name,
-            &base_row,
-            opts,
-            prefix.clone(),
-            &progress,
-        )
-        // `rx` is dropped here: a reader still running stops at its next send.
-    })?;
-    match outcome {
-        Ok((row, files, counts, import_id)) => Ok(ImportOutcome {
-            file: name,
-            sha256,
-            size,
-            result: ResultKind::Reussi,
-            label: row.label.clone(),
-            errors: row.errors,
-            warnings: row.warnings,
-            counts,
-            logs: files,
-            import_id,
-        }),
-        Err(f) => failed(store, opts, base_row, f),
+        })
     }
 }
 
 /// Records a file rejected whole (§5.4.1): nothing of it is stored; its logs say why.
 fn failed(
     store: &mut dyn Store,
+    path: &Path,
     opts: &ImportOptions<'_>,
     base: ImportRow,
     f: Failure,
 ) -> Result<ImportOutcome, IntegratorError> {
     let label = format!("Import échoué : {}", f.reason);
+    let mut base = base;
+    if base.sha256.is_empty() {
+        base.sha256 = hash_file(path).map(|(h, _)| h).unwrap_or_default();
+    }
     let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
     let prefix = if base.sha256.len() >= 12 {
         format!("{stamp}_{}", &base.sha256[..12])

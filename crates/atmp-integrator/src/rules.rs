@@ -64,17 +64,34 @@ struct KindPlan {
     cols: Vec<&'static str>,
     primary: Vec<usize>,
     fallback: Option<Vec<usize>>,
+    /// Lookup by primary key (services, which have no dossier).
     find_primary: FindId,
-    find_fallback: Option<FindId>,
+    /// Read of all the rows of this kind under one agent (events and their children).
+    dossier: Option<FindId>,
     insert: InsertId,
 }
 
-/// A record inserted under a parent created in this file: the in-memory index that replaces
-/// lookups in the base for its siblings (a new parent has no children in the base).
+/// A record of the base under the parent being processed: read with the agent's dossier, or
+/// inserted from this file. §5.1 keys are matched against these in memory.
 struct Sibling {
     kind: RecordKind,
     id: i64,
     cells: Vec<Cell>,
+}
+
+/// An agent's events and their children as they are in the base, read in one go per kind
+/// when the agent is already present (a new agent has none).
+#[derive(Default)]
+struct Dossier {
+    events: Vec<Sibling>,
+    children: HashMap<i64, Vec<Sibling>>,
+}
+
+impl Dossier {
+    /// The base rows under a record just matched (empty for a new one).
+    fn take_children(&mut self, parent: i64) -> Vec<Sibling> {
+        self.children.remove(&parent).unwrap_or_default()
+    }
 }
 
 enum BlockState {
@@ -183,6 +200,7 @@ pub(crate) fn integrate(
     opts: &ImportOptions<'_>,
     prefix: String,
     progress: &dyn Fn(),
+    sha256: &dyn Fn() -> String,
 ) -> Result<Result<Done, Failure>, IntegratorError> {
     let fail = |reason: String, header: Option<Header>| Failure {
         reason,
@@ -245,9 +263,10 @@ pub(crate) fn integrate(
                 primary: idx(p),
                 fallback: f.map(idx),
                 find_primary: tx.prepare_find(t, p, &cols)?,
-                find_fallback: match f {
-                    Some(f) => Some(tx.prepare_find(t, f, &cols)?),
-                    None => None,
+                dossier: if kind == RecordKind::Service {
+                    None
+                } else {
+                    Some(tx.prepare_dossier(t, &cols)?)
                 },
                 insert: tx.prepare_insert(t, &cols)?,
                 cols,
@@ -345,6 +364,11 @@ pub(crate) fn integrate(
     let label = success_label(errors);
     run.logs.close(&run.counts, success_label)?;
     let finished = ImportRow {
+        sha256: if row.sha256.is_empty() {
+            sha256()
+        } else {
+            row.sha256.clone()
+        },
         finished_at: Some(now()),
         result: "reussi".into(),
         label: label.clone(),
@@ -481,10 +505,7 @@ impl Run<'_> {
         };
         match rec.kind() {
             RecordKind::Agent => self.agent(rec, coll),
-            RecordKind::Service => {
-                let mut none = Vec::new();
-                self.generic(rec, coll, false, "", "", &mut none)
-            }
+            RecordKind::Service => self.generic(rec, coll, "", "", None, &mut Dossier::default()),
             _ => {
                 // An element that is no record of the format.
                 let msg = rejection(rec);
@@ -687,23 +708,59 @@ impl Run<'_> {
                 (id, true)
             }
         };
-        let mut siblings = Vec::new();
+        let mut dossier = if is_new {
+            Dossier::default()
+        } else {
+            self.dossier(agent_id)?
+        };
+        let mut events = std::mem::take(&mut dossier.events);
         for ev in &rec.children {
-            self.generic(ev, agent_id, is_new, &label, "", &mut siblings)?;
+            self.generic(ev, agent_id, &label, "", Some(&mut events), &mut dossier)?;
         }
         Ok(())
     }
 
-    /// Any record other than the agent: look it up by its keys (§5.1), add it or leave it,
-    /// then its children.
+    /// Reads what the base holds under an agent: its events, then each kind of child.
+    fn dossier(&mut self, agent_id: i64) -> Result<Dossier, IntegratorError> {
+        let mut d = Dossier::default();
+        for kind in [
+            RecordKind::Evenement,
+            RecordKind::Deces,
+            RecordKind::Arret,
+            RecordKind::Certificat,
+            RecordKind::Lesion,
+            RecordKind::Consequence,
+        ] {
+            let id = self.plans[&kind]
+                .dossier
+                .expect("every kind under an agent has a dossier query");
+            for (parent, f) in self.tx.dossier(id, agent_id)? {
+                let s = Sibling {
+                    kind,
+                    id: f.id,
+                    cells: f.cells,
+                };
+                if kind == RecordKind::Evenement {
+                    d.events.push(s);
+                } else {
+                    d.children.entry(parent).or_default().push(s);
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    /// Any record other than the agent: match it by its keys (§5.1) against `siblings` (the
+    /// base's rows under the same parent; `None` for services: looked up in the base), add it
+    /// or leave it, then its children.
     fn generic(
         &mut self,
         rec: &Record,
         parent: i64,
-        parent_new: bool,
         agent: &str,
         event: &str,
-        siblings: &mut Vec<Sibling>,
+        siblings: Option<&mut Vec<Sibling>>,
+        dossier: &mut Dossier,
     ) -> Result<(), IntegratorError> {
         let kind = rec.kind();
         let (ev_label, el_label) = if kind == RecordKind::Evenement {
@@ -730,33 +787,25 @@ impl Run<'_> {
         }
         let plan = &self.plans[&kind];
         let cells = self.cells(rec, &plan.cols);
-        let key_of =
-            |idx: &[usize], c: &[Cell]| idx.iter().map(|i| c[*i].clone()).collect::<Vec<_>>();
-        let pk = key_of(&plan.primary, &cells);
-        let fk = plan.fallback.as_ref().map(|f| key_of(f, &cells));
-        let found: Option<(i64, Vec<Cell>)> = if parent_new {
-            let by = |idx: &[usize], k: &[Cell]| {
-                siblings
-                    .iter()
-                    .find(|s| s.kind == kind && key_of(idx, &s.cells) == k)
-                    .map(|s| (s.id, s.cells.clone()))
-            };
-            by(&plan.primary, &pk).or_else(|| match (&plan.fallback, &fk) {
-                (Some(f), Some(k)) => by(f, k),
-                _ => None,
-            })
-        } else {
-            let (fp, ff) = (plan.find_primary, plan.find_fallback);
-            match self.tx.find(fp, parent, &pk)? {
-                Some(f) => Some((f.id, f.cells)),
-                None => match (ff, fk) {
-                    (Some(ff), Some(k)) => self.tx.find(ff, parent, &k)?.map(|f| (f.id, f.cells)),
-                    _ => None,
-                },
+        let same = |idx: &[usize], a: &[Cell], b: &[Cell]| idx.iter().all(|i| a[*i] == b[*i]);
+        let found: Option<(i64, Vec<Cell>)> = match &siblings {
+            Some(sibs) => {
+                let by = |idx: &[usize]| {
+                    sibs.iter()
+                        .find(|s| s.kind == kind && same(idx, &s.cells, &cells))
+                        .map(|s| (s.id, s.cells.clone()))
+                };
+                by(&plan.primary).or_else(|| plan.fallback.as_deref().and_then(by))
+            }
+            None => {
+                let pk: Vec<Cell> = plan.primary.iter().map(|i| cells[*i].clone()).collect();
+                self.tx
+                    .find(plan.find_primary, parent, &pk)?
+                    .map(|f| (f.id, f.cells))
             }
         };
         let id_name = kind.id_name();
-        let (id, is_new) = match found {
+        let (id, mut children) = match found {
             Some((id, base)) => {
                 self.logs.line(
                     Level::Info,
@@ -775,7 +824,7 @@ impl Run<'_> {
                     &[],
                     (agent, &ev_label, &el_label),
                 )?;
-                (id, false)
+                (id, dossier.take_children(id))
             }
             None => {
                 let insert = plan.insert;
@@ -788,15 +837,18 @@ impl Run<'_> {
                     &format!("Ajout dans la base ({id_name}={id})"),
                 )?;
                 self.add(kind, Outcome::Added, 1);
-                if parent_new {
-                    siblings.push(Sibling { kind, id, cells });
+                if let Some(sibs) = siblings {
+                    sibs.push(Sibling { kind, id, cells });
                 }
-                (id, true)
+                (id, Vec::new())
             }
         };
-        let mut children = Vec::new();
         for c in &rec.children {
-            self.generic(c, id, is_new, agent, &ev_label, &mut children)?;
+            self.generic(c, id, agent, &ev_label, Some(&mut children), dossier)?;
+        }
+        // Kept for a later occurrence of the same record in this file.
+        if !children.is_empty() {
+            dossier.children.insert(id, children);
         }
         Ok(())
     }

@@ -152,6 +152,8 @@ pub struct Emetteur {
 pub struct ImportRow {
     pub file_name: String,
     pub sha256: String,
+    /// SHA-256 of the first MiB (see [`Store::maybe_integrated`]).
+    pub head_sha256: String,
     pub size: u64,
     pub emetteur: Option<String>,
     pub type_fichier: Option<String>,
@@ -235,6 +237,9 @@ pub trait Store: Send {
 
     /// When a file of these bytes was integrated (result `reussi`), the date of that import.
     fn integrated_at(&mut self, sha256: &str) -> Result<Option<String>>;
+    /// Whether a file of this size whose first MiB has this hash was integrated: when false,
+    /// the file cannot be a duplicate and its full hash can be computed while it is read.
+    fn maybe_integrated(&mut self, head_sha256: &str, size: u64) -> Result<bool>;
     /// Records a file that was not integrated (`echoue`, `doublon`) with its logs.
     fn record_import(&mut self, row: &ImportRow, logs: &[ImportLog]) -> Result<i64>;
     /// Every import, newest first.
@@ -271,6 +276,11 @@ pub trait FileTx {
     fn prepare_insert(&mut self, table: Table, cols: &[&'static str]) -> Result<InsertId>;
     /// Runs a prepared lookup; `key` in the order of preparation, parent first.
     fn find(&mut self, id: FindId, parent: i64, key: &[Cell]) -> Result<Option<Found>>;
+    /// Prepares the read of every row of `table` under one agent: its events, or its events'
+    /// children; the rows come with their parent's id.
+    fn prepare_dossier(&mut self, table: Table, want: &[&'static str]) -> Result<FindId>;
+    /// Runs a prepared dossier read: (parent id, row) for every row under the agent.
+    fn dossier(&mut self, id: FindId, agent_id: i64) -> Result<Vec<(i64, Found)>>;
     /// Runs a prepared insert; returns the new row's id.
     fn insert(&mut self, id: InsertId, parent: i64, cells: &[Cell]) -> Result<i64>;
     /// The service code of a service id.

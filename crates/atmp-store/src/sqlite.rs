@@ -170,8 +170,8 @@ fn collectivite_in(conn: &Connection, siret: &str) -> Result<Option<Collectivite
 
 fn insert_import(conn: &Connection, row: &ImportRow) -> Result<i64> {
     conn.execute(
-        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts, head_sha256) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             row.file_name,
             row.sha256,
@@ -187,7 +187,8 @@ fn insert_import(conn: &Connection, row: &ImportRow) -> Result<i64> {
             row.label,
             row.errors as i64,
             row.warnings as i64,
-            row.counts
+            row.counts,
+            row.head_sha256
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -371,6 +372,15 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
+    fn maybe_integrated(&mut self, head_sha256: &str, size: u64) -> Result<bool> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM import WHERE head_sha256 = ?1 AND size = ?2 AND result = 'reussi'",
+            params![head_sha256, size as i64],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
     fn record_import(&mut self, row: &ImportRow, logs: &[ImportLog]) -> Result<i64> {
         let tx = self.conn.transaction()?;
         let id = insert_import(&tx, row)?;
@@ -381,7 +391,7 @@ impl Store for SqliteStore {
 
     fn imports(&mut self) -> Result<Vec<(i64, ImportRow)>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, \
+            "SELECT id, file_name, sha256, head_sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, \
              result, label, errors, warnings, counts FROM import ORDER BY id DESC",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -390,19 +400,20 @@ impl Store for SqliteStore {
                 ImportRow {
                     file_name: r.get(1)?,
                     sha256: r.get(2)?,
-                    size: r.get::<_, i64>(3)? as u64,
-                    emetteur: r.get(4)?,
-                    type_fichier: r.get(5)?,
-                    mode: r.get(6)?,
-                    date_creation: r.get(7)?,
-                    cdg_siret: r.get(8)?,
-                    started_at: r.get(9)?,
-                    finished_at: r.get(10)?,
-                    result: r.get(11)?,
-                    label: r.get(12)?,
-                    errors: r.get::<_, i64>(13)? as u64,
-                    warnings: r.get::<_, i64>(14)? as u64,
-                    counts: r.get(15)?,
+                    head_sha256: r.get(3)?,
+                    size: r.get::<_, i64>(4)? as u64,
+                    emetteur: r.get(5)?,
+                    type_fichier: r.get(6)?,
+                    mode: r.get(7)?,
+                    date_creation: r.get(8)?,
+                    cdg_siret: r.get(9)?,
+                    started_at: r.get(10)?,
+                    finished_at: r.get(11)?,
+                    result: r.get(12)?,
+                    label: r.get(13)?,
+                    errors: r.get::<_, i64>(14)? as u64,
+                    warnings: r.get::<_, i64>(15)? as u64,
+                    counts: r.get(16)?,
                 },
             ))
         })?;
@@ -557,6 +568,52 @@ impl FileTx for SqliteFileTx<'_> {
         }
     }
 
+    fn prepare_dossier(&mut self, table: Table, want: &[&'static str]) -> Result<FindId> {
+        self.check_cols(table, want)?;
+        let parent = table.parent_column();
+        let mut sql = format!("SELECT {parent}, id");
+        for w in want {
+            sql.push_str(", ");
+            sql.push_str(w);
+        }
+        sql.push_str(&format!(" FROM {}", table.name()));
+        match table {
+            Table::Evenement => sql.push_str(" WHERE agent_id = ?1"),
+            Table::Service | Table::Agent => {
+                return Err(StoreError::Invalid(
+                    "pas de dossier pour cette table".into(),
+                ))
+            }
+            _ => sql
+                .push_str(" WHERE evenement_id IN (SELECT id FROM evenement WHERE agent_id = ?1)"),
+        }
+        sql.push_str(" ORDER BY id");
+        self.conn.prepare_cached(&sql)?;
+        self.sql.push(sql);
+        Ok(FindId(self.sql.len() - 1))
+    }
+
+    fn dossier(&mut self, id: FindId, agent_id: i64) -> Result<Vec<(i64, Found)>> {
+        let mut stmt = self.conn.prepare_cached(&self.sql[id.0])?;
+        let mut rows = stmt.query([agent_id])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let n = r.as_ref().column_count();
+            let mut cells = Vec::with_capacity(n - 2);
+            for i in 2..n {
+                cells.push(cell(r.get_ref(i)?));
+            }
+            out.push((
+                r.get(0)?,
+                Found {
+                    id: r.get(1)?,
+                    cells,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     fn insert(&mut self, id: InsertId, parent: i64, cells: &[Cell]) -> Result<i64> {
         let mut stmt = self.conn.prepare_cached(&self.sql[id.0])?;
         let parent = Cell::Int(parent);
@@ -580,7 +637,7 @@ impl FileTx for SqliteFileTx<'_> {
     fn commit(mut self: Box<Self>, row: &ImportRow, logs: &[ImportLog]) -> Result<()> {
         self.conn.execute(
             "UPDATE import SET finished_at = ?2, result = ?3, label = ?4, errors = ?5, warnings = ?6, counts = ?7, \
-             emetteur = ?8, type_fichier = ?9, mode = ?10, date_creation = ?11, cdg_siret = ?12 WHERE id = ?1",
+             emetteur = ?8, type_fichier = ?9, mode = ?10, date_creation = ?11, cdg_siret = ?12, sha256 = ?13 WHERE id = ?1",
             params![
                 self.import_id,
                 row.finished_at,
@@ -593,7 +650,8 @@ impl FileTx for SqliteFileTx<'_> {
                 row.type_fichier,
                 row.mode,
                 row.date_creation,
-                row.cdg_siret
+                row.cdg_siret,
+                row.sha256
             ],
         )?;
         insert_logs(self.conn, self.import_id, logs)?;

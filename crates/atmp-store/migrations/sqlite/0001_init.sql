@@ -48,6 +48,8 @@ CREATE TABLE import (
     id INTEGER PRIMARY KEY,
     file_name TEXT NOT NULL,
     sha256 TEXT NOT NULL,
+    -- SHA-256 of the first MiB: a cheap first test for duplicates.
+    head_sha256 TEXT NOT NULL DEFAULT '',
     size INTEGER NOT NULL,
     emetteur TEXT,
     type_fichier TEXT,
@@ -63,6 +65,7 @@ CREATE TABLE import (
     counts TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX import_sha256 ON import (sha256, result);
+CREATE INDEX import_head ON import (head_sha256, size, result);
 
 CREATE TABLE import_log (
     id INTEGER PRIMARY KEY,
@@ -152,10 +155,11 @@ CREATE TABLE evenement (
     no_tableau TEXT,
     assureur_collectivite TEXT,
     date_avis_medecin_conseil TEXT,
-    import_id INTEGER NOT NULL,
-    UNIQUE (agent_id, identifiant)
+    import_id INTEGER NOT NULL
 );
-CREATE INDEX evenement_type_date ON evenement (agent_id, type, date);
+-- An agent's events and their children are read together (the agent's "dossier") and matched
+-- by their §5.1 keys in memory: one integer index per parent link is all the lookups need.
+CREATE INDEX evenement_agent ON evenement (agent_id);
 
 CREATE TABLE deces (
     id INTEGER PRIMARY KEY,
@@ -171,9 +175,9 @@ CREATE TABLE arret (
     evenement_id INTEGER NOT NULL REFERENCES evenement(id),
     date_debut TEXT NOT NULL,
     date_fin TEXT,
-    import_id INTEGER NOT NULL,
-    UNIQUE (evenement_id, date_debut)
+    import_id INTEGER NOT NULL
 );
+CREATE INDEX arret_evenement ON arret (evenement_id);
 
 CREATE TABLE certificat (
     id INTEGER PRIMARY KEY,
@@ -182,10 +186,9 @@ CREATE TABLE certificat (
     date TEXT NOT NULL,
     type TEXT NOT NULL,
     date_reprise TEXT,
-    import_id INTEGER NOT NULL,
-    UNIQUE (evenement_id, identifiant)
+    import_id INTEGER NOT NULL
 );
-CREATE INDEX certificat_type_date ON certificat (evenement_id, type, date);
+CREATE INDEX certificat_evenement ON certificat (evenement_id);
 
 CREATE TABLE lesion (
     id INTEGER PRIMARY KEY,
@@ -195,7 +198,7 @@ CREATE TABLE lesion (
     lateralite TEXT,
     import_id INTEGER NOT NULL
 );
-CREATE INDEX lesion_cle ON lesion (evenement_id, siege, nature, lateralite);
+CREATE INDEX lesion_evenement ON lesion (evenement_id);
 
 CREATE TABLE consequence (
     id INTEGER PRIMARY KEY,
@@ -204,7 +207,6 @@ CREATE TABLE consequence (
     type TEXT NOT NULL,
     date_decision TEXT NOT NULL,
     taux_deficit REAL,
-    import_id INTEGER NOT NULL,
-    UNIQUE (evenement_id, identifiant)
+    import_id INTEGER NOT NULL
 );
-CREATE INDEX consequence_type_date ON consequence (evenement_id, type, date_decision);
+CREATE INDEX consequence_evenement ON consequence (evenement_id);
