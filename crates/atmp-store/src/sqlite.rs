@@ -64,10 +64,12 @@ impl SqliteStore {
 
     fn init(mut conn: Connection) -> Result<SqliteStore> {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        // 16 KiB pages (taken by a new base only): a quarter of the page writes of a bulk load.
+        conn.pragma_update(None, "page_size", 16384)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.pragma_update(None, "cache_size", -98304)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.set_prepared_statement_cache_capacity(64);
         let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

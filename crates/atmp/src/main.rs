@@ -17,6 +17,11 @@ use atmp_integrator::{import_file, ImportOptions, ImportOutcome, ResultKind};
 use atmp_model::{Nomenclature, Nomenclatures, Siret};
 use atmp_store::{Autorisation, Store};
 
+/// mimalloc: the reader and the rules allocate many small strings; measured faster than the
+/// system allocator on `scripts/bench` (see ARCHITECTURE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The default base: an SQLite file under ./data/.
 const DEFAULT_DB: &str = "sqlite://data/atmp.db";
 
