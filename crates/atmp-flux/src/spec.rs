@@ -713,6 +713,16 @@ pub fn spec_of(kind: RecordKind) -> &'static RecordSpec {
     }
 }
 
+/// [`columns`] of a record kind, computed once.
+pub fn columns_of(kind: RecordKind) -> &'static [&'static str] {
+    use std::sync::OnceLock;
+    static CACHE: OnceLock<Vec<(RecordKind, &'static [&'static str])>> = OnceLock::new();
+    let all = CACHE.get_or_init(|| {
+        RecordKind::COUNTED.iter().map(|k| (*k, &*Vec::leak(columns(spec_of(*k))))).collect()
+    });
+    all.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c).unwrap_or(&[])
+}
+
 /// The storage columns of a record kind: its attributes and scalar fields, groups flattened,
 /// sub-records left out. The agent's service reference is resolved to a service id by the
 /// integrator and is not a column.

@@ -61,7 +61,7 @@ fn noun(kind: RecordKind) -> &'static str {
 
 /// Prepared statements and columns of one stored kind.
 struct KindPlan {
-    cols: Vec<&'static str>,
+    cols: &'static [&'static str],
     primary: Vec<usize>,
     fallback: Option<Vec<usize>>,
     /// Lookup by primary key (services, which have no dossier).
@@ -249,7 +249,7 @@ pub(crate) fn integrate(
         RecordKind::Consequence,
         RecordKind::Deces,
     ] {
-        let cols = spec::columns(spec::spec_of(kind));
+        let cols = spec::columns_of(kind);
         let (p, f) = keys(kind);
         let idx = |ks: &[&str]| {
             ks.iter()
@@ -273,7 +273,7 @@ pub(crate) fn integrate(
             },
         );
     }
-    let mut agent_cols = spec::columns(&spec::AGENT);
+    let mut agent_cols = spec::columns_of(RecordKind::Agent).to_vec();
     let agent_find_cols = {
         let mut c = agent_cols.clone();
         c.push("service_id");
@@ -569,8 +569,8 @@ impl Run<'_> {
             return Ok(());
         }
         let nir = rec.text("nir").expect("valid agent has a NIR").to_string();
-        let cols = spec::columns(&spec::AGENT);
-        let file = self.cells(rec, &cols);
+        let cols = spec::columns_of(RecordKind::Agent);
+        let file = self.cells(rec, cols);
         let found = self
             .tx
             .find(self.agent_by_nir, coll, &[Cell::Text(nir.clone())])?;
@@ -786,23 +786,26 @@ impl Run<'_> {
             return Ok(());
         }
         let plan = &self.plans[&kind];
-        let cells = self.cells(rec, &plan.cols);
+        let cols = plan.cols;
+        let cells = self.cells(rec, cols);
         let same = |idx: &[usize], a: &[Cell], b: &[Cell]| idx.iter().all(|i| a[*i] == b[*i]);
-        let found: Option<(i64, Vec<Cell>)> = match &siblings {
+        // Found among the siblings: its index; found in the base (services): its row.
+        let mut from_base: Option<(i64, Vec<Cell>)> = None;
+        let mut at: Option<usize> = None;
+        match &siblings {
             Some(sibs) => {
-                let by = |idx: &[usize]| {
-                    sibs.iter()
-                        .find(|s| s.kind == kind && same(idx, &s.cells, &cells))
-                        .map(|s| (s.id, s.cells.clone()))
-                };
-                by(&plan.primary).or_else(|| plan.fallback.as_deref().and_then(by))
+                let by = |idx: &[usize]| sibs.iter().position(|s| s.kind == kind && same(idx, &s.cells, &cells));
+                at = by(&plan.primary).or_else(|| plan.fallback.as_deref().and_then(by));
             }
             None => {
                 let pk: Vec<Cell> = plan.primary.iter().map(|i| cells[*i].clone()).collect();
-                self.tx
-                    .find(plan.find_primary, parent, &pk)?
-                    .map(|f| (f.id, f.cells))
+                from_base = self.tx.find(plan.find_primary, parent, &pk)?.map(|f| (f.id, f.cells));
             }
+        }
+        let found: Option<(i64, &[Cell])> = match (at, &siblings, &from_base) {
+            (Some(i), Some(sibs), _) => Some((sibs[i].id, &sibs[i].cells)),
+            (_, _, Some((id, c))) => Some((*id, c)),
+            _ => None,
         };
         let id_name = kind.id_name();
         let (id, mut children) = match found {
@@ -815,12 +818,11 @@ impl Run<'_> {
                     &format!("Déjà présent dans la base ({id_name}={id}), non modifié"),
                 )?;
                 self.add(kind, Outcome::Existing, 1);
-                let cols = self.plans[&kind].cols.clone();
                 self.differences(
                     rec,
-                    &cols,
+                    cols,
                     &cells,
-                    &base,
+                    base,
                     &[],
                     (agent, &ev_label, &el_label),
                 )?;
