@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension, ToSql};
+use rusqlite::{params, Connection, OptionalExtension, Statement, ToSql};
 
 use atmp_model::{Nomenclature, NomenclatureEntry, Nomenclatures, Siret};
 
@@ -444,7 +444,7 @@ impl Store for SqliteStore {
             conn: &self.conn,
             columns: &self.columns,
             import_id,
-            sql: Vec::new(),
+            stmts: Vec::new(),
             done: false,
         }))
     }
@@ -454,8 +454,8 @@ struct SqliteFileTx<'a> {
     conn: &'a Connection,
     columns: &'a HashMap<&'static str, HashSet<String>>,
     import_id: i64,
-    /// The SQL of each prepared query, by id; statements are cached by the connection.
-    sql: Vec<String>,
+    /// The prepared statements of this file, by id (no cache lookup per row).
+    stmts: Vec<Statement<'a>>,
     done: bool,
 }
 
@@ -528,9 +528,8 @@ impl FileTx for SqliteFileTx<'_> {
             sql.push_str(&format!(" AND {k} IS ?{}", i + 2));
         }
         sql.push_str(" ORDER BY id LIMIT 1");
-        self.conn.prepare_cached(&sql)?;
-        self.sql.push(sql);
-        Ok(FindId(self.sql.len() - 1))
+        self.stmts.push(self.conn.prepare(&sql)?);
+        Ok(FindId(self.stmts.len() - 1))
     }
 
     fn prepare_insert(&mut self, table: Table, cols: &[&'static str]) -> Result<InsertId> {
@@ -544,18 +543,17 @@ impl FileTx for SqliteFileTx<'_> {
             names.join(", "),
             placeholders.join(", ")
         );
-        self.conn.prepare_cached(&sql)?;
-        self.sql.push(sql);
-        Ok(InsertId(self.sql.len() - 1))
+        self.stmts.push(self.conn.prepare(&sql)?);
+        Ok(InsertId(self.stmts.len() - 1))
     }
 
     fn find(&mut self, id: FindId, parent: i64, key: &[Cell]) -> Result<Option<Found>> {
-        let mut stmt = self.conn.prepare_cached(&self.sql[id.0])?;
-        let parent = Cell::Int(parent);
-        let args: Vec<&dyn ToSql> = std::iter::once(&parent as &dyn ToSql)
-            .chain(key.iter().map(|c| c as &dyn ToSql))
-            .collect();
-        let mut rows = stmt.query(args.as_slice())?;
+        let stmt = &mut self.stmts[id.0];
+        stmt.raw_bind_parameter(1, parent)?;
+        for (i, c) in key.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 2, c)?;
+        }
+        let mut rows = stmt.raw_query();
         match rows.next()? {
             Some(r) => {
                 let n = r.as_ref().column_count();
@@ -590,14 +588,14 @@ impl FileTx for SqliteFileTx<'_> {
                 .push_str(" WHERE evenement_id IN (SELECT id FROM evenement WHERE agent_id = ?1)"),
         }
         sql.push_str(" ORDER BY id");
-        self.conn.prepare_cached(&sql)?;
-        self.sql.push(sql);
-        Ok(FindId(self.sql.len() - 1))
+        self.stmts.push(self.conn.prepare(&sql)?);
+        Ok(FindId(self.stmts.len() - 1))
     }
 
     fn dossier(&mut self, id: FindId, agent_id: i64) -> Result<Vec<(i64, Found)>> {
-        let mut stmt = self.conn.prepare_cached(&self.sql[id.0])?;
-        let mut rows = stmt.query([agent_id])?;
+        let stmt = &mut self.stmts[id.0];
+        stmt.raw_bind_parameter(1, agent_id)?;
+        let mut rows = stmt.raw_query();
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let n = r.as_ref().column_count();
@@ -617,14 +615,13 @@ impl FileTx for SqliteFileTx<'_> {
     }
 
     fn insert(&mut self, id: InsertId, parent: i64, cells: &[Cell]) -> Result<i64> {
-        let mut stmt = self.conn.prepare_cached(&self.sql[id.0])?;
-        let parent = Cell::Int(parent);
-        let import = Cell::Int(self.import_id);
-        let args: Vec<&dyn ToSql> = [&parent as &dyn ToSql, &import as &dyn ToSql]
-            .into_iter()
-            .chain(cells.iter().map(|c| c as &dyn ToSql))
-            .collect();
-        stmt.execute(args.as_slice())?;
+        let stmt = &mut self.stmts[id.0];
+        stmt.raw_bind_parameter(1, parent)?;
+        stmt.raw_bind_parameter(2, self.import_id)?;
+        for (i, c) in cells.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 3, c)?;
+        }
+        stmt.raw_execute()?;
         Ok(self.conn.last_insert_rowid())
     }
 
