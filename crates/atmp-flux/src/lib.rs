@@ -217,27 +217,75 @@ impl Validation {
 
 /// Checks everything that needs no database: format, structure, mandatory fields, codes,
 /// NIR, dates, control totals.
+///
+/// Two stages on two threads: the reader (bytes → element trees) and the checks.
 pub fn validate_path(path: &Path, nomenclatures: &Nomenclatures) -> Validation {
     let mut out = Validation::default();
-    let reader = match FluxReader::open(path) {
+    let mut reader = match FluxReader::open(path) {
         Ok(r) => r,
         Err(e) => {
             out.push(e.to_issue());
             return out;
         }
     };
-    if let Err(e) = validate_reader(reader, nomenclatures, &mut out) {
-        out.push(e.to_issue());
-    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Piece>>(16);
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("atmp-lecture".into())
+            .spawn_scoped(s, move || {
+                let mut batch = Vec::with_capacity(64);
+                loop {
+                    let (piece, last) = match reader.next_item() {
+                        Ok(Some(item)) => (Piece::Item(item), false),
+                        Ok(None) => {
+                            let (a, e) = reader.totals();
+                            (Piece::End(a, e), true)
+                        }
+                        Err(e) => (Piece::Fatal(e), true),
+                    };
+                    batch.push(piece);
+                    if last || batch.len() == 64 {
+                        if tx.send(std::mem::replace(&mut batch, Vec::with_capacity(64))).is_err() || last {
+                            return;
+                        }
+                    }
+                }
+            })
+            .expect("the reader thread starts");
+        let mut pieces = Vec::new().into_iter();
+        let mut next = || loop {
+            if let Some(p) = pieces.next() {
+                return p;
+            }
+            match rx.recv() {
+                Ok(batch) => pieces = batch.into_iter(),
+                Err(_) => return Piece::Fatal(FluxError::file("LECTURE", "lecture interrompue".into())),
+            }
+        };
+        if let Err(e) = check_pieces(&mut next, nomenclatures, &mut out) {
+            out.push(e.to_issue());
+        }
+        // Dropping the receiver stops a reader still running.
+        drop(rx);
+    });
     out
 }
 
-/// Same as [`validate_path`] for bytes in memory (tests, fuzzing).
+/// Same as [`validate_path`] for bytes in memory (tests, fuzzing), on one thread.
 pub fn validate_bytes(bytes: Vec<u8>, nomenclatures: &Nomenclatures) -> Validation {
     let mut out = Validation::default();
     match open_reader(Box::new(std::io::Cursor::new(bytes))) {
         Ok(input) => {
-            if let Err(e) = validate_reader(FluxReader::new(input), nomenclatures, &mut out) {
+            let mut reader = FluxReader::new(input);
+            let mut next = || match reader.next_item() {
+                Ok(Some(item)) => Piece::Item(item),
+                Ok(None) => {
+                    let (a, e) = reader.totals();
+                    Piece::End(a, e)
+                }
+                Err(e) => Piece::Fatal(e),
+            };
+            if let Err(e) = check_pieces(&mut next, nomenclatures, &mut out) {
                 out.push(e.to_issue());
             }
         }
@@ -246,13 +294,21 @@ pub fn validate_bytes(bytes: Vec<u8>, nomenclatures: &Nomenclatures) -> Validati
     out
 }
 
-fn validate_reader(
-    mut reader: FluxReader,
-    nomenclatures: &Nomenclatures,
-    out: &mut Validation,
-) -> Result<(), FluxError> {
+/// What the reading stage of `validate` hands to the checking stage.
+enum Piece {
+    Item(Item),
+    End(u64, u64),
+    Fatal(FluxError),
+}
+
+fn check_pieces(next: &mut dyn FnMut() -> Piece, nomenclatures: &Nomenclatures, out: &mut Validation) -> Result<(), FluxError> {
     let mut header: Option<Header> = None;
-    while let Some(item) = reader.next_item()? {
+    loop {
+        let item = match next() {
+            Piece::Item(i) => i,
+            Piece::End(a, e) => return header.expect("a complete file has a header").check_totals(a, e),
+            Piece::Fatal(e) => return Err(e),
+        };
         match item {
             Item::Header(node) => header = Some(Header::from_node(&node)?),
             Item::BlockStart(b) => {
@@ -281,28 +337,16 @@ fn validate_reader(
             }
             Item::Record { node, path } => {
                 let h = header.as_ref().expect("the reader yields the header first");
-                let ctx = Context {
-                    type_fichier: h.type_fichier,
-                    date_creation: Some(h.date_creation.date()),
-                    nomenclatures,
-                };
+                let ctx = Context { type_fichier: h.type_fichier, date_creation: Some(h.date_creation.date()), nomenclatures };
                 let rec = check_record(&node, &path, &ctx);
                 for issue in rec.all_issues() {
                     out.push(issue.clone());
                 }
             }
-            Item::StrayText { line, column, path } => out.push(Issue::error(
-                "STRUCTURE_TEXTE",
-                "texte inattendu dans <collectivite>".into(),
-                line,
-                column,
-                &path,
-            )),
+            Item::StrayText { line, column, path } => {
+                out.push(Issue::error("STRUCTURE_TEXTE", "texte inattendu dans <collectivite>".into(), line, column, &path))
+            }
             Item::BlockEnd => {}
         }
     }
-    let (a, e) = reader.totals();
-    header
-        .expect("a complete file has a header")
-        .check_totals(a, e)
 }
