@@ -237,11 +237,24 @@ impl<R: BufRead> BufRead for Counting<R> {
         if amt > 0 {
             if let Ok(buf) = self.inner.fill_buf() {
                 let chunk = &buf[..amt.min(buf.len())];
-                let count = memchr::memchr_iter(b'\n', chunk).count() as u64;
+                // Most chunks are one tag or one text: a plain loop beats memchr's set-up.
+                let (count, last) = if chunk.len() < 256 {
+                    let mut count = 0u64;
+                    let mut last = 0usize;
+                    for (i, b) in chunk.iter().enumerate() {
+                        if *b == b'\n' {
+                            count += 1;
+                            last = i;
+                        }
+                    }
+                    (count, last)
+                } else {
+                    let count = memchr::memchr_iter(b'\n', chunk).count() as u64;
+                    (count, memchr::memrchr(b'\n', chunk).unwrap_or(0))
+                };
                 if count > 0 {
                     self.newlines += count;
-                    let last = memchr::memrchr(b'\n', chunk).unwrap_or(0) as u64;
-                    self.line_start = self.consumed + last + 1;
+                    self.line_start = self.consumed + last as u64 + 1;
                 }
             }
             self.consumed += amt as u64;

@@ -81,12 +81,38 @@ pub struct BlockStart {
     pub path: String,
 }
 
+/// A tiny multiplicative hash for element names (the set of keys is fixed and known).
+#[derive(Clone, Copy, Default)]
+struct BuildNameHasher;
+
+struct NameHasher(u64);
+
+impl std::hash::BuildHasher for BuildNameHasher {
+    type Hasher = NameHasher;
+    fn build_hasher(&self) -> NameHasher {
+        NameHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Every element and attribute name of the format, so that nodes share static names.
 fn intern(name: &str) -> Cow<'static, str> {
-    static NAMES: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
+    // FxHash-like: names are short and trusted to be few; the default SipHash costs more
+    // than the rest of the lookup.
+    static NAMES: OnceLock<HashMap<&'static str, &'static str, BuildNameHasher>> = OnceLock::new();
     let map = NAMES.get_or_init(|| {
-        let mut m = HashMap::new();
-        fn walk(spec: &'static RecordSpec, m: &mut HashMap<&'static str, &'static str>) {
+        let mut m = HashMap::with_hasher(BuildNameHasher);
+        fn walk(spec: &'static RecordSpec, m: &mut HashMap<&'static str, &'static str, BuildNameHasher>) {
             m.insert(spec.name, spec.name);
             for a in spec.attrs {
                 m.insert(a.name, a.name);
