@@ -245,7 +245,11 @@ pub fn validate_path(path: &Path, nomenclatures: &Nomenclatures) -> Validation {
                     };
                     batch.push(piece);
                     if last || batch.len() == 64 {
-                        if tx.send(std::mem::replace(&mut batch, Vec::with_capacity(64))).is_err() || last {
+                        if tx
+                            .send(std::mem::replace(&mut batch, Vec::with_capacity(64)))
+                            .is_err()
+                            || last
+                        {
                             return;
                         }
                     }
@@ -259,7 +263,9 @@ pub fn validate_path(path: &Path, nomenclatures: &Nomenclatures) -> Validation {
             }
             match rx.recv() {
                 Ok(batch) => pieces = batch.into_iter(),
-                Err(_) => return Piece::Fatal(FluxError::file("LECTURE", "lecture interrompue".into())),
+                Err(_) => {
+                    return Piece::Fatal(FluxError::file("LECTURE", "lecture interrompue".into()))
+                }
             }
         };
         if let Err(e) = check_pieces(&mut next, nomenclatures, &mut out) {
@@ -301,12 +307,20 @@ enum Piece {
     Fatal(FluxError),
 }
 
-fn check_pieces(next: &mut dyn FnMut() -> Piece, nomenclatures: &Nomenclatures, out: &mut Validation) -> Result<(), FluxError> {
+fn check_pieces(
+    next: &mut dyn FnMut() -> Piece,
+    nomenclatures: &Nomenclatures,
+    out: &mut Validation,
+) -> Result<(), FluxError> {
     let mut header: Option<Header> = None;
     loop {
         let item = match next() {
             Piece::Item(i) => i,
-            Piece::End(a, e) => return header.expect("a complete file has a header").check_totals(a, e),
+            Piece::End(a, e) => {
+                return header
+                    .expect("a complete file has a header")
+                    .check_totals(a, e)
+            }
             Piece::Fatal(e) => return Err(e),
         };
         match item {
@@ -337,15 +351,23 @@ fn check_pieces(next: &mut dyn FnMut() -> Piece, nomenclatures: &Nomenclatures, 
             }
             Item::Record { node, path } => {
                 let h = header.as_ref().expect("the reader yields the header first");
-                let ctx = Context { type_fichier: h.type_fichier, date_creation: Some(h.date_creation.date()), nomenclatures };
+                let ctx = Context {
+                    type_fichier: h.type_fichier,
+                    date_creation: Some(h.date_creation.date()),
+                    nomenclatures,
+                };
                 let rec = check_record(&node, &path, &ctx);
                 for issue in rec.all_issues() {
                     out.push(issue.clone());
                 }
             }
-            Item::StrayText { line, column, path } => {
-                out.push(Issue::error("STRUCTURE_TEXTE", "texte inattendu dans <collectivite>".into(), line, column, &path))
-            }
+            Item::StrayText { line, column, path } => out.push(Issue::error(
+                "STRUCTURE_TEXTE",
+                "texte inattendu dans <collectivite>".into(),
+                line,
+                column,
+                &path,
+            )),
             Item::BlockEnd => {}
         }
     }

@@ -112,7 +112,10 @@ fn intern(name: &str) -> Cow<'static, str> {
     static NAMES: OnceLock<HashMap<&'static str, &'static str, BuildNameHasher>> = OnceLock::new();
     let map = NAMES.get_or_init(|| {
         let mut m = HashMap::with_hasher(BuildNameHasher);
-        fn walk(spec: &'static RecordSpec, m: &mut HashMap<&'static str, &'static str, BuildNameHasher>) {
+        fn walk(
+            spec: &'static RecordSpec,
+            m: &mut HashMap<&'static str, &'static str, BuildNameHasher>,
+        ) {
             m.insert(spec.name, spec.name);
             for a in spec.attrs {
                 m.insert(a.name, a.name);

@@ -718,9 +718,15 @@ pub fn columns_of(kind: RecordKind) -> &'static [&'static str] {
     use std::sync::OnceLock;
     static CACHE: OnceLock<Vec<(RecordKind, &'static [&'static str])>> = OnceLock::new();
     let all = CACHE.get_or_init(|| {
-        RecordKind::COUNTED.iter().map(|k| (*k, &*Vec::leak(columns(spec_of(*k))))).collect()
+        RecordKind::COUNTED
+            .iter()
+            .map(|k| (*k, &*Vec::leak(columns(spec_of(*k)))))
+            .collect()
     });
-    all.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c).unwrap_or(&[])
+    all.iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, c)| *c)
+        .unwrap_or(&[])
 }
 
 /// The storage columns of a record kind: its attributes and scalar fields, groups flattened,

@@ -144,7 +144,7 @@ impl Read for HashingReader {
 enum Msg {
     Header(Result<Header, FluxError>),
     Block(BlockStart),
-    Record(Box<Record>),
+    Record(Box<(Record, rules::Prepared)>),
     Stray { line: u64 },
     BlockEnd,
     End { agents: u64, evenements: u64 },
@@ -246,7 +246,9 @@ fn read_stage(
                 if n % 256 == 0 {
                     pos.store(reader.position(), Ordering::Relaxed);
                 }
-                Msg::Record(Box::new(atmp_flux::check_record(&node, &path, &c)))
+                let rec = atmp_flux::check_record(&node, &path, &c);
+                let prep = rules::Prepared::of(&rec);
+                Msg::Record(Box::new((rec, prep)))
             }
             Ok(Some(Item::StrayText { line, .. })) => Msg::Stray { line },
             Ok(Some(Item::BlockEnd)) => Msg::BlockEnd,

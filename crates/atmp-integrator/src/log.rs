@@ -77,7 +77,8 @@ pub(crate) struct Logs {
 
 /// Quotes a field as in CSV when it holds `;`, `"` or a line break.
 fn push_field(out: &mut String, s: &str) {
-    if s.contains([';', '"', '\n', '\r']) {
+    let b = s.as_bytes();
+    if memchr::memchr3(b';', b'"', b'\n', b).is_some() || memchr::memchr(b'\r', b).is_some() {
         out.push('"');
         out.push_str(&s.replace('"', "\"\""));
         out.push('"');

@@ -94,6 +94,38 @@ impl Dossier {
     }
 }
 
+/// What the reader stage computes for each record so that the rules stage does not: its
+/// cells in storage order (valid records only) and its log label (agent, event or element).
+pub(crate) struct Prepared {
+    pub cells: Vec<Cell>,
+    pub label: String,
+    pub children: Vec<Prepared>,
+}
+
+impl Prepared {
+    pub(crate) fn of(rec: &Record) -> Prepared {
+        let kind = rec.kind();
+        let cells = if rec.is_valid() && kind.index() < 8 {
+            spec::columns_of(kind)
+                .iter()
+                .map(|c| rec.get(c).map(to_cell).unwrap_or(Cell::Null))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let label = match kind {
+            RecordKind::Agent => agent_label(rec),
+            RecordKind::Evenement => event_label(rec),
+            _ => element_label(rec),
+        };
+        Prepared {
+            cells,
+            label,
+            children: rec.children.iter().map(Prepared::of).collect(),
+        }
+    }
+}
+
 enum BlockState {
     Active { id: i64 },
     Rejected,
@@ -114,7 +146,7 @@ struct Run<'a> {
     cdg: Option<String>,
 }
 
-fn to_cell(v: &Value) -> Cell {
+pub(crate) fn to_cell(v: &Value) -> Cell {
     match v {
         Value::Text(s) | Value::Invalid(s) => Cell::Text(s.clone()),
         Value::Date(d) => Cell::Text(d.iso()),
@@ -324,7 +356,8 @@ pub(crate) fn integrate(
             Msg::Header(_) => {}
             Msg::Block(b) => run.block_start(&b)?,
             Msg::Record(rec) => {
-                run.record(&rec)?;
+                let (rec, prep) = *rec;
+                run.record(&rec, prep)?;
                 n += 1;
                 if n % 1024 == 0 {
                     progress();
@@ -495,7 +528,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn record(&mut self, rec: &Record) -> Result<(), IntegratorError> {
+    fn record(&mut self, rec: &Record, prep: Prepared) -> Result<(), IntegratorError> {
         let coll = match self.block {
             Some(BlockState::Active { id }) => id,
             _ => {
@@ -504,8 +537,10 @@ impl Run<'_> {
             }
         };
         match rec.kind() {
-            RecordKind::Agent => self.agent(rec, coll),
-            RecordKind::Service => self.generic(rec, coll, "", "", None, &mut Dossier::default()),
+            RecordKind::Agent => self.agent(rec, prep, coll),
+            RecordKind::Service => {
+                self.generic(rec, prep, coll, "", "", None, &mut Dossier::default())
+            }
             _ => {
                 // An element that is no record of the format.
                 let msg = rejection(rec);
@@ -513,12 +548,6 @@ impl Run<'_> {
                 Ok(())
             }
         }
-    }
-
-    fn cells(&self, rec: &Record, cols: &[&'static str]) -> Vec<Cell> {
-        cols.iter()
-            .map(|c| rec.get(c).map(to_cell).unwrap_or(Cell::Null))
-            .collect()
     }
 
     /// WARN lines for fields where the base and the file differ (§5.1); the base is kept.
@@ -549,8 +578,12 @@ impl Run<'_> {
     }
 
     /// §5.2: the agent and everything under it.
-    fn agent(&mut self, rec: &Record, coll: i64) -> Result<(), IntegratorError> {
-        let label = agent_label(rec);
+    fn agent(&mut self, rec: &Record, prep: Prepared, coll: i64) -> Result<(), IntegratorError> {
+        let Prepared {
+            cells: file,
+            label,
+            children: prep_children,
+        } = prep;
         self.logs
             .line(Level::Info, &label, "", "", "Début de traitement")?;
         for w in &rec.warnings {
@@ -570,7 +603,6 @@ impl Run<'_> {
         }
         let nir = rec.text("nir").expect("valid agent has a NIR").to_string();
         let cols = spec::columns_of(RecordKind::Agent);
-        let file = self.cells(rec, cols);
         let found = self
             .tx
             .find(self.agent_by_nir, coll, &[Cell::Text(nir.clone())])?;
@@ -714,8 +746,8 @@ impl Run<'_> {
             self.dossier(agent_id)?
         };
         let mut events = std::mem::take(&mut dossier.events);
-        for ev in &rec.children {
-            self.generic(ev, agent_id, &label, "", Some(&mut events), &mut dossier)?;
+        for (ev, p) in rec.children.iter().zip(prep_children) {
+            self.generic(ev, p, agent_id, &label, "", Some(&mut events), &mut dossier)?;
         }
         Ok(())
     }
@@ -753,9 +785,11 @@ impl Run<'_> {
     /// Any record other than the agent: match it by its keys (§5.1) against `siblings` (the
     /// base's rows under the same parent; `None` for services: looked up in the base), add it
     /// or leave it, then its children.
+    #[allow(clippy::too_many_arguments)]
     fn generic(
         &mut self,
         rec: &Record,
+        prep: Prepared,
         parent: i64,
         agent: &str,
         event: &str,
@@ -763,10 +797,15 @@ impl Run<'_> {
         dossier: &mut Dossier,
     ) -> Result<(), IntegratorError> {
         let kind = rec.kind();
+        let Prepared {
+            cells,
+            label,
+            children: prep_children,
+        } = prep;
         let (ev_label, el_label) = if kind == RecordKind::Evenement {
-            (event_label(rec), String::new())
+            (label, String::new())
         } else {
-            (event.to_string(), element_label(rec))
+            (event.to_string(), label)
         };
         self.logs.line(
             Level::Info,
@@ -787,19 +826,24 @@ impl Run<'_> {
         }
         let plan = &self.plans[&kind];
         let cols = plan.cols;
-        let cells = self.cells(rec, cols);
         let same = |idx: &[usize], a: &[Cell], b: &[Cell]| idx.iter().all(|i| a[*i] == b[*i]);
         // Found among the siblings: its index; found in the base (services): its row.
         let mut from_base: Option<(i64, Vec<Cell>)> = None;
         let mut at: Option<usize> = None;
         match &siblings {
             Some(sibs) => {
-                let by = |idx: &[usize]| sibs.iter().position(|s| s.kind == kind && same(idx, &s.cells, &cells));
+                let by = |idx: &[usize]| {
+                    sibs.iter()
+                        .position(|s| s.kind == kind && same(idx, &s.cells, &cells))
+                };
                 at = by(&plan.primary).or_else(|| plan.fallback.as_deref().and_then(by));
             }
             None => {
                 let pk: Vec<Cell> = plan.primary.iter().map(|i| cells[*i].clone()).collect();
-                from_base = self.tx.find(plan.find_primary, parent, &pk)?.map(|f| (f.id, f.cells));
+                from_base = self
+                    .tx
+                    .find(plan.find_primary, parent, &pk)?
+                    .map(|f| (f.id, f.cells));
             }
         }
         let found: Option<(i64, &[Cell])> = match (at, &siblings, &from_base) {
@@ -818,14 +862,7 @@ impl Run<'_> {
                     &format!("Déjà présent dans la base ({id_name}={id}), non modifié"),
                 )?;
                 self.add(kind, Outcome::Existing, 1);
-                self.differences(
-                    rec,
-                    cols,
-                    &cells,
-                    base,
-                    &[],
-                    (agent, &ev_label, &el_label),
-                )?;
+                self.differences(rec, cols, &cells, base, &[], (agent, &ev_label, &el_label))?;
                 (id, dossier.take_children(id))
             }
             None => {
@@ -845,8 +882,8 @@ impl Run<'_> {
                 (id, Vec::new())
             }
         };
-        for c in &rec.children {
-            self.generic(c, id, agent, &ev_label, Some(&mut children), dossier)?;
+        for (c, p) in rec.children.iter().zip(prep_children) {
+            self.generic(c, p, id, agent, &ev_label, Some(&mut children), dossier)?;
         }
         // Kept for a later occurrence of the same record in this file.
         if !children.is_empty() {
