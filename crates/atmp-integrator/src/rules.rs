@@ -66,8 +66,6 @@ struct KindPlan {
     fallback: Option<Vec<usize>>,
     /// Lookup by primary key (services, which have no dossier).
     find_primary: FindId,
-    /// Read of all the rows of this kind under one agent (events and their children).
-    dossier: Option<FindId>,
     insert: InsertId,
 }
 
@@ -131,6 +129,16 @@ enum BlockState {
     Rejected,
 }
 
+/// The kinds under an agent, in the order of the dossier query's parts.
+const DOSSIER: [RecordKind; 6] = [
+    RecordKind::Evenement,
+    RecordKind::Deces,
+    RecordKind::Arret,
+    RecordKind::Certificat,
+    RecordKind::Lesion,
+    RecordKind::Consequence,
+];
+
 struct Run<'a> {
     tx: Box<dyn FileTx + 'a>,
     logs: Logs,
@@ -141,6 +149,8 @@ struct Run<'a> {
     agent_by_identity: FindId,
     agent_insert: InsertId,
     service_by_code: FindId,
+    /// Everything under an agent, in one statement.
+    dossier: FindId,
     counts: Counts,
     block: Option<BlockState>,
     cdg: Option<String>,
@@ -295,11 +305,6 @@ pub(crate) fn integrate(
                 primary: idx(p),
                 fallback: f.map(idx),
                 find_primary: tx.prepare_find(t, p, &cols)?,
-                dossier: if kind == RecordKind::Service {
-                    None
-                } else {
-                    Some(tx.prepare_dossier(t, &cols)?)
-                },
                 insert: tx.prepare_insert(t, &cols)?,
                 cols,
             },
@@ -320,6 +325,11 @@ pub(crate) fn integrate(
     agent_cols.extend(["service_id", "nom_norm", "prenom_norm"]);
     let agent_insert = tx.prepare_insert(Table::Agent, &agent_cols)?;
     let service_by_code = tx.prepare_find(Table::Service, &["code"], &["libelle"])?;
+    let parts: Vec<(Table, &'static [&'static str])> = DOSSIER
+        .iter()
+        .map(|k| (table(*k), spec::columns_of(*k)))
+        .collect();
+    let dossier = tx.prepare_dossier(&parts)?;
 
     let import_id = tx.import_id();
     let mut logs = Logs::new(&opts.logs_dir, prefix)?;
@@ -338,6 +348,7 @@ pub(crate) fn integrate(
         agent_by_identity,
         agent_insert,
         service_by_code,
+        dossier,
         counts: Counts::default(),
         block: None,
         cdg,
@@ -755,28 +766,17 @@ impl Run<'_> {
     /// Reads what the base holds under an agent: its events, then each kind of child.
     fn dossier(&mut self, agent_id: i64) -> Result<Dossier, IntegratorError> {
         let mut d = Dossier::default();
-        for kind in [
-            RecordKind::Evenement,
-            RecordKind::Deces,
-            RecordKind::Arret,
-            RecordKind::Certificat,
-            RecordKind::Lesion,
-            RecordKind::Consequence,
-        ] {
-            let id = self.plans[&kind]
-                .dossier
-                .expect("every kind under an agent has a dossier query");
-            for (parent, f) in self.tx.dossier(id, agent_id)? {
-                let s = Sibling {
-                    kind,
-                    id: f.id,
-                    cells: f.cells,
-                };
-                if kind == RecordKind::Evenement {
-                    d.events.push(s);
-                } else {
-                    d.children.entry(parent).or_default().push(s);
-                }
+        for (part, parent, f) in self.tx.dossier(self.dossier, agent_id)? {
+            let kind = DOSSIER[part];
+            let s = Sibling {
+                kind,
+                id: f.id,
+                cells: f.cells,
+            };
+            if kind == RecordKind::Evenement {
+                d.events.push(s);
+            } else {
+                d.children.entry(parent).or_default().push(s);
             }
         }
         Ok(d)

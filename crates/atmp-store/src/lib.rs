@@ -276,11 +276,11 @@ pub trait FileTx {
     fn prepare_insert(&mut self, table: Table, cols: &[&'static str]) -> Result<InsertId>;
     /// Runs a prepared lookup; `key` in the order of preparation, parent first.
     fn find(&mut self, id: FindId, parent: i64, key: &[Cell]) -> Result<Option<Found>>;
-    /// Prepares the read of every row of `table` under one agent: its events, or its events'
-    /// children; the rows come with their parent's id.
-    fn prepare_dossier(&mut self, table: Table, want: &[&'static str]) -> Result<FindId>;
-    /// Runs a prepared dossier read: (parent id, row) for every row under the agent.
-    fn dossier(&mut self, id: FindId, agent_id: i64) -> Result<Vec<(i64, Found)>>;
+    /// Prepares the read, in one statement, of every row under one agent of each of `parts`
+    /// (its events, its events' children), each part with its own columns.
+    fn prepare_dossier(&mut self, parts: &[(Table, &'static [&'static str])]) -> Result<FindId>;
+    /// Runs a prepared dossier read: (part index, parent id, row) for every row under the agent.
+    fn dossier(&mut self, id: FindId, agent_id: i64) -> Result<Vec<(usize, i64, Found)>>;
     /// Runs a prepared insert; returns the new row's id.
     fn insert(&mut self, id: InsertId, parent: i64, cells: &[Cell]) -> Result<i64>;
     /// The service code of a service id.

@@ -445,6 +445,7 @@ impl Store for SqliteStore {
             columns: &self.columns,
             import_id,
             stmts: Vec::new(),
+            dossier_widths: Vec::new(),
             done: false,
         }))
     }
@@ -456,6 +457,8 @@ struct SqliteFileTx<'a> {
     import_id: i64,
     /// The prepared statements of this file, by id (no cache lookup per row).
     stmts: Vec<Statement<'a>>,
+    /// For each dossier statement, the number of columns of each of its parts.
+    dossier_widths: Vec<(usize, Vec<usize>)>,
     done: bool,
 }
 
@@ -568,45 +571,65 @@ impl FileTx for SqliteFileTx<'_> {
         }
     }
 
-    fn prepare_dossier(&mut self, table: Table, want: &[&'static str]) -> Result<FindId> {
-        self.check_cols(table, want)?;
-        let parent = table.parent_column();
-        let mut sql = format!("SELECT {parent}, id");
-        for w in want {
-            sql.push_str(", ");
-            sql.push_str(w);
+    fn prepare_dossier(&mut self, parts: &[(Table, &'static [&'static str])]) -> Result<FindId> {
+        let width = parts.iter().map(|(_, w)| w.len()).max().unwrap_or(0);
+        let mut selects = Vec::new();
+        for (i, (table, want)) in parts.iter().enumerate() {
+            self.check_cols(*table, want)?;
+            let mut cols: Vec<String> = want.iter().map(|c| c.to_string()).collect();
+            cols.resize(width, "NULL".to_string());
+            let filter = match table {
+                Table::Evenement => "agent_id = ?1",
+                Table::Service | Table::Agent => {
+                    return Err(StoreError::Invalid(
+                        "pas de dossier pour cette table".into(),
+                    ))
+                }
+                _ => "evenement_id IN (SELECT id FROM evenement WHERE agent_id = ?1)",
+            };
+            let cols = if cols.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", cols.join(", "))
+            };
+            selects.push(format!(
+                "SELECT {i}, {}, id{cols} FROM {} WHERE {filter}",
+                table.parent_column(),
+                table.name()
+            ));
         }
-        sql.push_str(&format!(" FROM {}", table.name()));
-        match table {
-            Table::Evenement => sql.push_str(" WHERE agent_id = ?1"),
-            Table::Service | Table::Agent => {
-                return Err(StoreError::Invalid(
-                    "pas de dossier pour cette table".into(),
-                ))
-            }
-            _ => sql
-                .push_str(" WHERE evenement_id IN (SELECT id FROM evenement WHERE agent_id = ?1)"),
-        }
-        sql.push_str(" ORDER BY id");
+        let sql = format!("{} ORDER BY 1, 3", selects.join(" UNION ALL "));
         self.stmts.push(self.conn.prepare(&sql)?);
+        self.dossier_widths.push((
+            self.stmts.len() - 1,
+            parts.iter().map(|(_, w)| w.len()).collect(),
+        ));
         Ok(FindId(self.stmts.len() - 1))
     }
 
-    fn dossier(&mut self, id: FindId, agent_id: i64) -> Result<Vec<(i64, Found)>> {
+    fn dossier(&mut self, id: FindId, agent_id: i64) -> Result<Vec<(usize, i64, Found)>> {
+        let widths = &self
+            .dossier_widths
+            .iter()
+            .find(|(i, _)| *i == id.0)
+            .expect("a prepared dossier")
+            .1;
         let stmt = &mut self.stmts[id.0];
         stmt.raw_bind_parameter(1, agent_id)?;
         let mut rows = stmt.raw_query();
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let n = r.as_ref().column_count();
-            let mut cells = Vec::with_capacity(n - 2);
-            for i in 2..n {
+            let part = r.get::<_, i64>(0)? as usize;
+            let n = widths[part];
+            let mut cells = Vec::with_capacity(n);
+            for i in 3..3 + n {
                 cells.push(cell(r.get_ref(i)?));
             }
             out.push((
-                r.get(0)?,
+                part,
+                r.get(1)?,
                 Found {
-                    id: r.get(1)?,
+                    id: r.get(2)?,
                     cells,
                 },
             ));
