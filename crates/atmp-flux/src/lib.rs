@@ -18,7 +18,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use input::{open_path, open_reader};
-pub use reader::{BlockStart, FluxReader, Item, Node};
+pub use reader::{BlockStart, FluxReader, Item, Node, MAX_RECORD_NODES, MAX_RECORD_TEXT};
 pub use record::{check_header, check_record, Context, Record, Value};
 pub use writer::FluxWriter;
 

@@ -23,7 +23,16 @@ pub struct Node {
     pub children: Vec<Node>,
     pub line: u64,
     pub column: u64,
+    /// Set on a record that exceeded [`MAX_RECORD_NODES`] or [`MAX_RECORD_TEXT`]: the rest of
+    /// it was read but not kept, and the record is rejected.
+    pub oversized: bool,
 }
+
+/// The most elements one record may hold (an agent with all its events): beyond, the record
+/// is rejected, so that memory stays bounded whatever the file.
+pub const MAX_RECORD_NODES: usize = 200_000;
+/// The most text bytes one record may hold.
+pub const MAX_RECORD_TEXT: usize = 64 * 1024 * 1024;
 
 impl Node {
     /// An element with no content (for writers and tests).
@@ -35,6 +44,7 @@ impl Node {
             children: Vec::new(),
             line: 0,
             column: 0,
+            oversized: false,
         }
     }
 
@@ -558,6 +568,9 @@ impl FluxReader {
 
     fn subtree(&mut self, root: Node, buf: &mut Vec<u8>) -> Result<Node, FluxError> {
         let mut stack = vec![root];
+        let (mut nodes, mut text) = (1usize, 0usize);
+        // Depth of elements read but not kept once the record is over its budget.
+        let mut skipping = 0usize;
         loop {
             let at = self.pos();
             buf.clear();
@@ -568,44 +581,66 @@ impl FluxReader {
                     return Err(self.xml_error(e, at));
                 }
             };
+            let over = nodes > MAX_RECORD_NODES || text > MAX_RECORD_TEXT;
+            if over && skipping == 0 {
+                stack[0].oversized = true;
+            }
             match ev {
                 Event::Start(e) => {
                     let n = self.node(&e, at)?;
-                    stack.push(n);
+                    nodes += 1;
+                    if over || skipping > 0 {
+                        skipping += 1;
+                    } else {
+                        stack.push(n);
+                    }
                 }
                 Event::Empty(e) => {
                     let n = self.node(&e, at)?;
-                    stack
-                        .last_mut()
-                        .expect("stack holds the record")
-                        .children
-                        .push(n);
+                    nodes += 1;
+                    if !over && skipping == 0 {
+                        stack
+                            .last_mut()
+                            .expect("stack holds the record")
+                            .children
+                            .push(n);
+                    }
                 }
                 Event::Text(t) => {
                     let s = t.xml10_content();
-                    stack
-                        .last_mut()
-                        .expect("stack holds the record")
-                        .text
-                        .push_str(&s);
+                    text += s.len();
+                    if !over && skipping == 0 {
+                        stack
+                            .last_mut()
+                            .expect("stack holds the record")
+                            .text
+                            .push_str(&s);
+                    }
                 }
                 Event::CData(t) => {
                     let s = t.xml10_content();
-                    stack
-                        .last_mut()
-                        .expect("stack holds the record")
-                        .text
-                        .push_str(&s);
+                    text += s.len();
+                    if !over && skipping == 0 {
+                        stack
+                            .last_mut()
+                            .expect("stack holds the record")
+                            .text
+                            .push_str(&s);
+                    }
                 }
                 Event::GeneralRef(r) => {
                     let name = r.into_inner().into_owned();
                     let c = check_ref(&name).map_err(|m| self.fatal("XML_ENTITE", m, at))?;
-                    stack
-                        .last_mut()
-                        .expect("stack holds the record")
-                        .text
-                        .push(c);
+                    text += 1;
+                    if !over && skipping == 0 {
+                        stack
+                            .last_mut()
+                            .expect("stack holds the record")
+                            .text
+                            .push(c);
+                    }
                 }
+                Event::End(_) if skipping > 0 => skipping -= 1,
                 Event::End(_) => {
                     let done = stack.pop().expect("stack holds the record");
                     match stack.last_mut() {
@@ -648,6 +683,7 @@ impl FluxReader {
             children: Vec::new(),
             line: at.0,
             column: at.1,
+            oversized: false,
         })
     }
 }

@@ -172,6 +172,31 @@ pub fn check_record(node: &Node, path: &str, ctx: &Context<'_>) -> Record {
             return r;
         }
     };
+    if node.oversized {
+        // Not analysed further: the record is rejected whole, with one problem.
+        let mut rec = Record {
+            spec,
+            line: node.line,
+            column: node.column,
+            path: path.to_string(),
+            values: Vec::new(),
+            children: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        rec.error(
+            "STRUCTURE_TAILLE",
+            format!(
+                "enregistrement trop volumineux (plus de {} éléments ou {} Mo de texte) : il n'est pas lu en entier",
+                crate::reader::MAX_RECORD_NODES,
+                crate::reader::MAX_RECORD_TEXT >> 20
+            ),
+            node.line,
+            node.column,
+            path.to_string(),
+        );
+        return rec;
+    }
     let mut rec = build(node, spec, path, ctx, None);
     let allowed = match ctx.type_fichier {
         TypeFichier::Service => spec.kind == RecordKind::Service,

@@ -252,3 +252,21 @@ proptest! {
         prop_assert_eq!(records[1].attr("code"), Some(code.as_str()));
     }
 }
+
+#[test]
+fn an_oversized_record_is_rejected_in_bounded_memory() {
+    // One agent with more elements than a record may hold: read to its end, not kept, rejected;
+    // the next agent is read as usual.
+    let many = "<evenement><identifiant>x</identifiant></evenement>"
+        .repeat(atmp_flux::MAX_RECORD_NODES / 2 + 10);
+    let big = agent("A", "B").replace("</agent>", &format!("{many}</agent>"));
+    let v = check(doc("UTF-8", &format!("{big}{}", agent("C", "D"))).as_bytes());
+    assert_eq!(
+        v.errors.len(),
+        1,
+        "{:?}",
+        &v.errors[..v.errors.len().min(3)]
+    );
+    assert_eq!(v.errors[0].code, "STRUCTURE_TAILLE");
+    assert_eq!(v.errors[0].path, "/flux/collectivite[1]/agent[1]");
+}

@@ -128,10 +128,21 @@ impl Logs {
         if let Some(i) = self.by_siret.get(&key) {
             return Ok(*i);
         }
-        let stem = match (siret.is_empty(), global) {
+        // The SIRET comes from the file: only its safe characters reach a file name.
+        let safe: String = siret
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(20)
+            .collect();
+        let safe = if safe.is_empty() && !siret.is_empty() {
+            format!("bloc{}", self.pairs.len() + 1)
+        } else {
+            safe
+        };
+        let stem = match (safe.is_empty(), global) {
             (true, _) => format!("{}_fichier", self.prefix),
-            (false, true) => format!("{}_{siret}_global", self.prefix),
-            (false, false) => format!("{}_{siret}", self.prefix),
+            (false, true) => format!("{}_{safe}_global", self.prefix),
+            (false, false) => format!("{}_{safe}", self.prefix),
         };
         let complet_path = unique(&self.dir, &format!("{stem}_complet"));
         let erreurs_path = complet_path.with_file_name(
