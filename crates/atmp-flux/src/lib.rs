@@ -245,11 +245,9 @@ pub fn validate_path(path: &Path, nomenclatures: &Nomenclatures) -> Validation {
                     };
                     batch.push(piece);
                     if last || batch.len() == 64 {
-                        if tx
-                            .send(std::mem::replace(&mut batch, Vec::with_capacity(64)))
-                            .is_err()
-                            || last
-                        {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(64));
+                        let receiver_gone = tx.send(full).is_err();
+                        if last || receiver_gone {
                             return;
                         }
                     }

@@ -255,35 +255,32 @@ pub fn check_header(node: &Node) -> Record {
     let mut rec = build(node, &crate::spec::ENTETE, "/flux/entete", &ctx, None);
     let mode = rec.text("mode").map(str::to_string);
     let (l, c) = (rec.line, rec.column);
-    match mode.as_deref() {
-        Some("DIFFERENTIEL") => {
-            for col in ["periode_debut", "periode_fin"] {
-                if rec.get(col).is_none() {
-                    let name = if col == "periode_debut" {
-                        "periodeDebut"
-                    } else {
-                        "periodeFin"
-                    };
-                    rec.error(
-                        "OBLIGATOIRE",
-                        format!("{name} est obligatoire en mode DIFFERENTIEL"),
-                        l,
-                        c,
-                        format!("/flux/entete/{name}"),
-                    );
-                }
-            }
-            if rec.get("limite_anteriorite").is_some() {
+    if let Some("DIFFERENTIEL") = mode.as_deref() {
+        for col in ["periode_debut", "periode_fin"] {
+            if rec.get(col).is_none() {
+                let name = if col == "periode_debut" {
+                    "periodeDebut"
+                } else {
+                    "periodeFin"
+                };
                 rec.error(
-                    "MODE",
-                    "limiteAnteriorite n'est admis qu'en mode COMPLET".into(),
+                    "OBLIGATOIRE",
+                    format!("{name} est obligatoire en mode DIFFERENTIEL"),
                     l,
                     c,
-                    "/flux/entete/limiteAnteriorite".into(),
+                    format!("/flux/entete/{name}"),
                 );
             }
         }
-        _ => {}
+        if rec.get("limite_anteriorite").is_some() {
+            rec.error(
+                "MODE",
+                "limiteAnteriorite n'est admis qu'en mode COMPLET".into(),
+                l,
+                c,
+                "/flux/entete/limiteAnteriorite".into(),
+            );
+        }
     }
     if let (Some(d), Some(f)) = (rec.date("periode_debut"), rec.date("periode_fin")) {
         if f < d {

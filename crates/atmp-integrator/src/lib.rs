@@ -243,7 +243,7 @@ fn read_stage(
                     nomenclatures,
                 };
                 n += 1;
-                if n % 256 == 0 {
+                if n.is_multiple_of(256) {
                     pos.store(reader.position(), Ordering::Relaxed);
                 }
                 let rec = atmp_flux::check_record(&node, &path, &c);

@@ -234,6 +234,7 @@ fn rejection(r: &Record) -> String {
 }
 
 /// Integrates the records sent by the reader stage in one transaction.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn integrate(
     store: &mut dyn Store,
     mut rx: crate::MsgRx,
@@ -304,8 +305,8 @@ pub(crate) fn integrate(
             KindPlan {
                 primary: idx(p),
                 fallback: f.map(idx),
-                find_primary: tx.prepare_find(t, p, &cols)?,
-                insert: tx.prepare_insert(t, &cols)?,
+                find_primary: tx.prepare_find(t, p, cols)?,
+                insert: tx.prepare_insert(t, cols)?,
                 cols,
             },
         );
@@ -370,7 +371,7 @@ pub(crate) fn integrate(
                 let (rec, prep) = *rec;
                 run.record(&rec, prep)?;
                 n += 1;
-                if n % 1024 == 0 {
+                if n.is_multiple_of(1024) {
                     progress();
                 }
             }
@@ -666,7 +667,7 @@ impl Run<'_> {
                 self.add(RecordKind::Agent, Outcome::Existing, 1);
                 self.differences(
                     rec,
-                    &cols,
+                    cols,
                     &file,
                     &f.cells[..cols.len()],
                     &["nom_usuel", "prenom"],

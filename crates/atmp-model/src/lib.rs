@@ -193,7 +193,7 @@ pub fn luhn(digits: &str) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// A calendar date, written `YYYY-MM-DD` in files and `DD/MM/YYYY` in logs.
