@@ -599,33 +599,21 @@ impl FluxReader {
                     let n = self.node(&e, at)?;
                     nodes += 1;
                     if !over && skipping == 0 {
-                        stack
-                            .last_mut()
-                            .expect("stack holds the record")
-                            .children
-                            .push(n);
+                        top(&mut stack).children.push(n);
                     }
                 }
                 Event::Text(t) => {
                     let s = t.xml10_content();
                     text += s.len();
                     if !over && skipping == 0 {
-                        stack
-                            .last_mut()
-                            .expect("stack holds the record")
-                            .text
-                            .push_str(&s);
+                        top(&mut stack).text.push_str(&s);
                     }
                 }
                 Event::CData(t) => {
                     let s = t.xml10_content();
                     text += s.len();
                     if !over && skipping == 0 {
-                        stack
-                            .last_mut()
-                            .expect("stack holds the record")
-                            .text
-                            .push_str(&s);
+                        top(&mut stack).text.push_str(&s);
                     }
                 }
                 Event::GeneralRef(r) => {
@@ -633,11 +621,7 @@ impl FluxReader {
                     let c = check_ref(&name).map_err(|m| self.fatal("XML_ENTITE", m, at))?;
                     text += 1;
                     if !over && skipping == 0 {
-                        stack
-                            .last_mut()
-                            .expect("stack holds the record")
-                            .text
-                            .push(c);
+                        top(&mut stack).text.push(c);
                     }
                 }
                 Event::End(_) if skipping > 0 => skipping -= 1,
@@ -686,6 +670,11 @@ impl FluxReader {
             oversized: false,
         })
     }
+}
+
+/// The element being read (the record itself at the bottom of the stack).
+fn top(stack: &mut [Node]) -> &mut Node {
+    stack.last_mut().expect("the stack holds the record")
 }
 
 /// Resolves a reference: character references and the five predefined entities only.

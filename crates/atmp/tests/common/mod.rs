@@ -23,26 +23,11 @@ pub fn examples() -> PathBuf {
 pub fn siret(body13: &str) -> String {
     for d in 0..10 {
         let s = format!("{body13}{d}");
-        if atmp_luhn(&s) {
+        if atmp_model::luhn(&s) {
             return s;
         }
     }
     unreachable!()
-}
-
-fn atmp_luhn(s: &str) -> bool {
-    let mut sum = 0;
-    for (i, c) in s.bytes().rev().enumerate() {
-        let mut d = (c - b'0') as u32;
-        if i % 2 == 1 {
-            d *= 2;
-            if d > 9 {
-                d -= 9;
-            }
-        }
-        sum += d;
-    }
-    sum % 10 == 0
 }
 
 /// A NIR coherent with sex and birth date (`YYYY-MM-DD`), unique by `n`.
