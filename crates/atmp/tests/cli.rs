@@ -202,3 +202,59 @@ fn nomenclatures_are_data() {
         .ok(&["nomenclature", "list"])
         .contains("SIEGE_LESION (329 codes)"));
 }
+
+#[test]
+fn gzip_and_latin1_files_import_like_the_plain_ones() {
+    use std::io::Write;
+    let env = Env::new();
+    env.sdis();
+    // ISO-8859-1: the names come out in UTF-8 in the logs and the base.
+    let a = agent(
+        &nir("F", "1975-03-03", 1),
+        "LÉGER",
+        None,
+        "Hélène",
+        "1975-03-03",
+        "F",
+        "",
+    );
+    let latin: Vec<u8> = Doc::declaration(vec![(SDIS.into(), a)])
+        .render()
+        .replace("UTF-8", "ISO-8859-1")
+        .chars()
+        .map(|c| c as u32 as u8)
+        .collect();
+    let p = env.dir.path().join("latin1.xml");
+    std::fs::write(&p, &latin).unwrap();
+    let (j, code) = env.import(&p, None);
+    assert_eq!((j["result"].as_str(), code), (Some("reussi"), 0), "{j}");
+    assert_eq!(env.scalar("SELECT prenom FROM agent"), "Hélène");
+    let (complet, _) = log_paths(&j, SDIS, false);
+    assert!(std::fs::read_to_string(complet)
+        .unwrap()
+        .contains("Agent : LÉGER Hélène - 03/03/1975"));
+    // gzip: same rules; the SHA-256 is the one of the bytes as received.
+    let src = std::fs::read(examples().join("services.xml")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&src).unwrap();
+    let gz = gz.finish().unwrap();
+    let p = env.dir.path().join("services.xml.gz");
+    std::fs::write(&p, &gz).unwrap();
+    let (j, _) = env.import(&p, Some("SOFIVAL"));
+    assert_eq!(j["result"], "reussi");
+    assert_eq!(counts(&j, "services"), (6, 0, 0));
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&gz))
+    };
+    assert_eq!(j["sha256"], sha);
+    // The plain file is other bytes: not a duplicate, every service already present.
+    let (j, _) = env.import(&examples().join("services.xml"), Some("SOFIVAL"));
+    assert_eq!(j["result"], "reussi");
+    assert_eq!(counts(&j, "services"), (0, 6, 0));
+    // A truncated gzip file is rejected whole.
+    let p = env.dir.path().join("cut.xml.gz");
+    std::fs::write(&p, &gz[..gz.len() / 2]).unwrap();
+    let (j, code) = env.import(&p, Some("SOFIVAL"));
+    assert_eq!((j["result"].as_str(), code), (Some("echoue"), 1), "{j}");
+}
