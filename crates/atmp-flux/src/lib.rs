@@ -347,14 +347,14 @@ fn check_pieces(
                     ));
                 }
             }
-            Item::Record { node, path } => {
+            Item::Record { mut node, path } => {
                 let h = header.as_ref().expect("the reader yields the header first");
                 let ctx = Context {
                     type_fichier: h.type_fichier,
                     date_creation: Some(h.date_creation.date()),
                     nomenclatures,
                 };
-                let rec = check_record(&node, &path, &ctx);
+                let rec = check_record(&mut node, &path, &ctx);
                 for issue in rec.all_issues() {
                     out.push(issue.clone());
                 }

@@ -143,7 +143,7 @@ pub struct Context<'a> {
 
 /// Checks a record element read inside a `<collectivite>` block: its kind must be allowed
 /// by the file type; its content is checked against its spec.
-pub fn check_record(node: &Node, path: &str, ctx: &Context<'_>) -> Record {
+pub fn check_record(node: &mut Node, path: &str, ctx: &Context<'_>) -> Record {
     let spec = match &*node.name {
         "service" => &crate::spec::SERVICE,
         "agent" => &crate::spec::AGENT,
@@ -252,7 +252,8 @@ pub fn check_header(node: &Node) -> Record {
         date_creation: None,
         nomenclatures: &nomenclatures,
     };
-    let mut rec = build(node, &crate::spec::ENTETE, "/flux/entete", &ctx, None);
+    let mut node = node.clone();
+    let mut rec = build(&mut node, &crate::spec::ENTETE, "/flux/entete", &ctx, None);
     let mode = rec.text("mode").map(str::to_string);
     let (l, c) = (rec.line, rec.column);
     if let Some("DIFFERENTIEL") = mode.as_deref() {
@@ -301,7 +302,7 @@ pub fn check_header(node: &Node) -> Record {
 }
 
 fn build(
-    node: &Node,
+    node: &mut Node,
     spec: &'static RecordSpec,
     path: &str,
     ctx: &Context<'_>,
@@ -323,7 +324,7 @@ fn build(
     let own_date = rec.date("date");
     let dob = rec.date("date_naissance");
     let mut counters: Vec<(&str, usize)> = Vec::new();
-    for child in &node.children {
+    for child in node.children.iter_mut() {
         if let Some((_, field)) = spec.field(&child.name) {
             if let Kind::Record(sub) = field.kind {
                 let n = bump(&mut counters, field.name);
@@ -341,6 +342,20 @@ fn build(
     rec
 }
 
+fn bump_cow(
+    counters: &mut Vec<(std::borrow::Cow<'static, str>, usize)>,
+    name: &std::borrow::Cow<'static, str>,
+) -> usize {
+    for (n, c) in counters.iter_mut() {
+        if n == name {
+            *c += 1;
+            return *c;
+        }
+    }
+    counters.push((name.clone(), 1));
+    1
+}
+
 fn bump<'a>(counters: &mut Vec<(&'a str, usize)>, name: &'a str) -> usize {
     for (n, c) in counters.iter_mut() {
         if *n == name {
@@ -353,19 +368,24 @@ fn bump<'a>(counters: &mut Vec<(&'a str, usize)>, name: &'a str) -> usize {
 }
 
 /// Structure and field checks of one element against its spec, values flattened into `rec`.
-fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ctx: &Context<'_>) {
+fn fill(
+    rec: &mut Record,
+    node: &mut Node,
+    spec: &'static RecordSpec,
+    path: &str,
+    ctx: &Context<'_>,
+) {
     // Attributes.
+    let (line, column) = (node.line, node.column);
     for (k, v) in &node.attrs {
         match spec.attrs.iter().find(|a| a.name == k) {
             Some(a) => {
-                let v = v.trim();
+                let v = v.trim().to_string();
                 if v.is_empty() {
                     continue;
                 }
                 let p = || format!("{path}/@{}", a.name);
-                if let Some(val) =
-                    check_value(rec, a.kind, a.name, v, ctx, node.line, node.column, &p)
-                {
+                if let Some(val) = check_value(rec, a.kind, a.name, v, ctx, line, column, &p) {
                     rec.values.push((a.col, val));
                 }
             }
@@ -402,17 +422,19 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
     let mut cursor = 0usize;
     let mut seen = [0u32; 48];
     let mut multi: Vec<(&'static str, Vec<String>)> = Vec::new();
-    let mut counters: Vec<(&str, usize)> = Vec::new();
-    for child in &node.children {
-        let n = bump(&mut counters, &child.name);
+    let mut counters: Vec<(std::borrow::Cow<'static, str>, usize)> = Vec::new();
+    for child in node.children.iter_mut() {
+        let cname = child.name.clone();
+        let n = bump_cow(&mut counters, &cname);
+        let (cline, ccol) = (child.line, child.column);
         // Paths are only built when an issue is reported.
-        let indexed = || format!("{path}/{}[{n}]", child.name);
-        let Some((i, field)) = spec.field(&child.name) else {
+        let indexed = || format!("{path}/{}[{n}]", cname);
+        let Some((i, field)) = spec.field(&cname) else {
             rec.error(
                 "STRUCTURE_INCONNU",
-                format!("élément « {} » inconnu dans <{}>", child.name, spec.name),
-                child.line,
-                child.column,
+                format!("élément « {} » inconnu dans <{}>", cname, spec.name),
+                cline,
+                ccol,
                 indexed(),
             );
             continue;
@@ -421,7 +443,7 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
             if field.many {
                 indexed()
             } else {
-                format!("{path}/{}", child.name)
+                format!("{path}/{}", cname)
             }
         };
         if i < cursor {
@@ -431,8 +453,8 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
                     "élément <{}> hors de l'ordre attendu dans <{}>",
                     field.name, spec.name
                 ),
-                child.line,
-                child.column,
+                cline,
+                ccol,
                 child_path(),
             );
             continue;
@@ -443,8 +465,8 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
             rec.error(
                 "STRUCTURE_REPETE",
                 format!("élément <{}> répété dans <{}>", field.name, spec.name),
-                child.line,
-                child.column,
+                cline,
+                ccol,
                 child_path(),
             );
             continue;
@@ -457,31 +479,28 @@ fn fill(rec: &mut Record, node: &Node, spec: &'static RecordSpec, path: &str, ct
                     rec.error(
                         "STRUCTURE_CONTENU",
                         format!("l'élément <{}> ne doit contenir que du texte", field.name),
-                        child.line,
-                        child.column,
+                        cline,
+                        ccol,
                         child_path(),
                     );
                     continue;
                 }
-                let text = child.text.trim();
+                let raw = std::mem::take(&mut child.text);
+                let text = if raw.trim().len() == raw.len() {
+                    raw
+                } else {
+                    raw.trim().to_string()
+                };
                 if text.is_empty() {
                     continue; // an empty element is an absent one
                 }
-                let checked = check_value(
-                    rec,
-                    kind,
-                    field.name,
-                    text,
-                    ctx,
-                    child.line,
-                    child.column,
-                    &child_path,
-                );
+                let checked =
+                    check_value(rec, kind, field.name, text, ctx, cline, ccol, &child_path);
                 if field.many {
-                    if checked.is_some() {
+                    if let Some(Value::Text(t)) = checked {
                         match multi.iter_mut().find(|(c, _)| *c == field.col) {
-                            Some((_, v)) => v.push(text.to_string()),
-                            None => multi.push((field.col, vec![text.to_string()])),
+                            Some((_, v)) => v.push(t),
+                            None => multi.push((field.col, vec![t])),
                         }
                     }
                 } else if let Some(val) = checked {
@@ -515,14 +534,16 @@ fn check_value(
     rec: &mut Record,
     kind: Kind,
     name: &str,
-    v: &str,
+    owned: String,
     ctx: &Context<'_>,
     line: u64,
     column: u64,
     path: &dyn Fn() -> String,
 ) -> Option<Value> {
+    let v = owned.as_str();
     let bad = |code: &'static str, msg: String| Issue::error(code, msg, line, column, &path());
-    let res: Result<Value, Issue> = match kind {
+    // `Ok(None)`: the value is the text itself, moved in without a copy.
+    let res: Result<Option<Value>, Issue> = match kind {
         Kind::Text(max) => {
             let n = v.chars().count();
             if n > max {
@@ -531,28 +552,32 @@ fn check_value(
                     format!("{name} dépasse {max} caractères ({n})"),
                 ))
             } else {
-                Ok(Value::Text(v.to_string()))
+                Ok(None)
             }
         }
-        Kind::Date => Date::parse(v).map(Value::Date).ok_or_else(|| {
+        Kind::Date => Date::parse(v).map(|x| Some(Value::Date(x))).ok_or_else(|| {
             bad(
                 "DATE",
                 format!("{name} : date invalide « {v} » (AAAA-MM-JJ attendu)"),
             )
         }),
-        Kind::Time => Heure::parse(v).map(Value::Time).ok_or_else(|| {
-            bad(
-                "HEURE",
-                format!("{name} : heure invalide « {v} » (HH:MM attendu)"),
-            )
-        }),
-        Kind::DateTime => DateTime::parse(v).map(Value::DateTime).ok_or_else(|| {
-            bad(
-                "DATEHEURE",
-                format!("{name} : date-heure invalide « {v} » (AAAA-MM-JJTHH:MM:SS attendu)"),
-            )
-        }),
-        Kind::Bool => parse_bool(v).map(Value::Bool).ok_or_else(|| {
+        Kind::Time => Heure::parse(v)
+            .map(|x| Some(Value::Time(x)))
+            .ok_or_else(|| {
+                bad(
+                    "HEURE",
+                    format!("{name} : heure invalide « {v} » (HH:MM attendu)"),
+                )
+            }),
+        Kind::DateTime => DateTime::parse(v)
+            .map(|x| Some(Value::DateTime(x)))
+            .ok_or_else(|| {
+                bad(
+                    "DATEHEURE",
+                    format!("{name} : date-heure invalide « {v} » (AAAA-MM-JJTHH:MM:SS attendu)"),
+                )
+            }),
+        Kind::Bool => parse_bool(v).map(|x| Some(Value::Bool(x))).ok_or_else(|| {
             bad(
                 "BOOLEEN",
                 format!("{name} : booléen invalide « {v} » (true, false, 1 ou 0 attendu)"),
@@ -560,7 +585,7 @@ fn check_value(
         }),
         Kind::Code(n) => {
             if ctx.nomenclatures.contains(n, v) {
-                Ok(Value::Text(v.to_string()))
+                Ok(None)
             } else {
                 Err(bad(
                     "CODE_INCONNU",
@@ -573,7 +598,7 @@ fn check_value(
         }
         Kind::Enum(values) => {
             if values.contains(&v) {
-                Ok(Value::Text(v.to_string()))
+                Ok(None)
             } else {
                 Err(bad(
                     "VALEUR",
@@ -593,7 +618,7 @@ fn check_value(
                     && !v.contains(['e', 'E'])
                     && v.bytes().any(|b| b.is_ascii_digit()) =>
             {
-                Ok(Value::Num(q))
+                Ok(Some(Value::Num(q)))
             }
             _ => Err(bad(
                 "NOMBRE",
@@ -605,7 +630,7 @@ fn check_value(
             )),
         },
         Kind::Count => match v.parse::<i64>() {
-            Ok(n) if n >= 0 => Ok(Value::Int(n)),
+            Ok(n) if n >= 0 => Ok(Some(Value::Int(n))),
             _ => Err(bad(
                 "NOMBRE",
                 format!("{name} : nombre entier positif attendu, « {v} » trouvé"),
@@ -613,7 +638,7 @@ fn check_value(
         },
         Kind::NoTableau => {
             if atmp_model::valid_no_tableau(v) {
-                Ok(Value::Text(v.to_string()))
+                Ok(None)
             } else {
                 Err(bad(
                     "VALEUR",
@@ -622,23 +647,25 @@ fn check_value(
             }
         }
         Kind::Nir => match Nir::parse(v) {
-            Ok(nir) => Ok(Value::Text(nir.as_str().to_string())),
+            Ok(nir) if nir.as_str() == v => Ok(None),
+            Ok(nir) => Ok(Some(Value::Text(nir.as_str().to_string()))),
             Err(e) => Err(bad("NIR", format!("NIR invalide « {v} » : {e}"))),
         },
         Kind::Siret => match Siret::parse(v) {
-            Ok(s) => Ok(Value::Text(s.as_str().to_string())),
+            Ok(s) if s.as_str() == v => Ok(None),
+            Ok(s) => Ok(Some(Value::Text(s.as_str().to_string()))),
             Err(e) => Err(bad("SIRET", format!("SIRET invalide « {v} » : {e}"))),
         },
         Kind::Group(_) | Kind::Record(_) => unreachable!("containers are not values"),
     };
     match res {
-        Ok(v) => Some(v),
+        Ok(Some(value)) => Some(value),
+        Ok(None) => Some(Value::Text(owned)),
         Err(issue) => {
-            let raw = v.to_string();
             rec.errors.push(issue);
             // Keep the text as written for the labels of the log lines.
             if let Some(col) = column_of(rec.spec, name) {
-                rec.values.push((col, Value::Invalid(raw)));
+                rec.values.push((col, Value::Invalid(owned)));
             }
             None
         }

@@ -235,7 +235,7 @@ fn read_stage(
                 continue;
             }
             Ok(Some(Item::BlockStart(b))) => Msg::Block(b),
-            Ok(Some(Item::Record { node, path })) => {
+            Ok(Some(Item::Record { mut node, path })) => {
                 let (type_fichier, date_creation) = ctx.expect("the header comes first");
                 let c = atmp_flux::Context {
                     type_fichier,
@@ -246,7 +246,7 @@ fn read_stage(
                 if n.is_multiple_of(256) {
                     pos.store(reader.position(), Ordering::Relaxed);
                 }
-                let rec = atmp_flux::check_record(&node, &path, &c);
+                let rec = atmp_flux::check_record(&mut node, &path, &c);
                 let prep = rules::Prepared::of(&rec);
                 Msg::Record(Box::new((rec, prep)))
             }
