@@ -342,6 +342,7 @@ fn build(
     rec
 }
 
+#[allow(clippy::ptr_arg)]
 fn bump_cow(
     counters: &mut Vec<(std::borrow::Cow<'static, str>, usize)>,
     name: &std::borrow::Cow<'static, str>,

@@ -376,18 +376,33 @@ pub fn import_file(
         // `rx` is dropped here: a reader still running stops at its next send.
     })?;
     match outcome {
-        Ok((row, files, counts, import_id)) => Ok(ImportOutcome {
-            file: name,
-            sha256: row.sha256.clone(),
-            size,
-            result: ResultKind::Reussi,
-            label: row.label.clone(),
-            errors: row.errors,
-            warnings: row.warnings,
-            counts,
-            logs: files,
-            import_id,
-        }),
+        Ok((row, files, counts, import_id)) => {
+            // Telemetry: identifiers and numbers only, never a name or a NIR.
+            let (added, existing, rejected) = counts.get(atmp_flux::spec::RecordKind::Agent);
+            tracing::info!(
+                import_id,
+                sha256 = %row.sha256,
+                size,
+                errors = row.errors,
+                warnings = row.warnings,
+                agents_ajoutes = added,
+                agents_presents = existing,
+                agents_rejetes = rejected,
+                "fichier intégré"
+            );
+            Ok(ImportOutcome {
+                file: name,
+                sha256: row.sha256.clone(),
+                size,
+                result: ResultKind::Reussi,
+                label: row.label.clone(),
+                errors: row.errors,
+                warnings: row.warnings,
+                counts,
+                logs: files,
+                import_id,
+            })
+        }
         Err(f) => failed(store, path, opts, base_row, f),
     }
 }
@@ -504,6 +519,7 @@ fn failed(
         ..base
     };
     let import_id = store.record_import(&row, &import_logs(&files))?;
+    tracing::warn!(import_id, sha256 = %row.sha256, raison = %f.reason, "fichier rejeté en entier");
     Ok(ImportOutcome {
         file: row.file_name.clone(),
         sha256: row.sha256.clone(),
