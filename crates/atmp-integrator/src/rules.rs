@@ -144,7 +144,8 @@ struct Run<'a> {
     logs: Logs,
     header: Header,
     account: String,
-    plans: HashMap<RecordKind, KindPlan>,
+    /// By [`RecordKind::index`] (the agent's slot is unused).
+    plans: Vec<Option<KindPlan>>,
     agent_by_nir: FindId,
     agent_by_identity: FindId,
     agent_insert: InsertId,
@@ -282,7 +283,7 @@ pub(crate) fn integrate(
         ..base_row.clone()
     };
     let mut tx = store.begin_file(&row)?;
-    let mut plans = HashMap::new();
+    let mut plans: Vec<Option<KindPlan>> = (0..8).map(|_| None).collect();
     for kind in [
         RecordKind::Service,
         RecordKind::Evenement,
@@ -300,16 +301,13 @@ pub(crate) fn integrate(
                 .collect::<Vec<_>>()
         };
         let t = table(kind);
-        plans.insert(
-            kind,
-            KindPlan {
-                primary: idx(p),
-                fallback: f.map(idx),
-                find_primary: tx.prepare_find(t, p, cols)?,
-                insert: tx.prepare_insert(t, cols)?,
-                cols,
-            },
-        );
+        plans[kind.index()] = Some(KindPlan {
+            primary: idx(p),
+            fallback: f.map(idx),
+            find_primary: tx.prepare_find(t, p, cols)?,
+            insert: tx.prepare_insert(t, cols)?,
+            cols,
+        });
     }
     let mut agent_cols = spec::columns_of(RecordKind::Agent).to_vec();
     let agent_find_cols = {
@@ -825,7 +823,9 @@ impl Run<'_> {
             self.reject_all(rec);
             return Ok(());
         }
-        let plan = &self.plans[&kind];
+        let plan = self.plans[kind.index()]
+            .as_ref()
+            .expect("every kind but the agent has a plan");
         let cols = plan.cols;
         let same = |idx: &[usize], a: &[Cell], b: &[Cell]| idx.iter().all(|i| a[*i] == b[*i]);
         // Found among the siblings: its index; found in the base (services): its row.
