@@ -327,8 +327,8 @@ impl Logs {
     }
 
     /// Renames the `.part` files to their final names.
-    pub fn publish(self) -> io::Result<()> {
-        for p in self.pairs {
+    pub fn publish(mut self) -> io::Result<()> {
+        for p in std::mem::take(&mut self.pairs) {
             drop(p.complet);
             drop(p.erreurs);
             std::fs::rename(&p.complet_tmp, &p.complet_path)?;
@@ -338,8 +338,8 @@ impl Logs {
     }
 
     /// Removes every `.part` file (the file's data was rolled back).
-    pub fn discard(self) {
-        for p in self.pairs {
+    pub fn discard(mut self) {
+        for p in std::mem::take(&mut self.pairs) {
             drop(p.complet);
             drop(p.erreurs);
             let _ = std::fs::remove_file(&p.complet_tmp);
@@ -354,6 +354,19 @@ impl Logs {
             .filter(|p| !p.global)
             .map(|p| p.siret.clone())
             .collect()
+    }
+}
+
+/// Logs dropped without being published (an error of the platform while integrating): their
+/// `.part` files go, since the file's data was rolled back.
+impl Drop for Logs {
+    fn drop(&mut self) {
+        for p in std::mem::take(&mut self.pairs) {
+            let (ct, et) = (p.complet_tmp.clone(), p.erreurs_tmp.clone());
+            drop(p);
+            let _ = std::fs::remove_file(ct);
+            let _ = std::fs::remove_file(et);
+        }
     }
 }
 
