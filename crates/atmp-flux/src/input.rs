@@ -9,10 +9,27 @@ use crate::FluxError;
 
 const BUF: usize = 256 * 1024;
 
+/// An I/O error said in French, for the people who read the results.
+pub fn io_error_fr(e: &io::Error) -> String {
+    use io::ErrorKind::*;
+    match e.kind() {
+        NotFound => "fichier introuvable".to_string(),
+        PermissionDenied => "accès refusé".to_string(),
+        IsADirectory => "c'est un dossier, pas un fichier".to_string(),
+        UnexpectedEof => "fin de fichier inattendue".to_string(),
+        InvalidData => format!("données illisibles ({e})"),
+        _ => format!("erreur d'entrée-sortie ({e})"),
+    }
+}
+
 /// Opens a flux file (plain or gzip, UTF-8 or ISO-8859-1) as a UTF-8 stream.
 pub fn open_path(path: &Path) -> Result<Box<dyn BufRead + Send>, FluxError> {
-    let file = File::open(path)
-        .map_err(|e| FluxError::file("LECTURE", format!("le fichier ne peut pas être lu : {e}")))?;
+    let file = File::open(path).map_err(|e| {
+        FluxError::file(
+            "LECTURE",
+            format!("le fichier ne peut pas être lu : {}", io_error_fr(&e)),
+        )
+    })?;
     open_reader(Box::new(file))
 }
 
@@ -61,7 +78,10 @@ pub fn open_reader(raw: Box<dyn Read + Send>) -> Result<Box<dyn BufRead + Send>,
 }
 
 fn io_err(e: io::Error) -> FluxError {
-    FluxError::file("LECTURE", format!("erreur de lecture du fichier : {e}"))
+    FluxError::file(
+        "LECTURE",
+        format!("erreur de lecture du fichier : {}", io_error_fr(&e)),
+    )
 }
 
 /// Marks read errors of a gzip stream so that the reader can say the compressed data is bad.

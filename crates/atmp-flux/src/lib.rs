@@ -17,7 +17,7 @@ pub mod xsd;
 use std::fmt;
 use std::path::Path;
 
-pub use input::{open_path, open_reader};
+pub use input::{io_error_fr, open_path, open_reader};
 pub use reader::{BlockStart, FluxReader, Item, Node, MAX_RECORD_NODES, MAX_RECORD_TEXT};
 pub use record::{check_header, check_record, Context, Record, Value};
 pub use writer::FluxWriter;

@@ -227,7 +227,10 @@ impl FluxReader {
             quick_xml::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
                 ("GZIP", io.to_string())
             }
-            quick_xml::Error::Io(io) => ("LECTURE", format!("erreur de lecture : {io}")),
+            quick_xml::Error::Io(io) => (
+                "LECTURE",
+                format!("erreur de lecture : {}", crate::input::io_error_fr(io)),
+            ),
             quick_xml::Error::IllFormed(quick_xml::errors::IllFormedError::MismatchedEndTag {
                 expected,
                 found,

@@ -78,7 +78,7 @@ pub struct ImportOutcome {
 pub enum IntegratorError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("erreur d'écriture des journaux : {0}")]
+    #[error("erreur d'écriture des journaux : {}", atmp_flux::io_error_fr(.0))]
     Io(#[from] io::Error),
 }
 
@@ -204,7 +204,15 @@ fn read_stage(
         buf: Vec::with_capacity(BATCH),
     };
     let opened = std::fs::File::open(path)
-        .map_err(|e| FluxError::file("LECTURE", format!("le fichier ne peut pas être lu : {e}")))
+        .map_err(|e| {
+            FluxError::file(
+                "LECTURE",
+                format!(
+                    "le fichier ne peut pas être lu : {}",
+                    atmp_flux::io_error_fr(&e)
+                ),
+            )
+        })
         .and_then(|f| {
             atmp_flux::open_reader(Box::new(HashingReader {
                 inner: f,
@@ -297,7 +305,10 @@ pub fn import_file(
                 ..Default::default()
             };
             let f = Failure {
-                reason: format!("le fichier ne peut pas être lu ({e})"),
+                reason: format!(
+                    "le fichier ne peut pas être lu : {}",
+                    atmp_flux::io_error_fr(&e)
+                ),
                 header: None,
                 blocks: vec![],
                 cdg: None,
