@@ -22,6 +22,7 @@ use atmp_store::{now, ImportLog, ImportRow, Store, StoreError};
 
 pub use counts::{Counts, Outcome};
 pub use log::{Level, LogFiles};
+pub use rules::table;
 
 use log::Logs;
 

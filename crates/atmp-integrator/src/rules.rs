@@ -16,7 +16,8 @@ use crate::{
 
 type Done = (ImportRow, Vec<LogFiles>, Counts, i64);
 
-fn table(kind: RecordKind) -> Table {
+/// The table that stores a kind of record.
+pub fn table(kind: RecordKind) -> Table {
     match kind {
         RecordKind::Service => Table::Service,
         RecordKind::Agent => Table::Agent,

@@ -1,21 +1,8 @@
 //! The format tables and the base agree; the store refuses what it does not know.
 
 use atmp_flux::spec::{self, RecordKind};
+use atmp_integrator::table;
 use atmp_store::{SqliteStore, Store, Table};
-
-fn table(kind: RecordKind) -> Table {
-    match kind {
-        RecordKind::Service => Table::Service,
-        RecordKind::Agent => Table::Agent,
-        RecordKind::Evenement => Table::Evenement,
-        RecordKind::Arret => Table::Arret,
-        RecordKind::Certificat => Table::Certificat,
-        RecordKind::Lesion => Table::Lesion,
-        RecordKind::Consequence => Table::Consequence,
-        RecordKind::Deces => Table::Deces,
-        _ => unreachable!(),
-    }
-}
 
 #[test]
 fn every_column_of_the_format_is_a_column_of_the_base() {
