@@ -201,13 +201,7 @@ fn error_log_holds_exactly_the_error_lines_and_quotes_fields() {
         "M",
         "",
     );
-    let (j, _) = env.import(
-        &env.write(
-            "q.xml",
-            &Doc::declaration(vec![(SDIS.into(), format!("{a}{bad}"))]).render(),
-        ),
-        None,
-    );
+    let (j, _) = env.import_sdis("q.xml", &format!("{a}{bad}"));
     assert_eq!(j["errors"], 2);
     let (complet, erreurs) = log_paths(&j, SDIS, false);
     let raw_err = std::fs::read_to_string(&erreurs).unwrap();
@@ -225,8 +219,10 @@ fn error_log_holds_exactly_the_error_lines_and_quotes_fields() {
         lines[0][5],
         "Aucun service en base ne correspond aux critères suivants : code=A;B\"C, libellé="
     );
-    let (_, lbl) = (0, log(&complet).last().unwrap()[5].clone());
-    assert_eq!(lbl, "Import réussi (2 erreur(s))");
+    assert_eq!(
+        log(&complet).last().unwrap()[5],
+        "Import réussi (2 erreur(s))"
+    );
 }
 
 #[test]
@@ -242,10 +238,7 @@ fn nir_sex_mismatch_is_a_warning() {
         "F",
         "",
     );
-    let (j, _) = env.import(
-        &env.write("w.xml", &Doc::declaration(vec![(SDIS.into(), a)]).render()),
-        None,
-    );
+    let (j, _) = env.import_sdis("w.xml", &a);
     assert_eq!(j["errors"], 0);
     assert_eq!(j["warnings"], 1);
     assert_eq!(counts(&j, "agents"), (1, 0, 0));

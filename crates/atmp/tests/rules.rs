@@ -165,13 +165,7 @@ fn agent_identity_mismatch_message() {
         "M",
         "",
     );
-    env.import(
-        &env.write(
-            "a.xml",
-            &Doc::declaration(vec![(SDIS.into(), first)]).render(),
-        ),
-        None,
-    );
+    env.import_sdis("a.xml", &first);
 
     let same = agent(
         &n,
@@ -182,13 +176,7 @@ fn agent_identity_mismatch_message() {
         "M",
         &event("E", "AS", "2015-01-05", ""),
     );
-    let (j, _) = env.import(
-        &env.write(
-            "b.xml",
-            &Doc::declaration(vec![(SDIS.into(), same)]).render(),
-        ),
-        None,
-    );
+    let (j, _) = env.import_sdis("b.xml", &same);
     assert_eq!(j["errors"], 0, "{j}");
     assert_eq!(counts(&j, "agents"), (0, 1, 0));
     assert_eq!(counts(&j, "evenements"), (1, 0, 0));
@@ -202,13 +190,7 @@ fn agent_identity_mismatch_message() {
         "M",
         &event("E2", "AS", "2015-01-06", &arret("2015-01-06", None)),
     );
-    let (j, _) = env.import(
-        &env.write(
-            "c.xml",
-            &Doc::declaration(vec![(SDIS.into(), other)]).render(),
-        ),
-        None,
-    );
+    let (j, _) = env.import_sdis("c.xml", &other);
     assert_eq!(j["errors"], 1);
     assert_eq!(counts(&j, "agents"), (0, 0, 1));
     assert_eq!(counts(&j, "evenements"), (0, 0, 1));
@@ -429,10 +411,7 @@ fn unknown_service_keeps_the_agent() {
         "M",
         "<service code=\"NOPE\"><libelle>Inconnu</libelle></service>",
     );
-    let (j, _) = env.import(
-        &env.write("a.xml", &Doc::declaration(vec![(SDIS.into(), a)]).render()),
-        None,
-    );
+    let (j, _) = env.import_sdis("a.xml", &a);
     assert_eq!(counts(&j, "agents"), (1, 0, 0));
     assert_eq!(
         error_lines(&j, SDIS)[0][5],
@@ -742,13 +721,7 @@ fn duplicates_and_reimports() {
         "F",
         &format!("{ev}{ev}"),
     );
-    let (j, _) = env.import(
-        &env.write(
-            "d.xml",
-            &Doc::declaration(vec![(SDIS.into(), format!("{a}{a}"))]).render(),
-        ),
-        None,
-    );
+    let (j, _) = env.import_sdis("d.xml", &format!("{a}{a}"));
     assert_eq!(counts(&j, "agents"), (1, 1, 0));
     assert_eq!(counts(&j, "evenements"), (1, 3, 0));
     assert_eq!(counts(&j, "arrets"), (1, 7, 0));

@@ -111,6 +111,15 @@ impl Env {
         )
     }
 
+    /// Writes a DECLARATION file of one SDIS block holding `body` and imports it.
+    pub fn import_sdis(&self, name: &str, body: &str) -> (Json, i32) {
+        let f = self.write(
+            name,
+            &Doc::declaration(vec![(SDIS.into(), body.to_string())]).render(),
+        );
+        self.import(&f, None)
+    }
+
     pub fn conn(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.db_path()).unwrap()
     }
