@@ -55,6 +55,8 @@ pub struct ImportOptions<'a> {
     pub display_name: Option<String>,
     /// Called now and then with the number of (decoded) bytes read.
     pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+    /// The platform job this file is, recorded in the file's own transaction.
+    pub job_id: Option<i64>,
 }
 
 /// What importing one file gave.
@@ -303,6 +305,7 @@ pub fn import_file(
             let base = ImportRow {
                 file_name: name.clone(),
                 started_at,
+                job_id: opts.job_id,
                 ..Default::default()
             };
             let f = Failure {
@@ -323,6 +326,7 @@ pub fn import_file(
         &head[..12]
     );
     let mut base_row = ImportRow {
+        job_id: opts.job_id,
         file_name: name.clone(),
         head_sha256: head.clone(),
         size,

@@ -8,8 +8,10 @@
 //! own thread and is fed by the reader through a bounded channel, which is what lets SQLite
 //! load millions of rows at bulk speed (see ARCHITECTURE.md).
 
+mod platform;
 mod sqlite;
 
+pub use platform::*;
 pub use sqlite::SqliteStore;
 
 use atmp_model::{NomenclatureEntry, Siret};
@@ -170,7 +172,12 @@ pub struct ImportRow {
     pub warnings: u64,
     /// The JSON `counts` object.
     pub counts: String,
+    /// The platform job (file received over FTPS) this import belongs to.
+    pub job_id: Option<i64>,
 }
+
+/// An import with its logs, each with its id.
+pub type ImportDetail = (ImportRow, Vec<(i64, ImportLog)>);
 
 /// One log pair of an import.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,6 +256,81 @@ pub trait Store: Send {
 
     /// Opens the transaction that integrates one file.
     fn begin_file<'a>(&'a mut self, row: &ImportRow) -> Result<Box<dyn FileTx + 'a>>;
+
+    // ---- The platform (issue 3): accounts, sessions, jobs, mails, tracking. ----
+
+    /// Attaches a collectivité to a CDG (`None`: detaches it).
+    fn set_cdg(&mut self, siret: &str, cdg: Option<&str>) -> Result<()>;
+    /// The services of a collectivité: (id, code, libellé).
+    fn services(&mut self, collectivite_id: i64) -> Result<Vec<(i64, String, Option<String>)>>;
+    /// Creates a service by hand (import id 0); an existing code is left as it is.
+    fn add_service(
+        &mut self,
+        collectivite_id: i64,
+        code: &str,
+        libelle: Option<&str>,
+    ) -> Result<bool>;
+    /// Sets the argon2 hash of a sender's FTPS password.
+    fn set_emetteur_password(&mut self, code: &str, hash: &str) -> Result<()>;
+    /// The argon2 hash of a sender's FTPS password, if it has one.
+    fn emetteur_password(&mut self, code: &str) -> Result<Option<String>>;
+
+    fn add_utilisateur(&mut self, u: &NewUtilisateur) -> Result<Utilisateur>;
+    fn utilisateur(&mut self, login: &str) -> Result<Option<Utilisateur>>;
+    fn utilisateur_by_id(&mut self, id: i64) -> Result<Option<Utilisateur>>;
+    fn utilisateurs(&mut self) -> Result<Vec<Utilisateur>>;
+    fn count_utilisateurs(&mut self) -> Result<u64>;
+    /// Sets a user's password hash; `doit_changer`: must change it at next login.
+    fn set_utilisateur_password(&mut self, id: i64, hash: &str, doit_changer: bool) -> Result<()>;
+    fn set_utilisateur_actif(&mut self, id: i64, actif: bool) -> Result<()>;
+    /// The recipients of an import's mail for a collectivité: the e-mail of its active users
+    /// (and, when `cdg` is set, of that CDG's administrators).
+    fn destinataires(&mut self, siret: &str, global: bool) -> Result<Vec<String>>;
+
+    fn create_session(
+        &mut self,
+        token_sha256: &str,
+        user: i64,
+        csrf: &str,
+        expires_at: &str,
+    ) -> Result<()>;
+    /// The live session of this token: its user and CSRF token.
+    fn session(&mut self, token_sha256: &str, now: &str) -> Result<Option<(Utilisateur, String)>>;
+    fn delete_session(&mut self, token_sha256: &str) -> Result<()>;
+    /// Ends every session of a user (password change) but `keep`.
+    fn delete_sessions_of(&mut self, user: i64, keep: Option<&str>) -> Result<()>;
+
+    /// Records a received file as a job waiting to be integrated.
+    fn add_job(
+        &mut self,
+        emetteur: &str,
+        file_name: &str,
+        stored_path: &str,
+        size: u64,
+    ) -> Result<i64>;
+    /// The oldest unfinished job (waiting, or interrupted while running).
+    fn next_job(&mut self) -> Result<Option<Job>>;
+    fn job(&mut self, id: i64) -> Result<Option<Job>>;
+    /// Every job's stored path (to find received files whose job was never recorded).
+    fn job_paths(&mut self) -> Result<Vec<String>>;
+    fn set_job_state(&mut self, id: i64, state: &str, error: Option<&str>) -> Result<()>;
+    /// Marks a job done with the import it gave.
+    fn finish_job(&mut self, id: i64, import_id: i64, sha256: &str) -> Result<()>;
+    /// The import committed for a job, if any.
+    fn import_of_job(&mut self, job_id: i64) -> Result<Option<i64>>;
+
+    /// One import with its logs: (log id, log).
+    fn import(&mut self, id: i64) -> Result<Option<ImportDetail>>;
+    /// The tracking table: one row per log pair, newest first, and the number of rows.
+    fn suivi(&mut self, q: &SuiviQuery) -> Result<(Vec<SuiviRow>, u64)>;
+
+    /// Queues a mail (once per import and recipient).
+    fn enqueue_mail(&mut self, m: &NewMail) -> Result<()>;
+    /// Mails due for sending at `now`.
+    fn due_mails(&mut self, now: &str, limit: usize) -> Result<Vec<Mail>>;
+    fn mail_sent(&mut self, id: i64) -> Result<()>;
+    /// Records a failed attempt; `next`: when to try again (`None`: give up).
+    fn mail_failed(&mut self, id: i64, error: &str, next: Option<&str>) -> Result<()>;
 }
 
 /// The transaction of one file: lookups and inserts of §5, then commit or rollback.

@@ -10,11 +10,44 @@ use atmp_model::{Nomenclature, NomenclatureEntry, Nomenclatures, Siret};
 
 use crate::{
     now, Autorisation, Cell, Collectivite, Emetteur, FileTx, FindId, Found, ImportLog, ImportRow,
-    InsertId, Result, Store, StoreError, Table,
+    InsertId, Job, Mail, NewMail, NewUtilisateur, Result, Role, Scope, Store, StoreError,
+    SuiviQuery, SuiviRow, Table, Utilisateur,
 };
 
 /// The migrations, applied in order on open; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_platform.sql"),
+];
+
+/// The columns of `import` read by [`import_row`].
+const IMPORT_COLS: &str = "id, file_name, sha256, head_sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, \
+    started_at, finished_at, result, label, errors, warnings, counts, job_id";
+
+fn import_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ImportRow)> {
+    Ok((
+        r.get(0)?,
+        ImportRow {
+            file_name: r.get(1)?,
+            sha256: r.get(2)?,
+            head_sha256: r.get(3)?,
+            size: r.get::<_, i64>(4)? as u64,
+            emetteur: r.get(5)?,
+            type_fichier: r.get(6)?,
+            mode: r.get(7)?,
+            date_creation: r.get(8)?,
+            cdg_siret: r.get(9)?,
+            started_at: r.get(10)?,
+            finished_at: r.get(11)?,
+            result: r.get(12)?,
+            label: r.get(13)?,
+            errors: r.get::<_, i64>(14)? as u64,
+            warnings: r.get::<_, i64>(15)? as u64,
+            counts: r.get(16)?,
+            job_id: r.get(17)?,
+        },
+    ))
+}
 
 /// The embedded SQLite store (WAL, one writer).
 pub struct SqliteStore {
@@ -125,6 +158,50 @@ impl SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn utilisateur_where(&self, clause: &str, arg: &dyn ToSql) -> Result<Vec<Utilisateur>> {
+        let sql = format!(
+            "SELECT u.id, u.login, u.password_hash, u.role, u.collectivite_id, c.siret, c.nom, u.email, u.doit_changer, u.actif \
+             FROM utilisateur u LEFT JOIN collectivite c ON c.id = u.collectivite_id WHERE {clause} ORDER BY u.login"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([arg], |r| {
+            let role: String = r.get(3)?;
+            Ok(Utilisateur {
+                id: r.get(0)?,
+                login: r.get(1)?,
+                password_hash: r.get(2)?,
+                role: Role::parse(&role).unwrap_or(Role::Collectivite),
+                collectivite_id: r.get(4)?,
+                collectivite_siret: r.get(5)?,
+                collectivite_nom: r.get(6)?,
+                email: r.get(7)?,
+                doit_changer: r.get(8)?,
+                actif: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn job_where(&self, clause: &str, args: &[&dyn ToSql]) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT id, emetteur, file_name, stored_path, size, received_at, state, attempts FROM job WHERE {clause}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, |r| {
+            Ok(Job {
+                id: r.get(0)?,
+                emetteur: r.get(1)?,
+                file_name: r.get(2)?,
+                stored_path: r.get(3)?,
+                size: r.get::<_, i64>(4)? as u64,
+                received_at: r.get(5)?,
+                state: r.get(6)?,
+                attempts: r.get::<_, i64>(7)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn emetteur_row(&self, code: &str) -> Result<Option<Emetteur>> {
         let row: Option<(i64, String, Option<String>)> = self
             .conn
@@ -172,8 +249,8 @@ fn collectivite_in(conn: &Connection, siret: &str) -> Result<Option<Collectivite
 
 fn insert_import(conn: &Connection, row: &ImportRow) -> Result<i64> {
     conn.execute(
-        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts, head_sha256) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts, head_sha256, job_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             row.file_name,
             row.sha256,
@@ -190,16 +267,22 @@ fn insert_import(conn: &Connection, row: &ImportRow) -> Result<i64> {
             row.errors as i64,
             row.warnings as i64,
             row.counts,
-            row.head_sha256
+            row.head_sha256,
+            row.job_id
         ],
     )?;
     Ok(conn.last_insert_rowid())
 }
 
-fn insert_logs(conn: &Connection, import_id: i64, logs: &[ImportLog]) -> Result<()> {
+fn insert_logs(
+    conn: &Connection,
+    import_id: i64,
+    row: &ImportRow,
+    logs: &[ImportLog],
+) -> Result<()> {
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO import_log (import_id, collectivite_siret, global, complet_path, erreurs_path, errors, warnings, label) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO import_log (import_id, collectivite_siret, global, complet_path, erreurs_path, errors, warnings, label, started_at, type_fichier) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     for l in logs {
         stmt.execute(params![
@@ -210,7 +293,9 @@ fn insert_logs(conn: &Connection, import_id: i64, logs: &[ImportLog]) -> Result<
             l.erreurs_path,
             l.errors as i64,
             l.warnings as i64,
-            l.label
+            l.label,
+            row.started_at,
+            row.type_fichier
         ])?;
     }
     Ok(())
@@ -386,39 +471,16 @@ impl Store for SqliteStore {
     fn record_import(&mut self, row: &ImportRow, logs: &[ImportLog]) -> Result<i64> {
         let tx = self.conn.transaction()?;
         let id = insert_import(&tx, row)?;
-        insert_logs(&tx, id, logs)?;
+        insert_logs(&tx, id, row, logs)?;
         tx.commit()?;
         Ok(id)
     }
 
     fn imports(&mut self) -> Result<Vec<(i64, ImportRow)>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, file_name, sha256, head_sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, \
-             result, label, errors, warnings, counts FROM import ORDER BY id DESC",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                ImportRow {
-                    file_name: r.get(1)?,
-                    sha256: r.get(2)?,
-                    head_sha256: r.get(3)?,
-                    size: r.get::<_, i64>(4)? as u64,
-                    emetteur: r.get(5)?,
-                    type_fichier: r.get(6)?,
-                    mode: r.get(7)?,
-                    date_creation: r.get(8)?,
-                    cdg_siret: r.get(9)?,
-                    started_at: r.get(10)?,
-                    finished_at: r.get(11)?,
-                    result: r.get(12)?,
-                    label: r.get(13)?,
-                    errors: r.get::<_, i64>(14)? as u64,
-                    warnings: r.get::<_, i64>(15)? as u64,
-                    counts: r.get(16)?,
-                },
-            ))
-        })?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {IMPORT_COLS} FROM import ORDER BY id DESC"
+        ))?;
+        let rows = stmt.query_map([], import_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -448,6 +510,440 @@ impl Store for SqliteStore {
             dossier_widths: Vec::new(),
             done: false,
         }))
+    }
+
+    fn set_cdg(&mut self, siret: &str, cdg: Option<&str>) -> Result<()> {
+        let c = collectivite_in(&self.conn, siret)?
+            .ok_or_else(|| StoreError::Invalid(format!("la collectivité {siret} n'existe pas")))?;
+        let cdg_id = match cdg {
+            None => None,
+            Some(s) => {
+                if s == siret {
+                    return Err(StoreError::Invalid(
+                        "une collectivité ne peut pas être rattachée à elle-même".into(),
+                    ));
+                }
+                Some(
+                    collectivite_in(&self.conn, s)?
+                        .ok_or_else(|| {
+                            StoreError::Invalid(format!(
+                                "le CDG {s} n'existe pas : créez-le d'abord"
+                            ))
+                        })?
+                        .id,
+                )
+            }
+        };
+        self.conn.execute(
+            "UPDATE collectivite SET cdg_id = ?2 WHERE id = ?1",
+            params![c.id, cdg_id],
+        )?;
+        Ok(())
+    }
+
+    fn services(&mut self, collectivite_id: i64) -> Result<Vec<(i64, String, Option<String>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, code, libelle FROM service WHERE collectivite_id = ?1 ORDER BY code",
+        )?;
+        let rows = stmt.query_map([collectivite_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn add_service(
+        &mut self,
+        collectivite_id: i64,
+        code: &str,
+        libelle: Option<&str>,
+    ) -> Result<bool> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO service (collectivite_id, code, libelle, import_id) VALUES (?1, ?2, ?3, 0)",
+            params![collectivite_id, code, libelle],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn set_emetteur_password(&mut self, code: &str, hash: &str) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE emetteur SET password_hash = ?2 WHERE code = ?1",
+            params![code, hash],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Invalid(format!(
+                "l'émetteur {code} n'existe pas"
+            )));
+        }
+        Ok(())
+    }
+
+    fn emetteur_password(&mut self, code: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT password_hash FROM emetteur WHERE code = ?1")?
+            .query_row([code], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    fn add_utilisateur(&mut self, u: &NewUtilisateur) -> Result<Utilisateur> {
+        let collectivite_id = match (&u.collectivite, u.role.needs_collectivite()) {
+            (Some(s), true) => Some(
+                collectivite_in(&self.conn, s)?
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!(
+                            "la collectivité {s} n'existe pas : créez-la d'abord"
+                        ))
+                    })?
+                    .id,
+            ),
+            (None, true) => {
+                return Err(StoreError::Invalid(format!(
+                    "le rôle {} demande une collectivité (--collectivite SIRET)",
+                    u.role.code()
+                )))
+            }
+            (Some(_), false) => {
+                return Err(StoreError::Invalid(
+                    "un administrateur plate-forme n'est rattaché à aucune collectivité".into(),
+                ))
+            }
+            (None, false) => None,
+        };
+        if u.login.trim().is_empty() {
+            return Err(StoreError::Invalid("l'identifiant est vide".into()));
+        }
+        let exists: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM utilisateur WHERE login = ?1",
+                [&u.login],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if exists.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "l'identifiant {} est déjà pris",
+                u.login
+            )));
+        }
+        self.conn.execute(
+            "INSERT INTO utilisateur (login, password_hash, role, collectivite_id, email, doit_changer, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                u.login,
+                u.password_hash,
+                u.role.code(),
+                collectivite_id,
+                u.email,
+                u.doit_changer,
+                now()
+            ],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        Ok(self.utilisateur_where("u.id = ?1", &id)?.remove(0))
+    }
+
+    fn utilisateur(&mut self, login: &str) -> Result<Option<Utilisateur>> {
+        Ok(self.utilisateur_where("u.login = ?1", &login)?.pop())
+    }
+
+    fn utilisateur_by_id(&mut self, id: i64) -> Result<Option<Utilisateur>> {
+        Ok(self.utilisateur_where("u.id = ?1", &id)?.pop())
+    }
+
+    fn utilisateurs(&mut self) -> Result<Vec<Utilisateur>> {
+        self.utilisateur_where("?1 = 1", &1)
+    }
+
+    fn count_utilisateurs(&mut self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM utilisateur", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    fn set_utilisateur_password(&mut self, id: i64, hash: &str, doit_changer: bool) -> Result<()> {
+        self.conn.execute(
+            "UPDATE utilisateur SET password_hash = ?2, doit_changer = ?3 WHERE id = ?1",
+            params![id, hash, doit_changer],
+        )?;
+        Ok(())
+    }
+
+    fn set_utilisateur_actif(&mut self, id: i64, actif: bool) -> Result<()> {
+        self.conn.execute(
+            "UPDATE utilisateur SET actif = ?2 WHERE id = ?1",
+            params![id, actif],
+        )?;
+        if !actif {
+            self.conn
+                .execute("DELETE FROM session WHERE utilisateur_id = ?1", [id])?;
+        }
+        Ok(())
+    }
+
+    fn destinataires(&mut self, siret: &str, global: bool) -> Result<Vec<String>> {
+        // A collectivité's log goes to its own users; a global CDG log to the CDG's admins.
+        let sql = if global {
+            "SELECT DISTINCT u.email FROM utilisateur u JOIN collectivite c ON c.id = u.collectivite_id \
+             WHERE c.siret = ?1 AND u.role = 'cdg' AND u.actif = 1 AND u.email IS NOT NULL AND u.email <> '' ORDER BY 1"
+        } else {
+            "SELECT DISTINCT u.email FROM utilisateur u JOIN collectivite c ON c.id = u.collectivite_id \
+             WHERE c.siret = ?1 AND u.role IN ('collectivite-admin', 'collectivite') AND u.actif = 1 \
+             AND u.email IS NOT NULL AND u.email <> '' ORDER BY 1"
+        };
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([siret], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn create_session(
+        &mut self,
+        token_sha256: &str,
+        user: i64,
+        csrf: &str,
+        expires_at: &str,
+    ) -> Result<()> {
+        let t = now();
+        self.conn
+            .execute("DELETE FROM session WHERE expires_at < ?1", [&t])?;
+        self.conn.execute(
+            "INSERT INTO session (token_sha256, utilisateur_id, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![token_sha256, user, csrf, t, expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn session(&mut self, token_sha256: &str, now: &str) -> Result<Option<(Utilisateur, String)>> {
+        let found: Option<(i64, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT utilisateur_id, csrf FROM session WHERE token_sha256 = ?1 AND expires_at > ?2",
+            )?
+            .query_row(params![token_sha256, now], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((uid, csrf)) = found else {
+            return Ok(None);
+        };
+        Ok(self
+            .utilisateur_where("u.id = ?1", &uid)?
+            .pop()
+            .filter(|u| u.actif)
+            .map(|u| (u, csrf)))
+    }
+
+    fn delete_session(&mut self, token_sha256: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM session WHERE token_sha256 = ?1",
+            [token_sha256],
+        )?;
+        Ok(())
+    }
+
+    fn delete_sessions_of(&mut self, user: i64, keep: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM session WHERE utilisateur_id = ?1 AND token_sha256 IS NOT ?2",
+            params![user, keep],
+        )?;
+        Ok(())
+    }
+
+    fn add_job(
+        &mut self,
+        emetteur: &str,
+        file_name: &str,
+        stored_path: &str,
+        size: u64,
+    ) -> Result<i64> {
+        let t = now();
+        self.conn.execute(
+            "INSERT INTO job (emetteur, file_name, stored_path, size, received_at, state, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'attente', ?5)",
+            params![emetteur, file_name, stored_path, size as i64, t],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn next_job(&mut self) -> Result<Option<Job>> {
+        Ok(self
+            .job_where("state IN ('attente', 'en_cours') ORDER BY id LIMIT 1", &[])?
+            .pop())
+    }
+
+    fn job(&mut self, id: i64) -> Result<Option<Job>> {
+        Ok(self.job_where("id = ?1", &[&id])?.pop())
+    }
+
+    fn job_paths(&mut self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT stored_path FROM job")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn set_job_state(&mut self, id: i64, state: &str, error: Option<&str>) -> Result<()> {
+        let bump = i64::from(state == "en_cours");
+        self.conn.execute(
+            "UPDATE job SET state = ?2, last_error = coalesce(?3, last_error), attempts = attempts + ?4, updated_at = ?5 WHERE id = ?1",
+            params![id, state, error, bump, now()],
+        )?;
+        Ok(())
+    }
+
+    fn finish_job(&mut self, id: i64, import_id: i64, sha256: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE job SET state = 'fait', import_id = ?2, sha256 = ?3, updated_at = ?4 WHERE id = ?1",
+            params![id, import_id, sha256, now()],
+        )?;
+        Ok(())
+    }
+
+    fn import_of_job(&mut self, job_id: i64) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id FROM import WHERE job_id = ?1")?
+            .query_row([job_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn import(&mut self, id: i64) -> Result<Option<crate::ImportDetail>> {
+        let row = self
+            .conn
+            .prepare_cached(&format!("SELECT {IMPORT_COLS} FROM import WHERE id = ?1"))?
+            .query_row([id], |r| Ok(import_row(r)?.1))
+            .optional()?;
+        let Some(row) = row else { return Ok(None) };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, collectivite_siret, global, complet_path, erreurs_path, errors, warnings, label \
+             FROM import_log WHERE import_id = ?1 ORDER BY global, id",
+        )?;
+        let logs = stmt
+            .query_map([id], |r| {
+                Ok((
+                    r.get(0)?,
+                    ImportLog {
+                        collectivite_siret: r.get(1)?,
+                        global: r.get(2)?,
+                        complet_path: r.get(3)?,
+                        erreurs_path: r.get(4)?,
+                        errors: r.get::<_, i64>(5)? as u64,
+                        warnings: r.get::<_, i64>(6)? as u64,
+                        label: r.get(7)?,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Some((row, logs)))
+    }
+
+    fn suivi(&mut self, q: &SuiviQuery) -> Result<(Vec<SuiviRow>, u64)> {
+        // Dates are stored as local `YYYY-MM-DDTHH:MM:SS`: the period is a text range.
+        let du = q.du.clone();
+        let au = format!("{}T99", q.au);
+        let mut wheres: Vec<String> = vec!["l.started_at >= ?1".into(), "l.started_at < ?2".into()];
+        let mut args: Vec<Box<dyn ToSql>> = vec![Box::new(du), Box::new(au)];
+        match &q.scope {
+            Scope::Tout => {}
+            Scope::Cdg { id, siret } => {
+                wheres.push(
+                    "((l.global = 0 AND l.collectivite_siret IN (SELECT siret FROM collectivite WHERE id = ?3 OR cdg_id = ?3)) \
+                     OR (l.global = 1 AND l.collectivite_siret = ?4))"
+                        .into(),
+                );
+                args.push(Box::new(*id));
+                args.push(Box::new(siret.clone()));
+            }
+            Scope::Collectivite { siret } => {
+                wheres.push("l.global = 0 AND l.collectivite_siret = ?3".into());
+                args.push(Box::new(siret.clone()));
+            }
+        }
+        if let Some(t) = &q.type_fichier {
+            let n = args.len() + 1;
+            wheres.push(format!("l.type_fichier = ?{n}"));
+            args.push(Box::new(t.clone()));
+        }
+        let filter = wheres.join(" AND ");
+        let params: Vec<&dyn ToSql> = args.iter().map(|b| b.as_ref()).collect();
+        let total: i64 = self
+            .conn
+            .prepare_cached(&format!("SELECT count(*) FROM import_log l WHERE {filter}"))?
+            .query_row(params.as_slice(), |r| r.get(0))?;
+        let n = args.len();
+        let sql = format!(
+            "SELECT l.id, l.import_id, l.type_fichier, l.started_at, l.label, l.collectivite_siret, c.nom, l.global, i.file_name \
+             FROM import_log l JOIN import i ON i.id = l.import_id LEFT JOIN collectivite c ON c.siret = l.collectivite_siret \
+             WHERE {filter} ORDER BY l.started_at DESC, l.id DESC LIMIT ?{} OFFSET ?{}",
+            n + 1,
+            n + 2
+        );
+        let limit = q.limit as i64;
+        let offset = q.offset as i64;
+        let mut all = params.clone();
+        all.push(&limit);
+        all.push(&offset);
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(all.as_slice(), |r| {
+                Ok(SuiviRow {
+                    log_id: r.get(0)?,
+                    import_id: r.get(1)?,
+                    type_fichier: r.get(2)?,
+                    started_at: r.get(3)?,
+                    label: r.get(4)?,
+                    collectivite_siret: r.get(5)?,
+                    collectivite_nom: r.get(6)?,
+                    global: r.get(7)?,
+                    file_name: r.get(8)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((rows, total as u64))
+    }
+
+    fn enqueue_mail(&mut self, m: &NewMail) -> Result<()> {
+        let att = serde_json::to_string(&m.attachments).expect("strings");
+        self.conn.execute(
+            "INSERT OR IGNORE INTO mail (import_id, recipient, subject, body, attachments, state, next_attempt_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'attente', ?6)",
+            params![m.import_id, m.recipient, m.subject, m.body, att, now()],
+        )?;
+        Ok(())
+    }
+
+    fn due_mails(&mut self, now: &str, limit: usize) -> Result<Vec<Mail>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, import_id, recipient, subject, body, attachments, attempts FROM mail \
+             WHERE state = 'attente' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now, limit as i64], |r| {
+            let att: String = r.get(5)?;
+            Ok(Mail {
+                id: r.get(0)?,
+                import_id: r.get(1)?,
+                recipient: r.get(2)?,
+                subject: r.get(3)?,
+                body: r.get(4)?,
+                attachments: serde_json::from_str(&att).unwrap_or_default(),
+                attempts: r.get::<_, i64>(6)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn mail_sent(&mut self, id: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE mail SET state = 'envoye', sent_at = ?2, attempts = attempts + 1 WHERE id = ?1",
+            params![id, now()],
+        )?;
+        Ok(())
+    }
+
+    fn mail_failed(&mut self, id: i64, error: &str, next: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE mail SET attempts = attempts + 1, last_error = ?2, next_attempt_at = coalesce(?3, next_attempt_at), \
+             state = CASE WHEN ?3 IS NULL THEN 'abandonne' ELSE 'attente' END WHERE id = ?1",
+            params![id, error, next],
+        )?;
+        Ok(())
     }
 }
 
@@ -676,7 +1172,7 @@ impl FileTx for SqliteFileTx<'_> {
                 row.sha256
             ],
         )?;
-        insert_logs(self.conn, self.import_id, logs)?;
+        insert_logs(self.conn, self.import_id, row, logs)?;
         self.conn.execute_batch("COMMIT")?;
         self.done = true;
         Ok(())

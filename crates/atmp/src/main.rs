@@ -71,6 +71,11 @@ enum Command {
     },
     /// Génère un fichier DECLARATION réaliste de N agents (bancs d'essai)
     Gen(GenArgs),
+    /// Démarre la plate-forme : dépôt FTPS, intégration automatique, administration web
+    Serve(ServeArgs),
+    /// Gère les comptes de l'administration web
+    #[command(subcommand)]
+    Utilisateur(UtilisateurCmd),
     /// Écrit le schéma XSD publié (schema/flux-1.0.xsd)
     Xsd,
 }
@@ -112,6 +117,9 @@ enum EmetteurCmd {
         /// Référence de l'accord écrit (registre des consentements)
         #[arg(long)]
         reference: Option<String>,
+        /// Lit le mot de passe du compte FTPS sur l'entrée standard (une ligne)
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Enregistre l'état de l'autorisation d'un émetteur pour une collectivité
     Autorisation {
@@ -126,6 +134,68 @@ enum EmetteurCmd {
     },
     /// Liste les émetteurs et leurs autorisations
     List,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Adresse du serveur web (défaut 127.0.0.1:8443 ; port 0 : un port libre)
+    #[arg(long)]
+    http: Option<String>,
+    /// Adresse du serveur FTPS (défaut 127.0.0.1:2121 ; port 0 : un port libre)
+    #[arg(long)]
+    ftps: Option<String>,
+    /// Dossier des données : base, fichiers reçus, journaux, dossiers FTPS (défaut ./data)
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Fichier de configuration TOML (voir atmp.example.toml)
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Charge les collectivités, émetteurs et fichiers d'exemple (base vide seulement)
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Plateforme,
+    Cdg,
+    CollectiviteAdmin,
+    Collectivite,
+}
+
+#[derive(Subcommand)]
+enum UtilisateurCmd {
+    /// Crée un compte de l'administration web
+    Add {
+        #[arg(long)]
+        login: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// SIRET de la collectivité (ou du CDG) du compte ; tous les rôles sauf plateforme
+        #[arg(long, value_parser = parse_siret)]
+        collectivite: Option<Siret>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Lit le mot de passe sur l'entrée standard (une ligne) ; sinon un mot de passe à
+        /// usage unique est tiré et affiché
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Liste les comptes
+    List,
+}
+
+/// One line of standard input: a password, checked.
+fn read_password() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("lecture du mot de passe sur l'entrée standard")?;
+    let p = line.trim_end_matches(['\n', '\r']).to_string();
+    if let Some(problem) = atmp_platform::auth::password_problem(&p) {
+        bail!("mot de passe refusé : {problem}");
+    }
+    Ok(p)
 }
 
 #[derive(Subcommand)]
@@ -176,13 +246,6 @@ fn parse_code(s: &str) -> std::result::Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ATMP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -191,6 +254,19 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // The platform reports its work (ids and counts only, never personal data).
+    let default_filter = if matches!(cli.command, Command::Serve(_)) {
+        "warn,atmp=info,atmp_platform=info,atmp_integrator=info"
+    } else {
+        "error"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ATMP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -198,6 +274,50 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `atmp serve`: the platform, until Ctrl-C or SIGTERM.
+fn serve(db: Option<String>, args: ServeArgs) -> Result<u8> {
+    let mut config = atmp_platform::Config::load(args.config.as_deref())?;
+    if let Some(d) = args.data {
+        config.data_dir = d;
+    }
+    if let Some(db) = db {
+        config.database_url = db;
+    }
+    if let Some(h) = &args.http {
+        config.set_http(h)?;
+    }
+    if let Some(f) = &args.ftps {
+        config.set_ftps(f)?;
+    }
+    config.demo = args.demo;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("démarrage du moteur d'exécution")?;
+    rt.block_on(async move {
+        let app = atmp_platform::Application::build(config).await?;
+        if let Some(pw) = &app.first_admin_password {
+            println!("Premier démarrage : compte administrateur plate-forme « admin » créé.");
+            println!("Mot de passe à usage unique (affiché une seule fois, à changer à la première connexion) : {pw}");
+        }
+        if let Some(d) = &app.demo_summary {
+            print!("{d}");
+        }
+        let scheme = if app.shared().config.web_tls { "https" } else { "http" };
+        println!(
+            "atmp est prêt : web {scheme}://{} — FTPS {} (TLS obligatoire) — données {}",
+            app.http_addr(),
+            app.ftps_addr(),
+            app.shared().data_dir.display()
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        app.run_until_stopped().await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(0)
 }
 
 fn open_store(db: &Option<String>) -> Result<Box<dyn Store>> {
@@ -263,13 +383,25 @@ fn run(cli: Cli) -> Result<u8> {
                     nom,
                     collectivites,
                     reference,
+                    password_stdin,
                 } => {
+                    let password = if password_stdin {
+                        Some(read_password()?)
+                    } else {
+                        None
+                    };
                     for s in &collectivites {
                         if store.collectivite(s.as_str())?.is_none() {
                             bail!("la collectivité {s} n'existe pas : créez-la d'abord (atmp collectivite add)");
                         }
                     }
                     store.add_emetteur(&code, nom.as_deref())?;
+                    if let Some(p) = password {
+                        store.set_emetteur_password(
+                            &code,
+                            &atmp_platform::auth::hash_password(&p),
+                        )?;
+                    }
                     for s in &collectivites {
                         store.set_autorisation(
                             &code,
@@ -302,6 +434,70 @@ fn run(cli: Cli) -> Result<u8> {
                 EmetteurCmd::List => {
                     for e in store.emetteurs()? {
                         print_emetteur(&mut *store, &e.code, cli.json)?;
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Serve(args) => serve(cli.db, args),
+        Command::Utilisateur(u) => {
+            let mut store = open_store(&cli.db)?;
+            match u {
+                UtilisateurCmd::Add {
+                    login,
+                    role,
+                    collectivite,
+                    email,
+                    password_stdin,
+                } => {
+                    let role = match role {
+                        RoleArg::Plateforme => atmp_store::Role::Plateforme,
+                        RoleArg::Cdg => atmp_store::Role::Cdg,
+                        RoleArg::CollectiviteAdmin => atmp_store::Role::CollectiviteAdmin,
+                        RoleArg::Collectivite => atmp_store::Role::Collectivite,
+                    };
+                    let (password, generated) = if password_stdin {
+                        (read_password()?, false)
+                    } else {
+                        (atmp_platform::auth::password(), true)
+                    };
+                    let u = store.add_utilisateur(&atmp_store::NewUtilisateur {
+                        login,
+                        password_hash: atmp_platform::auth::hash_password(&password),
+                        role,
+                        collectivite: collectivite.map(|s| s.as_str().to_string()),
+                        email,
+                        doit_changer: generated,
+                    })?;
+                    if cli.json {
+                        println!(
+                            "{}",
+                            json!({"id": u.id, "login": u.login, "role": u.role.code(), "collectivite": u.collectivite_siret})
+                        );
+                    } else {
+                        println!("Utilisateur {} créé ({}).", u.login, u.role.libelle());
+                    }
+                    if generated {
+                        println!("Mot de passe à usage unique, à changer à la première connexion : {password}");
+                    }
+                }
+                UtilisateurCmd::List => {
+                    for u in store.utilisateurs()? {
+                        let c = u.collectivite_siret.clone().unwrap_or_default();
+                        if cli.json {
+                            println!(
+                                "{}",
+                                json!({"id": u.id, "login": u.login, "role": u.role.code(), "collectivite": c, "email": u.email, "actif": u.actif})
+                            );
+                        } else {
+                            println!(
+                                "{}  {}  {}  {}",
+                                u.login,
+                                u.role.code(),
+                                c,
+                                u.email.unwrap_or_default()
+                            );
+                        }
                     }
                 }
             }
@@ -557,6 +753,7 @@ fn import(
             logs_dir: logs_dir.clone(),
             display_name: None,
             progress: Some(&progress),
+            job_id: None,
         };
         let outcome = import_file(store, f, &opts).with_context(|| {
             format!(

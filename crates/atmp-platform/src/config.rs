@@ -1,0 +1,270 @@
+//! The platform's configuration: defaults, then a TOML file, then environment variables,
+//! then the command line (see `atmp.example.toml` at the root of the repository).
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::PlatformError;
+
+/// The resolved configuration of `atmp serve`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the base, the received files, the logs, the FTPS folders and the certificate live.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` (default: `<data>/atmp.db`).
+    pub database_url: String,
+    /// The web server's address (port 0: any free port).
+    pub http: SocketAddr,
+    /// The FTPS server's address (port 0: any free port).
+    pub ftps: SocketAddr,
+    /// The ports offered for FTPS passive data connections.
+    pub passive_ports: RangeInclusive<u16>,
+    /// The address users reach the web at, used in e-mail links.
+    pub public_url: Option<String>,
+    /// Whether the web is served over HTTPS (default); off only behind a TLS reverse proxy.
+    pub web_tls: bool,
+    /// PEM certificate chain and key for FTPS and HTTPS (default: generated self-signed).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// A production platform sends e-mail; any other never does.
+    pub production: bool,
+    /// `smtp://HOST:PORT`, `smtps://…` or `smtp://…?tls=required` (lettre's URL form).
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    /// Attach the logs (NIR masked) to the mails.
+    pub attach_logs: bool,
+    /// Load the example collectivités, senders and files on start.
+    pub demo: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            database_url: String::new(),
+            http: "127.0.0.1:8443".parse().expect("address"),
+            ftps: "127.0.0.1:2121".parse().expect("address"),
+            passive_ports: 50000..=50100,
+            public_url: None,
+            web_tls: true,
+            cert: None,
+            key: None,
+            production: false,
+            smtp_url: None,
+            mail_from: "atmp <ne-pas-repondre@atmp.invalid>".into(),
+            attach_logs: false,
+            demo: false,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    serveur: ServeurSection,
+    tls: TlsSection,
+    mail: MailSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct ServeurSection {
+    donnees: Option<PathBuf>,
+    base: Option<String>,
+    http: Option<String>,
+    ftps: Option<String>,
+    ports_passifs: Option<String>,
+    url_publique: Option<String>,
+    production: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct TlsSection {
+    certificat: Option<PathBuf>,
+    cle: Option<PathBuf>,
+    web: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct MailSection {
+    smtp: Option<String>,
+    expediteur: Option<String>,
+    joindre_journaux: Option<bool>,
+}
+
+fn addr(what: &str, s: &str) -> Result<SocketAddr, PlatformError> {
+    s.parse().map_err(|_| {
+        PlatformError::Config(format!(
+            "{what} : « {s} » n'est pas une adresse de la forme IP:PORT"
+        ))
+    })
+}
+
+fn ports(s: &str) -> Result<RangeInclusive<u16>, PlatformError> {
+    let bad = || {
+        PlatformError::Config(format!(
+            "ports passifs : « {s} » attendu de la forme DEBUT-FIN (par exemple 50000-50100)"
+        ))
+    };
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
+fn boolean(what: &str, s: &str) -> Result<bool, PlatformError> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "oui" | "yes" => Ok(true),
+        "0" | "false" | "non" | "no" | "" => Ok(false),
+        _ => Err(PlatformError::Config(format!(
+            "{what} : « {s} » attendu true ou false"
+        ))),
+    }
+}
+
+impl Config {
+    /// Reads the TOML file (if any), then the `ATMP_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, PlatformError> {
+        let mut c = Config::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                PlatformError::Config(format!(
+                    "{} : lecture impossible ({})",
+                    path.display(),
+                    atmp_flux::io_error_fr(&e)
+                ))
+            })?;
+            let f: FileConfig = toml::from_str(&text).map_err(|e| {
+                PlatformError::Config(format!("{} : {}", path.display(), e.message()))
+            })?;
+            if let Some(v) = f.serveur.donnees {
+                c.data_dir = v;
+            }
+            if let Some(v) = f.serveur.base {
+                c.database_url = v;
+            }
+            if let Some(v) = f.serveur.http {
+                c.http = addr("serveur.http", &v)?;
+            }
+            if let Some(v) = f.serveur.ftps {
+                c.ftps = addr("serveur.ftps", &v)?;
+            }
+            if let Some(v) = f.serveur.ports_passifs {
+                c.passive_ports = ports(&v)?;
+            }
+            if let Some(v) = f.serveur.url_publique {
+                c.public_url = Some(v);
+            }
+            if let Some(v) = f.serveur.production {
+                c.production = v;
+            }
+            c.cert = f.tls.certificat.or(c.cert);
+            c.key = f.tls.cle.or(c.key);
+            if let Some(v) = f.tls.web {
+                c.web_tls = v;
+            }
+            c.smtp_url = f.mail.smtp.or(c.smtp_url);
+            if let Some(v) = f.mail.expediteur {
+                c.mail_from = v;
+            }
+            if let Some(v) = f.mail.joindre_journaux {
+                c.attach_logs = v;
+            }
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let Some(v) = env("ATMP_DATA") {
+            c.data_dir = v.into();
+        }
+        if let Some(v) = env("ATMP_DATABASE_URL") {
+            c.database_url = v;
+        }
+        if let Some(v) = env("ATMP_HTTP") {
+            c.http = addr("ATMP_HTTP", &v)?;
+        }
+        if let Some(v) = env("ATMP_FTPS") {
+            c.ftps = addr("ATMP_FTPS", &v)?;
+        }
+        if let Some(v) = env("ATMP_FTPS_PASSIVE_PORTS") {
+            c.passive_ports = ports(&v)?;
+        }
+        if let Some(v) = env("ATMP_PUBLIC_URL") {
+            c.public_url = Some(v);
+        }
+        if let Some(v) = env("ATMP_PRODUCTION") {
+            c.production = boolean("ATMP_PRODUCTION", &v)?;
+        }
+        if let Some(v) = env("ATMP_WEB_TLS") {
+            c.web_tls = boolean("ATMP_WEB_TLS", &v)?;
+        }
+        if let Some(v) = env("ATMP_TLS_CERT") {
+            c.cert = Some(v.into());
+        }
+        if let Some(v) = env("ATMP_TLS_KEY") {
+            c.key = Some(v.into());
+        }
+        if let Some(v) = env("ATMP_SMTP_URL") {
+            c.smtp_url = Some(v);
+        }
+        if let Some(v) = env("ATMP_MAIL_FROM") {
+            c.mail_from = v;
+        }
+        if let Some(v) = env("ATMP_MAIL_ATTACH_LOGS") {
+            c.attach_logs = boolean("ATMP_MAIL_ATTACH_LOGS", &v)?;
+        }
+        Ok(c)
+    }
+
+    /// Sets addresses from strings given on the command line.
+    pub fn set_http(&mut self, s: &str) -> Result<(), PlatformError> {
+        self.http = addr("--http", s)?;
+        Ok(())
+    }
+
+    pub fn set_ftps(&mut self, s: &str) -> Result<(), PlatformError> {
+        self.ftps = addr("--ftps", s)?;
+        Ok(())
+    }
+
+    /// The base's URL: the one configured, or `sqlite://<data>/atmp.db`.
+    pub fn database(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("atmp.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("atmp.toml");
+        std::fs::write(
+            &p,
+            "[serveur]\nhttp = \"0.0.0.0:9443\"\nports_passifs = \"40000-40010\"\nproduction = true\n[mail]\njoindre_journaux = true\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.http.port(), 9443);
+        assert_eq!(c.passive_ports, 40000..=40010);
+        assert!(c.production && c.attach_logs);
+        std::fs::write(&p, "[serveur]\nhttpp = \"x\"\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("httpp"), "{e}");
+        std::fs::write(&p, "[serveur]\nports_passifs = \"9-1\"\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("DEBUT-FIN"), "{e}");
+    }
+}

@@ -1,0 +1,209 @@
+//! FTPS intake: one account and one folder per sender; a completed upload becomes a durable
+//! job and the listener returns at once (the worker integrates it).
+//!
+//! The layer stays thin: libunftp serves the protocol over TLS (required for login and data),
+//! [`SenderAuth`] checks the sender's argon2 password, [`SenderHome`] confines each sender to
+//! `<data>/ftp/<code>/`, and [`Intake`] turns an upload-complete event into a job row.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use libunftp::notification::{DataEvent, DataListener, EventMeta};
+use unftp_core::auth::{
+    AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
+    UserDetailProvider,
+};
+
+use crate::{PlatformError, Shared};
+
+/// A sender's code may name a folder: letters, digits, `-` and `_` only.
+pub fn valid_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A logged-in sender.
+#[derive(Debug)]
+pub struct Sender {
+    code: String,
+    home: PathBuf,
+}
+
+impl fmt::Display for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.code)
+    }
+}
+
+impl UserDetail for Sender {
+    fn home(&self) -> Option<&Path> {
+        Some(&self.home)
+    }
+}
+
+/// Checks a sender's code and password against the base.
+#[derive(Debug)]
+pub struct SenderAuth {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl Authenticator for SenderAuth {
+    async fn authenticate(
+        &self,
+        username: &str,
+        creds: &Credentials,
+    ) -> Result<Principal, AuthenticationError> {
+        if !valid_code(username) {
+            return Err(AuthenticationError::BadUser);
+        }
+        let password = creds.password.clone().unwrap_or_default();
+        let shared = self.shared.clone();
+        let code = username.to_string();
+        let ok = tokio::task::spawn_blocking(move || {
+            let hash = shared
+                .with_store(|s| s.emetteur_password(&code))
+                .ok()
+                .flatten();
+            // Same work whether or not the sender exists.
+            let hash = hash.unwrap_or_else(|| crate::auth::hash_password("-"));
+            crate::auth::verify_password(&password, &hash)
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            tracing::info!(emetteur = username, "FTPS login");
+            Ok(Principal {
+                username: username.to_string(),
+            })
+        } else {
+            tracing::warn!(emetteur = username, "FTPS login refused");
+            Err(AuthenticationError::BadPassword)
+        }
+    }
+}
+
+/// Gives each sender its folder (created on first login, with `retours/`).
+#[derive(Debug)]
+pub struct SenderHome {
+    pub(crate) root: PathBuf,
+}
+
+#[async_trait]
+impl UserDetailProvider for SenderHome {
+    type User = Sender;
+
+    async fn provide_user_detail(&self, principal: &Principal) -> Result<Sender, UserDetailError> {
+        if !valid_code(&principal.username) {
+            return Err(UserDetailError::new("code d'émetteur invalide"));
+        }
+        let home = self.root.join(&principal.username);
+        std::fs::create_dir_all(home.join("retours"))
+            .map_err(|e| UserDetailError::with_source("dossier de l'émetteur", e))?;
+        Ok(Sender {
+            code: principal.username.clone(),
+            home,
+        })
+    }
+}
+
+/// Whether a name is a client's temporary upload name (renamed when complete).
+fn temporary(name: &str) -> bool {
+    let l = name.to_ascii_lowercase();
+    name.starts_with('.')
+        || l.ends_with(".part")
+        || l.ends_with(".tmp")
+        || l.ends_with(".filepart")
+        || l.ends_with(".partial")
+}
+
+/// Turns completed uploads into jobs.
+#[derive(Debug)]
+pub struct Intake {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl DataListener for Intake {
+    async fn receive_data_event(&self, e: DataEvent, m: EventMeta) {
+        let path = match e {
+            DataEvent::Put { path, .. } => path,
+            DataEvent::Renamed { to, .. } => to,
+            _ => return,
+        };
+        let shared = self.shared.clone();
+        let user = m.username.clone();
+        let r = tokio::task::spawn_blocking(move || receive(&shared, &user, &path)).await;
+        match r {
+            Ok(Ok(Some(job))) => tracing::info!(job, emetteur = %m.username, "file received"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::error!(emetteur = %m.username, error = %e, "file not queued"),
+            Err(e) => tracing::error!(error = %e, "intake task failed"),
+        }
+    }
+}
+
+/// Moves a completed upload out of the sender's folder into `<data>/recus/` (read-only) and
+/// records its job. Only files at the root of the folder are taken.
+fn receive(shared: &Shared, user: &str, ftp_path: &str) -> Result<Option<i64>, PlatformError> {
+    if !valid_code(user) {
+        return Ok(None);
+    }
+    let rel = ftp_path.trim_start_matches('/');
+    if rel.is_empty() || rel.contains('/') || rel.contains('\\') || rel == ".." || temporary(rel) {
+        return Ok(None);
+    }
+    let src = shared.ftp_root().join(user).join(rel);
+    if !src.is_file() {
+        return Ok(None);
+    }
+    let stored = shared.spool_path(user, rel);
+    std::fs::rename(&src, &stored)?;
+    crate::worker::make_read_only(&stored)?;
+    let size = std::fs::metadata(&stored)?.len();
+    let id = shared.with_store(|s| s.add_job(user, rel, &stored.to_string_lossy(), size))?;
+    shared.wake_worker();
+    Ok(Some(id))
+}
+
+/// Starts the FTPS server; returns when it stops.
+pub async fn run(
+    shared: Arc<Shared>,
+    addr: std::net::SocketAddr,
+    cert: PathBuf,
+    key: PathBuf,
+) -> Result<(), PlatformError> {
+    let root = shared.ftp_root();
+    std::fs::create_dir_all(&root)?;
+    let fs_root = root.clone();
+    let server =
+        libunftp::ServerBuilder::<unftp_sbe_fs::Filesystem, Sender>::with_user_detail_provider(
+            Box::new(move || unftp_sbe_fs::Filesystem::new(fs_root.clone()).expect("ftp root")),
+            Arc::new(SenderHome { root: root.clone() }),
+        )
+        .authenticator(Arc::new(SenderAuth {
+            shared: shared.clone(),
+        }))
+        .greeting("atmp : dépôt des fichiers AT/MP (FTPS obligatoire)")
+        .ftps(cert, key)
+        .ftps_required(
+            libunftp::options::FtpsRequired::All,
+            libunftp::options::FtpsRequired::All,
+        )
+        .passive_ports(shared.config.passive_ports.clone())
+        .idle_session_timeout(600)
+        .notify_data(Intake {
+            shared: shared.clone(),
+        })
+        .build()
+        .map_err(|e| PlatformError::Ftps(e.to_string()))?;
+    server
+        .listen(addr.to_string())
+        .await
+        .map_err(|e| PlatformError::Ftps(e.to_string()))
+}

@@ -1,0 +1,383 @@
+//! E-mail after each import: an outbox in the base, filled by the worker once the import is
+//! committed (production platforms only) and emptied by [`run`], which retries failures with
+//! a growing delay. Sending never blocks integration. A mail carries no name and no NIR: the
+//! result, the counts and a link; the logs are attached only where configured, masked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atmp_store::{ImportLog, ImportRow, Mail, NewMail, Store};
+use lettre::message::{header::ContentType, Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::{PlatformError, Shared};
+
+/// Attempts before a mail is given up.
+const MAX_ATTEMPTS: u64 = 8;
+
+/// Queues the mails of an import: one per recipient of each log (the collectivité's users;
+/// the CDG's administrators for the global log of a grouped file).
+pub fn enqueue(
+    shared: &Shared,
+    store: &mut dyn Store,
+    import_id: i64,
+    row: &ImportRow,
+    logs: &[(i64, ImportLog)],
+) -> Result<(), PlatformError> {
+    let single = logs.iter().filter(|(_, l)| !l.global).count() <= 1;
+    for (_, l) in logs {
+        if l.collectivite_siret.is_empty() {
+            continue;
+        }
+        let recipients = store.destinataires(&l.collectivite_siret, l.global)?;
+        if recipients.is_empty() {
+            continue;
+        }
+        let nom = store
+            .collectivite(&l.collectivite_siret)?
+            .map(|c| c.nom)
+            .unwrap_or_default();
+        let subject = format!(
+            "[atmp] {} : {}",
+            row.file_name,
+            if l.global { &row.label } else { &l.label }
+        );
+        let mut body = String::new();
+        body.push_str("Bonjour,\n\n");
+        body.push_str(&format!(
+            "Le fichier « {} » (émetteur {}) a été traité par la plate-forme atmp.\n\n",
+            row.file_name,
+            row.emetteur.as_deref().unwrap_or("inconnu")
+        ));
+        if l.global {
+            body.push_str(&format!(
+                "Journal global du CDG : {nom} ({})\n",
+                l.collectivite_siret
+            ));
+        } else {
+            body.push_str(&format!(
+                "Collectivité : {nom} ({})\n",
+                l.collectivite_siret
+            ));
+        }
+        body.push_str(&format!(
+            "Type de fichier : {}\nRésultat : {}\nErreurs : {} — Avertissements : {}\n",
+            row.type_fichier.as_deref().unwrap_or("—"),
+            l.label,
+            l.errors,
+            l.warnings
+        ));
+        if single || l.global {
+            body.push_str(&counts_text(&row.counts));
+        }
+        body.push_str(&format!(
+            "\nDétail de l'import et journaux : {}/imports/{import_id}\n\n",
+            shared.public_url()
+        ));
+        body.push_str(
+            "Ce message est envoyé automatiquement ; il ne contient ni nom ni NIR. \
+             Les journaux complets se téléchargent après connexion.\n",
+        );
+        let attachments = if shared.config.attach_logs {
+            let base = format!("import-{import_id}-{}", l.collectivite_siret);
+            vec![
+                (format!("{base}-complet-masque.log"), l.complet_path.clone()),
+                (format!("{base}-erreurs-masque.log"), l.erreurs_path.clone()),
+            ]
+        } else {
+            vec![]
+        };
+        for to in recipients {
+            store.enqueue_mail(&NewMail {
+                import_id,
+                recipient: to,
+                subject: subject.clone(),
+                body: body.clone(),
+                attachments: attachments.clone(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn counts_text(counts: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(counts).unwrap_or_default();
+    let Some(map) = v.as_object() else {
+        return String::new();
+    };
+    let mut s = String::from("\nEnregistrements (ajoutés / déjà présents / rejetés) :\n");
+    for (k, c) in map {
+        let g = |f: &str| c.get(f).and_then(|x| x.as_u64()).unwrap_or(0);
+        s.push_str(&format!(
+            "  {k} : {} / {} / {}\n",
+            g("added"),
+            g("existing"),
+            g("rejected")
+        ));
+    }
+    s
+}
+
+/// Masks a NIR-shaped token (13 or 15 characters, digits, Corsica's 2A/2B allowed): only
+/// the first character (the sex) is kept.
+fn is_nir(tok: &str) -> bool {
+    let b = tok.as_bytes();
+    (b.len() == 13 || b.len() == 15)
+        && b.iter().enumerate().all(|(i, c)| {
+            c.is_ascii_digit() || (i == 6 && (*c == b'A' || *c == b'B' || *c == b'a' || *c == b'b'))
+        })
+}
+
+fn mask_nirs(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut tok = String::new();
+    let flush = |tok: &mut String, out: &mut String| {
+        if is_nir(tok) {
+            out.push_str(&tok[..1]);
+            out.extend(std::iter::repeat_n('*', tok.len() - 1));
+        } else {
+            out.push_str(tok);
+        }
+        tok.clear();
+    };
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            tok.push(c);
+        } else {
+            flush(&mut tok, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut tok, &mut out);
+    out
+}
+
+/// Replaces every `«…»` value and every `[…]` identity by a mask.
+fn mask_values(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut depth: Option<char> = None;
+    for c in s.chars() {
+        match (depth, c) {
+            (None, '«') => {
+                depth = Some('»');
+                out.push_str("« ***");
+            }
+            (None, '[') => {
+                depth = Some(']');
+                out.push_str("[données masquées");
+            }
+            (Some(end), c) if c == end => {
+                depth = None;
+                out.push(c);
+            }
+            (Some(_), _) => {}
+            (None, c) => out.push(c),
+        }
+    }
+    out
+}
+
+/// The agent field with names reduced to initials and the NIR masked.
+fn mask_agent(s: &str) -> String {
+    let Some(rest) = s.strip_prefix("Agent : ") else {
+        return mask_nirs(s);
+    };
+    let parts: Vec<&str> = rest.split(" - ").collect();
+    let names = parts.first().copied().unwrap_or("");
+    let initials: Vec<String> = names
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let (open, inner) = match w.strip_prefix('(') {
+                Some(i) => ("(", i.trim_end_matches(')')),
+                None => ("", w),
+            };
+            let close = if open.is_empty() { "" } else { ")" };
+            let first: String = inner.chars().take(1).collect();
+            format!("{open}{first}.{close}")
+        })
+        .collect();
+    let year = parts
+        .get(1)
+        .and_then(|d| d.get(6..10))
+        .map(|y| format!("**/**/{y}"))
+        .unwrap_or_default();
+    let nir = parts.get(2).map(|n| mask_nirs(n)).unwrap_or_default();
+    format!("Agent : {} - {year} - {nir}", initials.join(" "))
+}
+
+fn split_csv(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            (true, '"') => quoted = false,
+            (false, '"') => quoted = true,
+            (false, ';') => fields.push(String::new()),
+            (_, c) => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
+
+fn join_csv(fields: &[String]) -> String {
+    fields
+        .iter()
+        .map(|f| {
+            if f.contains([';', '"', '\n', '\r']) {
+                format!("\"{}\"", f.replace('"', "\"\""))
+            } else {
+                f.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// A log with every NIR masked, names reduced to initials and field values hidden: what may
+/// travel by e-mail.
+pub fn mask_log(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let mut f = split_csv(line);
+        if f.len() >= 6 {
+            f[2] = mask_agent(&f[2]);
+            let msg = f[5..].join(";");
+            f.truncate(5);
+            f.push(mask_nirs(&mask_values(&msg)));
+            for x in f.iter_mut().take(5) {
+                *x = mask_nirs(x);
+            }
+            out.push_str(&join_csv(&f));
+        } else {
+            out.push_str(&mask_nirs(&mask_values(line)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn build_message(shared: &Shared, m: &Mail) -> Result<Message, String> {
+    let from: Mailbox = shared
+        .config
+        .mail_from
+        .parse()
+        .map_err(|e| format!("expéditeur invalide : {e}"))?;
+    let to: Mailbox = m
+        .recipient
+        .parse()
+        .map_err(|e| format!("destinataire invalide : {e}"))?;
+    let builder = Message::builder().from(from).to(to).subject(&m.subject);
+    let text = SinglePart::builder()
+        .header(ContentType::TEXT_PLAIN)
+        .body(m.body.clone());
+    if m.attachments.is_empty() {
+        return builder.singlepart(text).map_err(|e| e.to_string());
+    }
+    let mut mp = MultiPart::mixed().singlepart(text);
+    for (name, path) in &m.attachments {
+        let raw = std::fs::read_to_string(path)
+            .map_err(|e| format!("journal illisible : {}", atmp_flux::io_error_fr(&e)))?;
+        let ct = ContentType::parse("text/csv; charset=utf-8").expect("content type");
+        mp = mp.singlepart(Attachment::new(name.clone()).body(mask_log(&raw), ct));
+    }
+    builder.multipart(mp).map_err(|e| e.to_string())
+}
+
+/// Sends the queued mails, forever. Without an SMTP address, mails stay queued.
+pub async fn run(shared: Arc<Shared>) {
+    let Some(url) = shared.config.smtp_url.clone() else {
+        tracing::info!("no SMTP server configured: mails stay queued");
+        return;
+    };
+    let transport = match AsyncSmtpTransport::<Tokio1Executor>::from_url(&url) {
+        Ok(b) => b.timeout(Some(Duration::from_secs(30))).build(),
+        Err(e) => {
+            tracing::error!(error = %e, "invalid SMTP address: mails stay queued");
+            return;
+        }
+    };
+    let retry = shared.mail_retry;
+    loop {
+        let s2 = shared.clone();
+        let due = tokio::task::spawn_blocking(move || {
+            s2.with_store(|s| s.due_mails(&atmp_store::now(), 50))
+        })
+        .await;
+        let due = match due {
+            Ok(Ok(d)) => d,
+            _ => vec![],
+        };
+        for m in due {
+            let outcome = match build_message(&shared, &m) {
+                Ok(msg) => transport
+                    .send(msg)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            let s2 = shared.clone();
+            let attempts = m.attempts + 1;
+            let _ = tokio::task::spawn_blocking(move || {
+                s2.with_store(|s| match &outcome {
+                    Ok(()) => {
+                        tracing::info!(mail = m.id, import = m.import_id, "mail sent");
+                        s.mail_sent(m.id)
+                    }
+                    Err(e) => {
+                        let next = (attempts < MAX_ATTEMPTS).then(|| {
+                            let delay = retry * 2u32.saturating_pow(attempts as u32 - 1);
+                            (chrono::Local::now()
+                                + chrono::Duration::from_std(delay).unwrap_or_default())
+                            .format("%Y-%m-%dT%H:%M:%S")
+                            .to_string()
+                        });
+                        tracing::warn!(mail = m.id, attempts, error = %e, "mail not sent");
+                        s.mail_failed(m.id, e, next.as_deref())
+                    }
+                })
+            })
+            .await;
+        }
+        tokio::select! {
+            _ = shared.mail_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1).max(retry.min(Duration::from_secs(30)))) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_nir_names_and_values() {
+        let line = "11/01/2014 22:30:48;ERROR;Agent : DUPONT (MARTIN) J. Louis - 28/04/1978 - 178069912345675;;;Les données de l'agent dans la base [DUPONT (MARTIN) JEAN LOUIS - 22/06/1978 - 178069912345675] ne correspondent pas à celles du fichier à traiter [DUPONT (MARTIN) J. Louis - 28/04/1978 - 178069912345675] (prénom, date de naissance). Les données de l'agent sont rejetées.";
+        let m = mask_log(line);
+        assert!(!m.contains("178069912345675"), "{m}");
+        assert!(
+            !m.contains("DUPONT") && !m.contains("Louis") && !m.contains("28/04"),
+            "{m}"
+        );
+        assert!(
+            m.contains("Agent : D. (M.) J. L. - **/**/1978 - 1**************"),
+            "{m}"
+        );
+        assert!(m.contains("(prénom, date de naissance)"), "{m}");
+        let warn = "01/01/2020 10:00:00;WARN;Agent : A B - 01/01/1980 - 280012A00000000;;;Valeur différente ignorée pour adresseLigne1 : base « 1 rue X », fichier « 2 rue Y »";
+        let m = mask_log(warn);
+        assert!(!m.contains("rue") && m.contains("adresseLigne1"), "{m}");
+        assert!(m.contains("2**************"), "{m}");
+        // A SIRET (14 digits) and ids are left alone.
+        assert_eq!(
+            mask_nirs("28219002400012 agentid=12"),
+            "28219002400012 agentid=12"
+        );
+    }
+}

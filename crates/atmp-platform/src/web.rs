@@ -1,0 +1,1882 @@
+//! The admin web: server-rendered French HTML (askama), usable without JavaScript.
+//!
+//! Every request goes through [`Auth`], which reads the session cookie and loads the user
+//! from the base; every page and download then checks the role and the collectivité
+//! ([`may_see`]). Every form carries the session's CSRF token, checked before anything
+//! is done. A resource the user may not see answers 404, as if it did not exist.
+
+// Handlers return `Response` as their error: the page to show, as axum does.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use askama::Template;
+use axum::extract::{FromRequestParts, Multipart, Path, Query, State};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+
+use atmp_model::Siret;
+use atmp_store::{
+    Autorisation, ImportLog, NewUtilisateur, Role, Scope, StoreError, SuiviQuery, Utilisateur,
+};
+
+use crate::{auth, PlatformError, Shared};
+
+type App = Arc<Shared>;
+
+/// Rows per page of the tracking table.
+const PAGE: u64 = 20;
+/// How long a session lasts.
+const SESSION_HOURS: i64 = 8;
+const COOKIE: &str = "atmp_session";
+const LOGIN_COOKIE: &str = "atmp_connexion";
+
+/// The web router.
+pub fn router(shared: App) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/suivi") }))
+        .route("/sante", get(|| async { "ok" }))
+        .route("/connexion", get(login_form).post(login))
+        .route("/deconnexion", post(logout))
+        .route("/mot-de-passe", get(password_form).post(password_change))
+        .route("/suivi", get(suivi))
+        .route("/imports/{id}", get(import_page))
+        .route("/imports/{id}/journaux/{log}/{kind}", get(download_log))
+        .route("/imports/{id}/accuse", get(download_receipt))
+        .route(
+            "/admin/collectivites",
+            get(collectivites).post(collectivite_add),
+        )
+        .route("/admin/collectivites/rattacher", post(collectivite_attach))
+        .route(
+            "/admin/collectivites/{siret}/services",
+            get(services).post(service_add),
+        )
+        .route("/admin/emetteurs", get(emetteurs).post(emetteur_add))
+        .route("/admin/emetteurs/mot-de-passe", post(emetteur_password))
+        .route(
+            "/admin/autorisations",
+            get(autorisations).post(autorisation_set),
+        )
+        .route(
+            "/admin/utilisateurs",
+            get(utilisateurs).post(utilisateur_add),
+        )
+        .route("/admin/utilisateurs/actif", post(utilisateur_actif))
+        .route(
+            "/admin/nomenclatures",
+            get(nomenclatures).post(nomenclature_load),
+        )
+        .fallback(|| async { not_found() })
+        .layer(axum::middleware::from_fn(headers))
+        .with_state(shared)
+}
+
+/// Security headers on every response, and the server time (`Server-Timing`) that the
+/// benchmark reads.
+async fn headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let t = Instant::now();
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "app;dur={:.3}",
+        t.elapsed().as_secs_f64() * 1000.0
+    )) {
+        h.insert("server-timing", v);
+    }
+    r
+}
+
+/// Serves the router on `listener`, over TLS when `tls` is given.
+pub async fn serve(
+    shared: App,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(), PlatformError> {
+    let app = router(shared);
+    let Some(tls) = tls else {
+        return axum::serve(listener, app).await.map_err(PlatformError::Io);
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream))
+                    .await
+            else {
+                return;
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors and small responses
+
+fn html(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+fn page_simple(status: StatusCode, user: Option<NavUser>, titre: &str, texte: &str) -> Response {
+    let t = SimpleT {
+        user,
+        message: None,
+        error: None,
+        titre: titre.into(),
+        texte: texte.into(),
+    };
+    (status, html(t.render().unwrap_or_default())).into_response()
+}
+
+fn not_found() -> Response {
+    page_simple(
+        StatusCode::NOT_FOUND,
+        None,
+        "Page introuvable",
+        "Cette page n'existe pas ou vous n'y avez pas accès.",
+    )
+}
+
+fn forbidden(user: &Auth) -> Response {
+    page_simple(
+        StatusCode::FORBIDDEN,
+        Some(user.nav()),
+        "Accès refusé",
+        "Cette page est réservée aux administrateurs de la plate-forme.",
+    )
+}
+
+fn csrf_refused() -> Response {
+    page_simple(
+        StatusCode::FORBIDDEN,
+        None,
+        "Formulaire refusé",
+        "Le jeton de sécurité du formulaire est absent ou périmé. Rechargez la page et recommencez.",
+    )
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "web request failed");
+    page_simple(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        None,
+        "Erreur interne",
+        "La plate-forme n'a pas pu traiter la demande. Réessayez plus tard.",
+    )
+}
+
+/// Runs a base task on the blocking pool.
+async fn db<T: Send + 'static>(
+    app: &App,
+    f: impl FnOnce(&mut dyn atmp_store::Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || app.with_store(f))
+        .await
+        .map_err(internal)?
+        .map_err(|e| match e {
+            StoreError::Invalid(m) => {
+                page_simple(StatusCode::BAD_REQUEST, None, "Demande refusée", &m)
+            }
+            e => internal(e),
+        })
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+fn set_cookie(app: &App, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if app.config.web_tls { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .expect("cookie")
+}
+
+/// Compares two tokens in constant time.
+fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && !a.is_empty()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions and access
+
+/// The logged-in user of a request.
+pub struct Auth {
+    pub user: Utilisateur,
+    csrf: String,
+    token_hash: String,
+}
+
+/// What the layout shows of the user.
+pub struct NavUser {
+    login: String,
+    role: &'static str,
+    csrf: String,
+    admin: bool,
+}
+
+impl Auth {
+    fn nav(&self) -> NavUser {
+        NavUser {
+            login: self.user.login.clone(),
+            role: self.user.role.libelle(),
+            csrf: self.csrf.clone(),
+            admin: self.user.role == Role::Plateforme,
+        }
+    }
+
+    /// Checks a form's CSRF token.
+    fn check(&self, token: &str) -> Result<(), Response> {
+        if same_token(&self.csrf, token) {
+            Ok(())
+        } else {
+            Err(csrf_refused())
+        }
+    }
+
+    fn admin(&self) -> Result<(), Response> {
+        if self.user.role == Role::Plateforme {
+            Ok(())
+        } else {
+            Err(forbidden(self))
+        }
+    }
+
+    /// Which imports the user may see.
+    fn scope(&self) -> Scope {
+        match (
+            self.user.role,
+            &self.user.collectivite_siret,
+            self.user.collectivite_id,
+        ) {
+            (Role::Plateforme, _, _) => Scope::Tout,
+            (Role::Cdg, Some(s), Some(id)) => Scope::Cdg {
+                id,
+                siret: s.clone(),
+            },
+            (_, Some(s), _) => Scope::Collectivite { siret: s.clone() },
+            // A user without collectivité sees nothing.
+            _ => Scope::Collectivite {
+                siret: "\u{0}".into(),
+            },
+        }
+    }
+}
+
+impl FromRequestParts<App> for Auth {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Auth, Response> {
+        let Some(token) = cookie(&parts.headers, COOKIE).map(str::to_string) else {
+            return Err(Redirect::to("/connexion").into_response());
+        };
+        let h = auth::token_hash(&token);
+        let h2 = h.clone();
+        let found = db(app, move |s| s.session(&h2, &atmp_store::now())).await?;
+        let Some((user, csrf)) = found else {
+            return Err(Redirect::to("/connexion").into_response());
+        };
+        // A password set by someone else must be changed before anything else.
+        if user.doit_changer
+            && parts.uri.path() != "/mot-de-passe"
+            && parts.uri.path() != "/deconnexion"
+        {
+            return Err(Redirect::to("/mot-de-passe").into_response());
+        }
+        Ok(Auth {
+            user,
+            csrf,
+            token_hash: h,
+        })
+    }
+}
+
+/// Whether a user may see a log pair.
+fn may_see(a: &Auth, log: &ImportLog, cdg_of: Option<&str>) -> bool {
+    match a.scope() {
+        Scope::Tout => true,
+        Scope::Cdg { siret, .. } => {
+            if log.global {
+                log.collectivite_siret == siret
+            } else {
+                log.collectivite_siret == siret || cdg_of == Some(siret.as_str())
+            }
+        }
+        Scope::Collectivite { siret } => !log.global && log.collectivite_siret == siret,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Templates
+
+#[derive(Template)]
+#[template(path = "simple.html")]
+struct SimpleT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    titre: String,
+    texte: String,
+}
+
+#[derive(Template)]
+#[template(path = "connexion.html")]
+struct LoginT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    csrf: String,
+}
+
+#[derive(Template)]
+#[template(path = "mot_de_passe.html")]
+struct PasswordT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    force: bool,
+}
+
+struct SuiviLine {
+    import_id: i64,
+    log_id: i64,
+    type_fichier: &'static str,
+    date: String,
+    label: String,
+    collectivite: String,
+}
+
+#[derive(Template)]
+#[template(path = "suivi.html")]
+struct SuiviT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    types: Vec<(&'static str, &'static str)>,
+    type_choisi: String,
+    du: String,
+    au: String,
+    rows: Vec<SuiviLine>,
+    total: u64,
+    page: u64,
+    pages: u64,
+    query: String,
+}
+
+struct LogLine {
+    id: i64,
+    collectivite: String,
+    label: String,
+    errors: u64,
+    warnings: u64,
+}
+
+struct Rejet {
+    agent: String,
+    message: String,
+    /// (field, base, file, differs)
+    mismatch: Option<Vec<(&'static str, String, String, bool)>>,
+}
+
+#[derive(Template)]
+#[template(path = "import.html")]
+struct ImportT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    id: i64,
+    row: atmp_store::ImportRow,
+    emetteur: String,
+    type_fichier: String,
+    mode: String,
+    date_creation: String,
+    cdg: String,
+    debut: String,
+    fin: String,
+    counts: Vec<(&'static str, u64, u64, u64)>,
+    logs: Vec<LogLine>,
+    rejets: Vec<Rejet>,
+    rejets_tronques: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Login, logout, password
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn login_form(State(app): State<App>) -> Response {
+    let csrf = auth::token(24);
+    let t = LoginT {
+        user: None,
+        message: None,
+        error: None,
+        csrf: csrf.clone(),
+    };
+    let mut r = html(t.render().unwrap_or_default());
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(&app, LOGIN_COOKIE, &csrf, 3600),
+    );
+    r
+}
+
+async fn login(State(app): State<App>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+    // Login CSRF: the form's token must match the cookie set with the form.
+    if !same_token(cookie(&headers, LOGIN_COOKIE).unwrap_or(""), &f.csrf) {
+        return csrf_refused();
+    }
+    let login = f.login.trim().to_string();
+    let l2 = login.clone();
+    let user = match db(&app, move |s| s.utilisateur(&l2)).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let password = f.password.clone();
+    let hash = user
+        .as_ref()
+        .filter(|u| u.actif)
+        .map(|u| u.password_hash.clone());
+    let ok = tokio::task::spawn_blocking(move || {
+        // Same work whether or not the login exists.
+        let h = hash.clone().unwrap_or_else(|| auth::hash_password("-"));
+        auth::verify_password(&password, &h) && hash.is_some()
+    })
+    .await
+    .unwrap_or(false);
+    let Some(user) = user.filter(|_| ok) else {
+        tracing::warn!("web login refused");
+        let csrf = auth::token(24);
+        let t = LoginT {
+            user: None,
+            message: None,
+            error: Some("Identifiant ou mot de passe incorrect.".into()),
+            csrf: csrf.clone(),
+        };
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            html(t.render().unwrap_or_default()),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            set_cookie(&app, LOGIN_COOKIE, &csrf, 3600),
+        );
+        return r;
+    };
+    let token = auth::token(32);
+    let h = auth::token_hash(&token);
+    let csrf = auth::token(24);
+    let expires = (chrono::Local::now() + chrono::Duration::hours(SESSION_HOURS))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let uid = user.id;
+    if let Err(r) = db(&app, move |s| s.create_session(&h, uid, &csrf, &expires)).await {
+        return r;
+    }
+    tracing::info!(user = uid, "web login");
+    let to = if user.doit_changer {
+        "/mot-de-passe"
+    } else {
+        "/suivi"
+    };
+    let mut r = Redirect::to(to).into_response();
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&app, COOKIE, &token, SESSION_HOURS * 3600),
+    );
+    r.headers_mut()
+        .append(header::SET_COOKIE, set_cookie(&app, LOGIN_COOKIE, "", 0));
+    r
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(State(app): State<App>, a: Auth, Form(f): Form<CsrfOnly>) -> Response {
+    if let Err(r) = a.check(&f.csrf) {
+        return r;
+    }
+    let h = a.token_hash.clone();
+    if let Err(r) = db(&app, move |s| s.delete_session(&h)).await {
+        return r;
+    }
+    let mut r = Redirect::to("/connexion").into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(&app, COOKIE, "", 0));
+    r
+}
+
+async fn password_form(a: Auth) -> Response {
+    let t = PasswordT {
+        force: a.user.doit_changer,
+        csrf: a.csrf.clone(),
+        user: Some(a.nav()),
+        message: None,
+        error: None,
+    };
+    html(t.render().unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    actuel: String,
+    #[serde(default)]
+    nouveau: String,
+    #[serde(default)]
+    confirmation: String,
+}
+
+async fn password_change(State(app): State<App>, a: Auth, Form(f): Form<PasswordForm>) -> Response {
+    if let Err(r) = a.check(&f.csrf) {
+        return r;
+    }
+    let problem = if f.nouveau != f.confirmation {
+        Some("la confirmation ne correspond pas au nouveau mot de passe")
+    } else if f.nouveau == f.actuel {
+        Some("le nouveau mot de passe doit différer de l'actuel")
+    } else {
+        auth::password_problem(&f.nouveau)
+    };
+    let current_ok = {
+        let (p, h) = (f.actuel.clone(), a.user.password_hash.clone());
+        tokio::task::spawn_blocking(move || auth::verify_password(&p, &h))
+            .await
+            .unwrap_or(false)
+    };
+    let error = if !current_ok {
+        Some("Le mot de passe actuel est incorrect.".to_string())
+    } else {
+        problem.map(|p| format!("Mot de passe refusé : {p}."))
+    };
+    if let Some(e) = error {
+        let t = PasswordT {
+            force: a.user.doit_changer,
+            csrf: a.csrf.clone(),
+            user: Some(a.nav()),
+            message: None,
+            error: Some(e),
+        };
+        return (
+            StatusCode::BAD_REQUEST,
+            html(t.render().unwrap_or_default()),
+        )
+            .into_response();
+    }
+    let new = f.nouveau.clone();
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&new))
+        .await
+        .unwrap_or_default();
+    let (uid, keep) = (a.user.id, a.token_hash.clone());
+    if let Err(r) = db(&app, move |s| {
+        s.set_utilisateur_password(uid, &hash, false)?;
+        s.delete_sessions_of(uid, Some(&keep))
+    })
+    .await
+    {
+        return r;
+    }
+    let t = PasswordT {
+        force: false,
+        csrf: a.csrf.clone(),
+        user: Some(a.nav()),
+        message: Some("Mot de passe changé. Vos autres sessions ont été fermées.".into()),
+        error: None,
+    };
+    html(t.render().unwrap_or_default())
+}
+
+// ---------------------------------------------------------------------------------------
+// Suivi des imports
+
+#[derive(Deserialize, Default)]
+struct SuiviParams {
+    #[serde(rename = "type", default)]
+    type_fichier: String,
+    #[serde(default)]
+    du: String,
+    #[serde(default)]
+    au: String,
+    #[serde(default)]
+    page: Option<String>,
+}
+
+const TYPES: [(&str, &str); 4] = [
+    ("", "Tous"),
+    ("AGENT", "Agent"),
+    ("SERVICE", "Service"),
+    ("DECLARATION", "Déclaration"),
+];
+
+fn type_libelle(t: Option<&str>) -> &'static str {
+    TYPES
+        .iter()
+        .find(|(v, _)| Some(*v) == t && !v.is_empty())
+        .map(|(_, l)| *l)
+        .unwrap_or("—")
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` → `DD/MM/YYYY HH:MM:SS`.
+fn fr_datetime(s: &str) -> String {
+    match chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
+        Ok(d) => d.format("%d/%m/%Y %H:%M:%S").to_string(),
+        Err(_) => s.to_string(),
+    }
+}
+
+fn fr_date_opt(s: Option<&str>) -> String {
+    s.map(fr_datetime).unwrap_or_else(|| "—".into())
+}
+
+fn parse_day(s: &str) -> Option<chrono::NaiveDate> {
+    let s = s.trim();
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .or_else(|_| chrono::NaiveDate::parse_from_str(s, "%d/%m/%Y"))
+        .ok()
+}
+
+fn enc(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+async fn suivi(State(app): State<App>, a: Auth, Query(p): Query<SuiviParams>) -> Response {
+    let today = chrono::Local::now().date_naive();
+    let mut error = None;
+    let au = if p.au.is_empty() {
+        today
+    } else {
+        parse_day(&p.au).unwrap_or_else(|| {
+            error = Some("Date de fin invalide : la période par défaut est appliquée.".to_string());
+            today
+        })
+    };
+    let default_du = au
+        .checked_sub_months(chrono::Months::new(12))
+        .unwrap_or(au)
+        .succ_opt()
+        .unwrap_or(au);
+    let du = if p.du.is_empty() {
+        default_du
+    } else {
+        parse_day(&p.du).unwrap_or_else(|| {
+            error =
+                Some("Date de début invalide : la période par défaut est appliquée.".to_string());
+            default_du
+        })
+    };
+    let type_choisi = TYPES
+        .iter()
+        .find(|(v, _)| *v == p.type_fichier)
+        .map(|(v, _)| v.to_string())
+        .unwrap_or_default();
+    let page: u64 = p
+        .page
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1);
+    let q = SuiviQuery {
+        scope: a.scope(),
+        type_fichier: (!type_choisi.is_empty()).then(|| type_choisi.clone()),
+        du: du.format("%Y-%m-%d").to_string(),
+        au: au.format("%Y-%m-%d").to_string(),
+        limit: PAGE,
+        offset: (page - 1) * PAGE,
+    };
+    let (rows, total) = match db(&app, move |s| s.suivi(&q)).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let pages = total.div_ceil(PAGE).max(1);
+    let rows = rows
+        .into_iter()
+        .map(|r| SuiviLine {
+            import_id: r.import_id,
+            log_id: r.log_id,
+            type_fichier: type_libelle(r.type_fichier.as_deref()),
+            date: fr_datetime(&r.started_at),
+            label: r.label,
+            collectivite: match (r.global, r.collectivite_nom) {
+                (true, Some(n)) => format!("{n} (journal global du CDG)"),
+                (true, None) => format!("{} (journal global du CDG)", r.collectivite_siret),
+                (false, Some(n)) => n,
+                (false, None) if r.collectivite_siret.is_empty() => "— (fichier rejeté)".into(),
+                (false, None) => r.collectivite_siret,
+            },
+        })
+        .collect();
+    let du_s = du.format("%Y-%m-%d").to_string();
+    let au_s = au.format("%Y-%m-%d").to_string();
+    let query = format!(
+        "/suivi?type={}&du={}&au={}",
+        enc(&type_choisi),
+        enc(&du_s),
+        enc(&au_s)
+    );
+    let t = SuiviT {
+        user: Some(a.nav()),
+        message: None,
+        error,
+        types: TYPES.to_vec(),
+        type_choisi,
+        du: du_s,
+        au: au_s,
+        rows,
+        total,
+        page: page.min(pages),
+        pages,
+        query,
+    };
+    html(t.render().unwrap_or_default())
+}
+
+// ---------------------------------------------------------------------------------------
+// One import
+
+/// The import and the logs of it the user may see; `None`: nothing visible (404).
+async fn visible_import(
+    app: &App,
+    a: &Auth,
+    id: i64,
+) -> Result<Option<(atmp_store::ImportRow, Vec<(i64, ImportLog)>, bool)>, Response> {
+    let found = db(app, move |s| {
+        let Some((row, logs)) = s.import(id)? else {
+            return Ok(None);
+        };
+        let mut cdgs = Vec::new();
+        for (_, l) in &logs {
+            cdgs.push(
+                s.collectivite(&l.collectivite_siret)?
+                    .and_then(|c| c.cdg_siret),
+            );
+        }
+        Ok(Some((row, logs, cdgs)))
+    })
+    .await?;
+    let Some((row, logs, cdgs)) = found else {
+        return Ok(None);
+    };
+    let all = logs.len();
+    let visible: Vec<(i64, ImportLog)> = logs
+        .into_iter()
+        .zip(cdgs)
+        .filter(|((_, l), cdg)| may_see(a, l, cdg.as_deref()))
+        .map(|(l, _)| l)
+        .collect();
+    if visible.is_empty() {
+        return Ok(None);
+    }
+    let sees_all = visible.len() == all;
+    Ok(Some((row, visible, sees_all)))
+}
+
+fn counts_rows(counts: &str) -> Vec<(&'static str, u64, u64, u64)> {
+    let v: serde_json::Value = serde_json::from_str(counts).unwrap_or_default();
+    let names: [(&str, &'static str); 8] = [
+        ("services", "Services"),
+        ("agents", "Agents"),
+        ("evenements", "Événements"),
+        ("arrets", "Arrêts"),
+        ("certificats", "Certificats"),
+        ("lesions", "Lésions"),
+        ("consequences", "Conséquences médicales"),
+        ("deces", "Décès"),
+    ];
+    names
+        .iter()
+        .filter_map(|(k, l)| {
+            let c = v.get(k)?;
+            let g = |f: &str| c.get(f).and_then(|x| x.as_u64()).unwrap_or(0);
+            Some((*l, g("added"), g("existing"), g("rejected")))
+        })
+        .collect()
+}
+
+/// Splits a §6.1 log line into its six fields (CSV quoting).
+fn fields(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    let mut it = line.chars().peekable();
+    while let Some(c) = it.next() {
+        match (quoted, c) {
+            (true, '"') if it.peek() == Some(&'"') => {
+                it.next();
+                out.last_mut().expect("field").push('"');
+            }
+            (true, '"') => quoted = false,
+            (false, '"') => quoted = true,
+            (false, ';') if out.len() < 6 => out.push(String::new()),
+            (_, c) => out.last_mut().expect("field").push(c),
+        }
+    }
+    out
+}
+
+/// The two identities of a §6.3 mismatch message, side by side.
+fn mismatch(msg: &str) -> Option<Vec<(&'static str, String, String, bool)>> {
+    let rest = msg.strip_prefix("Les données de l'agent dans la base [")?;
+    let (base, rest) = rest.split_once("] ne correspondent pas à celles du fichier à traiter [")?;
+    let (file, rest) = rest.split_once("] (")?;
+    let (diff, _) = rest.split_once(')')?;
+    let split = |s: &str| -> (String, String, String) {
+        let mut p = s.rsplitn(3, " - ");
+        let nir = p.next().unwrap_or("").to_string();
+        let dob = p.next().unwrap_or("").to_string();
+        let name = p.next().unwrap_or("").to_string();
+        (name, dob, nir)
+    };
+    let (bn, bd, bnir) = split(base);
+    let (fnm, fd, fnir) = split(file);
+    let names_differ = diff.contains("nom usuel") || diff.contains("prénom");
+    Some(vec![
+        ("Nom et prénom", bn, fnm, names_differ),
+        (
+            "Date de naissance",
+            bd,
+            fd,
+            diff.contains("date de naissance"),
+        ),
+        ("NIR", bnir, fnir, false),
+    ])
+}
+
+/// The rejected agents of the visible error logs (at most `max`).
+fn rejets(paths: &[String], max: usize) -> (Vec<Rejet>, bool) {
+    use std::io::BufRead;
+    let mut out = Vec::new();
+    for p in paths {
+        let Ok(f) = std::fs::File::open(p) else {
+            continue;
+        };
+        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+            let f = fields(&line);
+            if f.len() < 6
+                || f[1] != "ERROR"
+                || f[2].is_empty()
+                || !f[3].is_empty()
+                || !f[4].is_empty()
+            {
+                continue;
+            }
+            if out.len() == max {
+                return (out, true);
+            }
+            out.push(Rejet {
+                agent: f[2].clone(),
+                mismatch: mismatch(&f[5]),
+                message: f[5].clone(),
+            });
+        }
+    }
+    (out, false)
+}
+
+async fn import_page(State(app): State<App>, a: Auth, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return not_found();
+    };
+    let (row, logs, sees_all) = match visible_import(&app, &a, id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return not_found(),
+        Err(r) => return r,
+    };
+    let siret_names = {
+        let sirets: Vec<String> = logs
+            .iter()
+            .map(|(_, l)| l.collectivite_siret.clone())
+            .collect();
+        match db(&app, move |s| {
+            sirets
+                .iter()
+                .map(|x| Ok(s.collectivite(x)?.map(|c| c.nom)))
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+    let error_paths: Vec<String> = logs.iter().map(|(_, l)| l.erreurs_path.clone()).collect();
+    let (rejets, tronques) = tokio::task::spawn_blocking(move || rejets(&error_paths, 200))
+        .await
+        .unwrap_or_default();
+    let logs: Vec<LogLine> = logs
+        .iter()
+        .zip(siret_names)
+        .map(|((lid, l), nom)| LogLine {
+            id: *lid,
+            collectivite: match (l.global, nom) {
+                (true, Some(n)) => {
+                    format!("{n} ({}) — journal global du CDG", l.collectivite_siret)
+                }
+                (false, Some(n)) => format!("{n} ({})", l.collectivite_siret),
+                (_, None) if l.collectivite_siret.is_empty() => "— (fichier rejeté)".into(),
+                (_, None) => l.collectivite_siret.clone(),
+            },
+            label: l.label.clone(),
+            errors: l.errors,
+            warnings: l.warnings,
+        })
+        .collect();
+    let t = ImportT {
+        user: Some(a.nav()),
+        message: None,
+        error: None,
+        id,
+        emetteur: row.emetteur.clone().unwrap_or_else(|| "—".into()),
+        type_fichier: type_libelle(row.type_fichier.as_deref()).into(),
+        mode: row.mode.clone().unwrap_or_else(|| "—".into()),
+        date_creation: fr_date_opt(row.date_creation.as_deref()),
+        cdg: row.cdg_siret.clone().unwrap_or_else(|| "—".into()),
+        debut: fr_datetime(&row.started_at),
+        fin: fr_date_opt(row.finished_at.as_deref()),
+        counts: if sees_all {
+            counts_rows(&row.counts)
+        } else {
+            vec![]
+        },
+        row,
+        logs,
+        rejets,
+        rejets_tronques: tronques,
+    };
+    html(t.render().unwrap_or_default())
+}
+
+async fn download_log(
+    State(app): State<App>,
+    a: Auth,
+    Path((id, log, kind)): Path<(String, String, String)>,
+) -> Response {
+    let (Ok(id), Ok(log)) = (id.parse::<i64>(), log.parse::<i64>()) else {
+        return not_found();
+    };
+    if kind != "complet" && kind != "erreurs" {
+        return not_found();
+    }
+    let logs = match visible_import(&app, &a, id).await {
+        Ok(Some((_, logs, _))) => logs,
+        Ok(None) => return not_found(),
+        Err(r) => return r,
+    };
+    let Some((_, l)) = logs.iter().find(|(lid, _)| *lid == log) else {
+        return not_found();
+    };
+    let path = if kind == "complet" {
+        &l.complet_path
+    } else {
+        &l.erreurs_path
+    };
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) => return internal(e),
+    };
+    let who = if l.global {
+        format!("{}-global", l.collectivite_siret)
+    } else {
+        l.collectivite_siret.clone()
+    };
+    let name = format!("import-{id}-{who}-{kind}.log");
+    tracing::info!(user = a.user.id, import = id, log, "log downloaded");
+    let body = axum::body::Body::from_stream(tokio_util_stream(file));
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A file as a stream of chunks (logs can be larger than memory should hold).
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+}
+
+async fn download_receipt(State(app): State<App>, a: Auth, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return not_found();
+    };
+    let (row, logs, _) = match visible_import(&app, &a, id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return not_found(),
+        Err(r) => return r,
+    };
+    let job = match row.job_id {
+        Some(j) => match db(&app, move |s| s.job(j)).await {
+            Ok(j) => j,
+            Err(r) => return r,
+        },
+        None => None,
+    };
+    let body = crate::worker::receipt(job.as_ref(), id, &row, &logs);
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/json; charset=utf-8".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"import-{id}-accuse.json\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Administration (platform administrators only)
+
+#[derive(Template)]
+#[template(path = "collectivites.html")]
+struct CollectivitesT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    collectivites: Vec<atmp_store::Collectivite>,
+}
+
+async fn collectivites_page(
+    app: &App,
+    a: &Auth,
+    message: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let list = match db(app, |s| s.collectivites()).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let t = CollectivitesT {
+        user: Some(a.nav()),
+        message,
+        error,
+        csrf: a.csrf.clone(),
+        collectivites: list,
+    };
+    (status, html(t.render().unwrap_or_default())).into_response()
+}
+
+async fn collectivites(State(app): State<App>, a: Auth) -> Response {
+    if let Err(r) = a.admin() {
+        return r;
+    }
+    collectivites_page(&app, &a, None, None).await
+}
+
+#[derive(Deserialize)]
+struct CollectiviteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    siret: String,
+    #[serde(default)]
+    nom: String,
+    #[serde(default)]
+    cdg: String,
+}
+
+/// Runs an admin change; the page shows its message or its error.
+async fn change(
+    app: &App,
+    f: impl FnOnce(&mut dyn atmp_store::Store) -> Result<String, StoreError> + Send + 'static,
+) -> Result<String, String> {
+    let app = app.clone();
+    match tokio::task::spawn_blocking(move || app.with_store(f)).await {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(StoreError::Invalid(m))) => Err(capitalize(&m)),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "admin change failed");
+            Err("La modification n'a pas pu être enregistrée.".into())
+        }
+        Err(_) => Err("La modification n'a pas pu être enregistrée.".into()),
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect::<String>() + ".",
+        None => String::new(),
+    }
+}
+
+fn siret(s: &str, what: &str) -> Result<Siret, String> {
+    Siret::parse(s.trim()).map_err(|e| format!("{what} « {} » : {e}.", s.trim()))
+}
+
+async fn collectivite_add(
+    State(app): State<App>,
+    a: Auth,
+    Form(f): Form<CollectiviteForm>,
+) -> Response {
+    if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
+        return r;
+    }
+    let r = async {
+        let s = siret(&f.siret, "SIRET")?;
+        let cdg = if f.cdg.trim().is_empty() {
+            None
+        } else {
+            Some(siret(&f.cdg, "SIRET du CDG")?)
+        };
+        let nom = f.nom.trim().to_string();
+        if nom.is_empty() {
+            return Err("Le nom est obligatoire.".to_string());
+        }
+        change(&app, move |st| {
+            if st.collectivite(s.as_str())?.is_some() {
+                return Err(StoreError::Invalid(format!(
+                    "la collectivité {} existe déjà",
+                    s.as_str()
+                )));
+            }
+            st.add_collectivite(&s, &nom, cdg.as_ref())?;
+            Ok(format!("Collectivité {} créée.", s.as_str()))
+        })
+        .await
+    }
+    .await;
+    let (m, e) = split(r);
+    collectivites_page(&app, &a, m, e).await
+}
+
+fn split(r: Result<String, String>) -> (Option<String>, Option<String>) {
+    match r {
+        Ok(m) => (Some(m), None),
+        Err(e) => (None, Some(e)),
+    }
+}
+
+async fn collectivite_attach(
+    State(app): State<App>,
+    a: Auth,
+    Form(f): Form<CollectiviteForm>,
+) -> Response {
+    if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
+        return r;
+    }
+    let s = f.siret.trim().to_string();
+    let cdg = f.cdg.trim().to_string();
+    let r = change(&app, move |st| {
+        st.set_cdg(&s, (!cdg.is_empty()).then_some(cdg.as_str()))?;
+        Ok(if cdg.is_empty() {
+            format!("Collectivité {s} détachée de son CDG.")
+        } else {
+            format!("Collectivité {s} rattachée au CDG {cdg}.")
+        })
+    })
+    .await;
+    let (m, e) = split(r);
+    collectivites_page(&app, &a, m, e).await
+}
+
+#[derive(Template)]
+#[template(path = "services.html")]
+struct ServicesT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    siret: String,
+    nom: String,
+    services: Vec<(i64, String, Option<String>)>,
+}
+
+async fn services_page(
+    app: &App,
+    a: &Auth,
+    siret: String,
+    message: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let s2 = siret.clone();
+    let found = match db(app, move |s| {
+        let Some(c) = s.collectivite(&s2)? else {
+            return Ok(None);
+        };
+        Ok(Some((c.nom.clone(), s.services(c.id)?)))
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some((nom, services)) = found else {
+        return not_found();
+    };
+    let t = ServicesT {
+        user: Some(a.nav()),
+        message,
+        error,
+        csrf: a.csrf.clone(),
+        siret,
+        nom,
+        services,
+    };
+    html(t.render().unwrap_or_default())
+}
+
+async fn services(State(app): State<App>, a: Auth, Path(siret): Path<String>) -> Response {
+    if let Err(r) = a.admin() {
+        return r;
+    }
+    services_page(&app, &a, siret, None, None).await
+}
+
+#[derive(Deserialize)]
+struct ServiceForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    libelle: String,
+}
+
+async fn service_add(
+    State(app): State<App>,
+    a: Auth,
+    Path(siret): Path<String>,
+    Form(f): Form<ServiceForm>,
+) -> Response {
+    if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
+        return r;
+    }
+    let code = f.code.trim().to_string();
+    let libelle = f.libelle.trim().to_string();
+    let s2 = siret.clone();
+    let r = if code.is_empty() || code.len() > 50 {
+        Err("Le code du service est obligatoire (50 caractères au plus).".to_string())
+    } else {
+        change(&app, move |st| {
+            let c = st
+                .collectivite(&s2)?
+                .ok_or_else(|| StoreError::Invalid(format!("la collectivité {s2} n'existe pas")))?;
+            if st.add_service(
+                c.id,
+                &code,
+                (!libelle.is_empty()).then_some(libelle.as_str()),
+            )? {
+                Ok(format!("Service {code} ajouté."))
+            } else {
+                Err(StoreError::Invalid(format!(
+                    "le service {code} existe déjà"
+                )))
+            }
+        })
+        .await
+    };
+    let (m, e) = split(r);
+    services_page(&app, &a, siret, m, e).await
+}
+
+struct EmetteurLine {
+    code: String,
+    nom: String,
+    ftps: bool,
+    autorisees: String,
+}
+
+#[derive(Template)]
+#[template(path = "emetteurs.html")]
+struct EmetteursT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    emetteurs: Vec<EmetteurLine>,
+}
+
+async fn emetteurs_page(
+    app: &App,
+    a: &Auth,
+    message: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let list = match db(app, |s| {
+        let mut out = Vec::new();
+        for e in s.emetteurs()? {
+            let ftps = s.emetteur_password(&e.code)?.is_some();
+            out.push((e, ftps));
+        }
+        Ok(out)
+    })
+    .await
+    {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let emetteurs = list
+        .into_iter()
+        .map(|(e, ftps)| EmetteurLine {
+            autorisees: e
+                .autorisations
+                .iter()
+                .filter(|x| x.1 == Autorisation::Accordee)
+                .map(|x| x.0.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+            code: e.code,
+            nom: e.nom.unwrap_or_default(),
+            ftps,
+        })
+        .collect();
+    let t = EmetteursT {
+        user: Some(a.nav()),
+        message,
+        error,
+        csrf: a.csrf.clone(),
+        emetteurs,
+    };
+    html(t.render().unwrap_or_default())
+}
+
+async fn emetteurs(State(app): State<App>, a: Auth) -> Response {
+    if let Err(r) = a.admin() {
+        return r;
+    }
+    emetteurs_page(&app, &a, None, None).await
+}
+
+#[derive(Deserialize)]
+struct EmetteurForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    nom: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn emetteur_add(State(app): State<App>, a: Auth, Form(f): Form<EmetteurForm>) -> Response {
+    if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
+        return r;
+    }
+    let code = f.code.trim().to_string();
+    let r = if !crate::ftps::valid_code(&code) {
+        Err(
+            "Le code de l'émetteur ne peut contenir que des lettres, des chiffres, - et _."
+                .to_string(),
+        )
+    } else if let Some(p) = auth::password_problem(&f.password) {
+        Err(capitalize(p))
+    } else {
+        let pw = f.password.clone();
+        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
+            .await
+            .unwrap_or_default();
+        let nom = f.nom.trim().to_string();
+        change(&app, move |st| {
+            if st.emetteur(&code)?.is_some() {
+                return Err(StoreError::Invalid(format!(
+                    "l'émetteur {code} existe déjà"
+                )));
+            }
+            st.add_emetteur(&code, (!nom.is_empty()).then_some(nom.as_str()))?;
+            st.set_emetteur_password(&code, &hash)?;
+            Ok(format!("Émetteur {code} créé, avec son compte FTPS."))
+        })
+        .await
+    };
+    let (m, e) = split(r);
+    emetteurs_page(&app, &a, m, e).await
+}
+
+async fn emetteur_password(
+    State(app): State<App>,
+    a: Auth,
+    Form(f): Form<EmetteurForm>,
+) -> Response {
+    if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
+        return r;
+    }
+    let code = f.code.trim().to_string();
+    let r = if let Some(p) = auth::password_problem(&f.password) {
+        Err(capitalize(p))
+    } else {
+        let pw = f.password.clone();
+        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
+            .await
+            .unwrap_or_default();
+        change(&app, move |st| {
+            st.set_emetteur_password(&code, &hash)?;
+            Ok(format!("Mot de passe FTPS de {code} changé."))
+        })
+        .await
+    };
+    let (m, e) = split(r);
+    emetteurs_page(&app, &a, m, e).await
+}
+
+#[derive(Template)]
+#[template(path = "autorisations.html")]
+struct AutorisationsT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    autorisations: Vec<(String, String, &'static str, String, String)>,
+}
+
+async fn autorisations_page(
+    app: &App,
+    a: &Auth,
+    message: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let list = match db(app, |s| s.emetteurs()).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let mut rows = Vec::new();
+    for e in list {
+        for (siret, st, date, reference) in e.autorisations {
+            rows.push((
+                e.code.clone(),
+                siret,
+                match st {
+                    Autorisation::Accordee => "accordée",
+                    Autorisation::Refusee => "refusée",
+                    Autorisation::Retiree => "retirée",
+                },
+                fr_datetime(&date),
+                reference.unwrap_or_default(),
+            ));
+        }
+    }
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let t = AutorisationsT {
+        user: Some(a.nav()),
+        message,
+        error,
+        csrf: a.csrf.clone(),
+        autorisations: rows,
+    };
+    (status, html(t.render().unwrap_or_default())).into_response()
+}
+
+async fn autorisations(State(app): State<App>, a: Auth) -> Response {
+    if let Err(r) = a.admin() {
+        return r;
+    }
+    autorisations_page(&app, &a, None, None).await
+}
+
+#[derive(Deserialize)]
+struct AutorisationForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    emetteur: String,
+    #[serde(default)]
+    siret: String,
+    #[serde(default)]
+    statut: String,
+    #[serde(default)]
+    reference: String,
+}
+
+async fn autorisation_set(
+    State(app): State<App>,
+    a: Auth,
+    Form(f): Form<AutorisationForm>,
+) -> Response {
+    if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
+        return r;
+    }
+    let r = match Autorisation::parse(&f.statut) {
+        None => Err("Décision inconnue.".to_string()),
+        Some(st) => {
+            let (e, s, reference) = (
+                f.emetteur.trim().to_string(),
+                f.siret.trim().to_string(),
+                f.reference.trim().to_string(),
+            );
+            change(&app, move |store| {
+                store.set_autorisation(
+                    &e,
+                    &s,
+                    st,
+                    (!reference.is_empty()).then_some(reference.as_str()),
+                )?;
+                Ok(format!(
+                    "Décision enregistrée pour {e} et la collectivité {s}."
+                ))
+            })
+            .await
+        }
+    };
+    let (m, e) = split(r);
+    autorisations_page(&app, &a, m, e).await
+}
+
+struct UtilisateurLine {
+    id: i64,
+    login: String,
+    role: &'static str,
+    collectivite: String,
+    email: String,
+    actif: bool,
+}
+
+#[derive(Template)]
+#[template(path = "utilisateurs.html")]
+struct UtilisateursT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    utilisateurs: Vec<UtilisateurLine>,
+    roles: Vec<(&'static str, &'static str)>,
+}
+
+async fn utilisateurs_page(
+    app: &App,
+    a: &Auth,
+    message: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let list = match db(app, |s| s.utilisateurs()).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let t = UtilisateursT {
+        user: Some(a.nav()),
+        message,
+        error,
+        csrf: a.csrf.clone(),
+        utilisateurs: list
+            .into_iter()
+            .map(|u| UtilisateurLine {
+                id: u.id,
+                login: u.login,
+                role: u.role.libelle(),
+                collectivite: match (u.collectivite_nom, u.collectivite_siret) {
+                    (Some(n), Some(s)) => format!("{n} ({s})"),
+                    _ => "—".into(),
+                },
+                email: u.email.unwrap_or_default(),
+                actif: u.actif,
+            })
+            .collect(),
+        roles: Role::ALL.iter().map(|r| (r.code(), r.libelle())).collect(),
+    };
+    html(t.render().unwrap_or_default())
+}
+
+async fn utilisateurs(State(app): State<App>, a: Auth) -> Response {
+    if let Err(r) = a.admin() {
+        return r;
+    }
+    utilisateurs_page(&app, &a, None, None).await
+}
+
+#[derive(Deserialize)]
+struct UtilisateurForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    siret: String,
+    #[serde(default)]
+    email: String,
+}
+
+async fn utilisateur_add(
+    State(app): State<App>,
+    a: Auth,
+    Form(f): Form<UtilisateurForm>,
+) -> Response {
+    if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
+        return r;
+    }
+    let r = match Role::parse(&f.role) {
+        None => Err("Rôle inconnu.".to_string()),
+        Some(role) => {
+            let pw = auth::password();
+            let p2 = pw.clone();
+            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&p2))
+                .await
+                .unwrap_or_default();
+            let u = NewUtilisateur {
+                login: f.login.trim().to_string(),
+                password_hash: hash,
+                role,
+                collectivite: (!f.siret.trim().is_empty()).then(|| f.siret.trim().to_string()),
+                email: (!f.email.trim().is_empty()).then(|| f.email.trim().to_string()),
+                doit_changer: true,
+            };
+            change(&app, move |s| {
+                let created = s.add_utilisateur(&u)?;
+                Ok(format!(
+                    "Utilisateur {} créé. Mot de passe à usage unique, affiché une seule fois : {pw}",
+                    created.login
+                ))
+            })
+            .await
+        }
+    };
+    let (m, e) = split(r);
+    utilisateurs_page(&app, &a, m, e).await
+}
+
+#[derive(Deserialize)]
+struct ActifForm {
+    #[serde(default)]
+    csrf: String,
+    id: i64,
+    actif: u8,
+}
+
+async fn utilisateur_actif(State(app): State<App>, a: Auth, Form(f): Form<ActifForm>) -> Response {
+    if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
+        return r;
+    }
+    let r = if f.id == a.user.id {
+        Err("Vous ne pouvez pas désactiver votre propre compte.".to_string())
+    } else {
+        change(&app, move |s| {
+            s.set_utilisateur_actif(f.id, f.actif == 1)?;
+            Ok(if f.actif == 1 {
+                "Utilisateur réactivé.".into()
+            } else {
+                "Utilisateur désactivé ; ses sessions sont fermées.".into()
+            })
+        })
+        .await
+    };
+    let (m, e) = split(r);
+    utilisateurs_page(&app, &a, m, e).await
+}
+
+#[derive(Template)]
+#[template(path = "nomenclatures.html")]
+struct NomenclaturesT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    listes: Vec<(String, usize)>,
+    versions: Vec<(String, String, i64, String)>,
+}
+
+async fn nomenclatures_page(
+    app: &App,
+    a: &Auth,
+    message: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let (entries, versions) = match db(app, |s| {
+        Ok((s.nomenclature_entries()?, s.nomenclature_versions()?))
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let mut listes: Vec<(String, usize)> = Vec::new();
+    for e in entries {
+        let n = e.nomenclature.name().to_string();
+        match listes.last_mut() {
+            Some((last, c)) if *last == n => *c += 1,
+            _ => listes.push((n, 1)),
+        }
+    }
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let t = NomenclaturesT {
+        user: Some(a.nav()),
+        message,
+        error,
+        csrf: a.csrf.clone(),
+        listes,
+        versions: versions
+            .into_iter()
+            .rev()
+            .map(|(v, s, n, at)| (v, s, n, fr_datetime(&at)))
+            .collect(),
+    };
+    (status, html(t.render().unwrap_or_default())).into_response()
+}
+
+async fn nomenclatures(State(app): State<App>, a: Auth) -> Response {
+    if let Err(r) = a.admin() {
+        return r;
+    }
+    nomenclatures_page(&app, &a, None, None).await
+}
+
+async fn nomenclature_load(State(app): State<App>, a: Auth, mut mp: Multipart) -> Response {
+    if let Err(r) = a.admin() {
+        return r;
+    }
+    let (mut csrf, mut version, mut bytes) = (String::new(), String::new(), None::<Vec<u8>>);
+    loop {
+        match mp.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or("").to_string();
+                let Ok(data) = field.bytes().await else {
+                    return page_simple(
+                        StatusCode::BAD_REQUEST,
+                        Some(a.nav()),
+                        "Envoi incomplet",
+                        "Le fichier n'a pas été reçu en entier.",
+                    );
+                };
+                match name.as_str() {
+                    "csrf" => csrf = String::from_utf8_lossy(&data).into_owned(),
+                    "version" => version = String::from_utf8_lossy(&data).trim().to_string(),
+                    "fichier" => bytes = Some(data.to_vec()),
+                    _ => {}
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                return page_simple(
+                    StatusCode::BAD_REQUEST,
+                    Some(a.nav()),
+                    "Envoi incomplet",
+                    "Le formulaire n'a pas été reçu en entier.",
+                );
+            }
+        }
+    }
+    if let Err(r) = a.check(&csrf) {
+        return r;
+    }
+    let r = async {
+        let bytes = bytes
+            .filter(|b| !b.is_empty())
+            .ok_or("Aucun fichier reçu.")?;
+        if version.is_empty() {
+            return Err("La version est obligatoire.".to_string());
+        }
+        let text = String::from_utf8(bytes.clone())
+            .map_err(|_| "Le fichier doit être en UTF-8.".to_string())?;
+        let entries = atmp_model::parse_csv(&text).map_err(|errs| {
+            let first: Vec<String> = errs
+                .iter()
+                .take(5)
+                .map(|e| format!("ligne {} : {}", e.line, e.message))
+                .collect();
+            format!(
+                "{} ligne(s) invalide(s), rien n'a été chargé ({}).",
+                errs.len(),
+                first.join(" ; ")
+            )
+        })?;
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let n = entries.len();
+        change(&app, move |s| {
+            s.replace_nomenclatures(&entries, &version, &sha)?;
+            Ok(format!("Version {version} chargée : {n} codes."))
+        })
+        .await
+    }
+    .await;
+    let (m, e) = split(r);
+    nomenclatures_page(&app, &a, m, e).await
+}

@@ -1,0 +1,224 @@
+//! The integration worker: takes the oldest unfinished job, integrates its file in one
+//! transaction (which also records the job's id), then publishes the results: the sender's
+//! `retours/` folder and the mails. A job is marked done only after all of that; a job
+//! interrupted at any point is taken again at restart, and a job whose import was already
+//! committed is not integrated twice.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atmp_integrator::{import_file, ImportOptions};
+use atmp_store::{ImportLog, ImportRow, Job, Store};
+
+use crate::{mail, PlatformError, Shared};
+
+/// How many times an interrupted job is taken again before it is set aside.
+const MAX_ATTEMPTS: u64 = 10;
+
+/// Makes a received file read-only.
+pub(crate) fn make_read_only(p: &Path) -> std::io::Result<()> {
+    let mut perm = std::fs::metadata(p)?.permissions();
+    perm.set_readonly(true);
+    std::fs::set_permissions(p, perm)
+}
+
+/// Runs jobs until the process ends.
+pub fn run(shared: Arc<Shared>, wake: std::sync::mpsc::Receiver<()>) {
+    let mut store = loop {
+        match atmp_store::open(&shared.database_url) {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::error!(error = %e, "worker cannot open the base");
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        }
+    };
+    loop {
+        match store.next_job() {
+            Ok(Some(job)) => {
+                if let Err(e) = run_job(&shared, store.as_mut(), &job) {
+                    tracing::error!(job = job.id, error = %e, "job failed, retried later");
+                    let _ = store.set_job_state(job.id, "attente", Some(&e.to_string()));
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+            }
+            Ok(None) => {
+                let _ = wake.recv_timeout(Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "worker cannot read the jobs");
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Integrates one job (if its import is not committed yet) and publishes its results.
+pub fn run_job(shared: &Shared, store: &mut dyn Store, job: &Job) -> Result<(), PlatformError> {
+    let import_id = match store.import_of_job(job.id)? {
+        Some(id) => {
+            tracing::info!(
+                job = job.id,
+                import = id,
+                "job already integrated, publishing"
+            );
+            id
+        }
+        None => {
+            if job.attempts >= MAX_ATTEMPTS {
+                tracing::error!(job = job.id, "job set aside after too many attempts");
+                store.set_job_state(job.id, "fait", Some("abandonné après trop de tentatives"))?;
+                return Ok(());
+            }
+            store.set_job_state(job.id, "en_cours", None)?;
+            tracing::info!(job = job.id, "integrating");
+            let opts = ImportOptions {
+                emetteur: Some(job.emetteur.clone()),
+                logs_dir: shared.logs_dir(job.id),
+                display_name: Some(job.file_name.clone()),
+                progress: None,
+                job_id: Some(job.id),
+            };
+            let out = import_file(store, Path::new(&job.stored_path), &opts)?;
+            tracing::info!(
+                job = job.id,
+                import = out.import_id,
+                result = out.result.code(),
+                errors = out.errors,
+                "integrated"
+            );
+            out.import_id
+        }
+    };
+    let (row, logs) = store
+        .import(import_id)?
+        .ok_or_else(|| PlatformError::Config(format!("import {import_id} introuvable")))?;
+    publish_retours(shared, job, import_id, &row, &logs)?;
+    if shared.config.production {
+        mail::enqueue(shared, store, import_id, &row, &logs)?;
+    }
+    store.finish_job(job.id, import_id, &row.sha256)?;
+    shared.wake_mailer();
+    Ok(())
+}
+
+/// The receipt of a file (JSON): what was received and what became of it.
+pub fn receipt(
+    job: Option<&Job>,
+    import_id: i64,
+    row: &ImportRow,
+    logs: &[(i64, ImportLog)],
+) -> String {
+    let counts: serde_json::Value =
+        serde_json::from_str(&row.counts).unwrap_or(serde_json::Value::Null);
+    let v = serde_json::json!({
+        "accuse_de_reception": {
+            "import": import_id,
+            "fichier": row.file_name,
+            "emetteur": row.emetteur.clone().or_else(|| job.map(|j| j.emetteur.clone())),
+            "sha256": row.sha256,
+            "taille": row.size,
+            "recu_le": job.map(|j| j.received_at.clone()),
+            "debut_traitement": row.started_at,
+            "fin_traitement": row.finished_at,
+            "type_fichier": row.type_fichier,
+            "mode": row.mode,
+            "date_creation": row.date_creation,
+            "resultat": row.result,
+            "libelle": row.label,
+            "erreurs": row.errors,
+            "avertissements": row.warnings,
+            "compteurs": counts,
+            "journaux": logs.iter().map(|(_, l)| serde_json::json!({
+                "collectivite": l.collectivite_siret,
+                "global": l.global,
+                "resultat": l.label,
+                "erreurs": l.errors,
+                "complet": file_name(&l.complet_path),
+                "erreurs_seules": file_name(&l.erreurs_path),
+            })).collect::<Vec<_>>(),
+        }
+    });
+    serde_json::to_string_pretty(&v).expect("json")
+}
+
+fn file_name(p: &str) -> String {
+    Path::new(p)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Writes `bytes` to `dest` through a temporary name, so a reader never sees half a file.
+fn write_atomic(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dest.with_extension("tmp-atmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dest)
+}
+
+fn copy_atomic(src: &Path, dest: &Path) -> std::io::Result<()> {
+    let tmp = dest.with_extension("tmp-atmp");
+    std::fs::copy(src, &tmp)?;
+    std::fs::rename(&tmp, dest)
+}
+
+/// The results of a job in the sender's `retours/` folder: each log pair and the receipt,
+/// named after the file and the job (`<fichier>_<job>_…`).
+fn publish_retours(
+    shared: &Shared,
+    job: &Job,
+    import_id: i64,
+    row: &ImportRow,
+    logs: &[(i64, ImportLog)],
+) -> Result<(), PlatformError> {
+    let dir: PathBuf = shared.ftp_root().join(&job.emetteur).join("retours");
+    std::fs::create_dir_all(&dir)?;
+    let stem = safe_stem(&job.file_name);
+    for (_, l) in logs {
+        let who = if l.global {
+            format!("{}-global", l.collectivite_siret)
+        } else if l.collectivite_siret.is_empty() {
+            "fichier".to_string()
+        } else {
+            l.collectivite_siret.clone()
+        };
+        let who: String = who
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        copy_atomic(
+            Path::new(&l.complet_path),
+            &dir.join(format!("{stem}_{}_{who}_complet.log", job.id)),
+        )?;
+        copy_atomic(
+            Path::new(&l.erreurs_path),
+            &dir.join(format!("{stem}_{}_{who}_erreurs.log", job.id)),
+        )?;
+    }
+    write_atomic(
+        &dir.join(format!("{stem}_{}_accuse.json", job.id)),
+        receipt(Some(job), import_id, row, logs).as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// A file name reduced to safe characters, for names built from it.
+pub(crate) fn safe_stem(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let s = s.trim_start_matches('.').to_string();
+    if s.is_empty() {
+        "fichier".into()
+    } else {
+        s.chars().take(100).collect()
+    }
+}

@@ -1,0 +1,155 @@
+//! The platform's records: accounts, sessions, jobs, mails and the tracking table.
+
+/// The four roles of the admin web.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Administrateur plate-forme: everything.
+    Plateforme,
+    /// Administrateur CDG: the CDG, its attached collectivités, the global CDG logs.
+    Cdg,
+    /// Administrateur collectivité: its collectivité only.
+    CollectiviteAdmin,
+    /// Utilisateur collectivité: its collectivité only, read only.
+    Collectivite,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::Plateforme,
+        Role::Cdg,
+        Role::CollectiviteAdmin,
+        Role::Collectivite,
+    ];
+
+    /// The code stored and used on the command line.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Role::Plateforme => "plateforme",
+            Role::Cdg => "cdg",
+            Role::CollectiviteAdmin => "collectivite-admin",
+            Role::Collectivite => "collectivite",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.code() == s)
+    }
+
+    /// The French name shown to users.
+    pub fn libelle(&self) -> &'static str {
+        match self {
+            Role::Plateforme => "Administrateur plate-forme",
+            Role::Cdg => "Administrateur CDG",
+            Role::CollectiviteAdmin => "Administrateur collectivité",
+            Role::Collectivite => "Utilisateur collectivité",
+        }
+    }
+
+    /// Whether the role is tied to a collectivité (every role but the platform's).
+    pub fn needs_collectivite(&self) -> bool {
+        !matches!(self, Role::Plateforme)
+    }
+}
+
+/// A user to create.
+#[derive(Clone, Debug)]
+pub struct NewUtilisateur {
+    pub login: String,
+    pub password_hash: String,
+    pub role: Role,
+    /// The SIRET of its collectivité (or CDG); required for every role but `Plateforme`.
+    pub collectivite: Option<String>,
+    pub email: Option<String>,
+    pub doit_changer: bool,
+}
+
+/// A user of the admin web.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Utilisateur {
+    pub id: i64,
+    pub login: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub collectivite_id: Option<i64>,
+    pub collectivite_siret: Option<String>,
+    pub collectivite_nom: Option<String>,
+    pub email: Option<String>,
+    pub doit_changer: bool,
+    pub actif: bool,
+}
+
+/// A file received over FTPS, to integrate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub emetteur: String,
+    pub file_name: String,
+    pub stored_path: String,
+    pub size: u64,
+    pub received_at: String,
+    /// `attente`, `en_cours` or `fait`.
+    pub state: String,
+    pub attempts: u64,
+}
+
+/// Whose imports a query may see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every log, global CDG logs included.
+    Tout,
+    /// A CDG: the logs of itself and its attached collectivités, and its global logs.
+    Cdg { id: i64, siret: String },
+    /// One collectivité's own logs.
+    Collectivite { siret: String },
+}
+
+/// A query of the tracking table.
+#[derive(Clone, Debug)]
+pub struct SuiviQuery {
+    pub scope: Scope,
+    /// `AGENT`, `SERVICE` or `DECLARATION`; `None`: every type.
+    pub type_fichier: Option<String>,
+    /// First day, `YYYY-MM-DD`, included.
+    pub du: String,
+    /// Last day, `YYYY-MM-DD`, included.
+    pub au: String,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+/// One line of the tracking table (one log pair of an import).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuiviRow {
+    pub log_id: i64,
+    pub import_id: i64,
+    pub type_fichier: Option<String>,
+    pub started_at: String,
+    pub label: String,
+    pub collectivite_siret: String,
+    pub collectivite_nom: Option<String>,
+    pub global: bool,
+    pub file_name: String,
+}
+
+/// A mail to queue.
+#[derive(Clone, Debug)]
+pub struct NewMail {
+    pub import_id: i64,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    /// (file name, path of a log) to attach.
+    pub attachments: Vec<(String, String)>,
+}
+
+/// A queued mail.
+#[derive(Clone, Debug)]
+pub struct Mail {
+    pub id: i64,
+    pub import_id: i64,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub attachments: Vec<(String, String)>,
+    pub attempts: u64,
+}
