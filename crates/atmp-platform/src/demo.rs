@@ -12,7 +12,7 @@ const CDG: &str = "28219010700049";
 const COMMUNE: &str = "21219781800017";
 const CCAS: &str = "26219781700014";
 
-const FILES: [(&str, &str, &[u8]); 3] = [
+const FILES: [(&str, &str, &[u8]); 4] = [
     (
         "SOFIVAL",
         "services.xml",
@@ -27,6 +27,12 @@ const FILES: [(&str, &str, &[u8]); 3] = [
         "CDGVAUCL",
         "cdg-groupe.xml",
         include_bytes!("../demo/cdg-groupe.xml"),
+    ),
+    // The first agent again, with another first name and birth date: rejected (§6.3).
+    (
+        "SOFIVAL",
+        "declaration-rectificative.xml",
+        include_bytes!("../demo/declaration-rectificative.xml"),
     ),
 ];
 
@@ -114,12 +120,13 @@ pub fn load(shared: &Shared) -> Result<Option<String>, PlatformError> {
     for (e, name, bytes) in FILES {
         files.push((e.into(), name.into(), bytes.to_vec()));
     }
+    let n = files.len();
     for (e, name, bytes) in files {
         let p = shared.spool_path(&e, &name);
         std::fs::write(&p, &bytes)?;
         crate::worker::make_read_only(&p)?;
         shared.with_store(|s| s.add_job(&e, &name, &p.to_string_lossy(), bytes.len() as u64))?;
     }
-    out.push_str("  27 fichiers mis en file d'intégration.\n");
+    out.push_str(&format!("  {n} fichiers mis en file d'intégration.\n"));
     Ok(Some(out))
 }

@@ -168,6 +168,9 @@ fn mask_values(s: &str) -> String {
             }
             (Some(end), c) if c == end => {
                 depth = None;
+                if c == '»' {
+                    out.push(' ');
+                }
                 out.push(c);
             }
             (Some(_), _) => {}

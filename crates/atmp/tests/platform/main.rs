@@ -383,3 +383,282 @@ fn ftps_sessions_upgrade_to_tls_every_time() {
         }
     });
 }
+
+/// The NIRs and names written in an example file.
+fn identities(xml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for tag in ["nir", "nomUsuel", "prenom"] {
+        let open = format!("<{tag}>");
+        for (i, _) in xml.match_indices(&open) {
+            let s = &xml[i + open.len()..];
+            out.push(s[..s.find('<').unwrap()].to_string());
+        }
+    }
+    out
+}
+
+/// A free local TCP port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The decoded text of every part of every message of a maildir (Python's email package).
+fn maildir_texts(dir: &std::path::Path) -> Vec<String> {
+    let script = r#"
+import email, email.policy, pathlib, sys, json
+out = []
+for f in sorted(pathlib.Path(sys.argv[1], "new").iterdir()):
+    m = email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
+    parts = ["To: " + str(m["To"]), "Subject: " + str(m["Subject"])]
+    for p in m.walk():
+        if p.get_content_maintype() == "text":
+            parts.append("--- " + str(p.get_filename()) + "\n" + p.get_content())
+    out.append("\n".join(parts))
+print(json.dumps(out))
+"#;
+    let o = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// On a production platform, the collectivité's users get the result by mail over a real
+/// SMTP exchange; a failed send is retried and never holds the integration back; the logs
+/// travel attached only with every NIR and name masked.
+#[test]
+fn mail_after_import_is_retried_and_carries_no_identity() {
+    let port = free_port();
+    let smtp = format!("smtp://127.0.0.1:{port}");
+    let mut p = Platform::new(&[
+        ("ATMP_PRODUCTION", "true"),
+        ("ATMP_SMTP_URL", &smtp),
+        ("ATMP_MAIL_ATTACH_LOGS", "true"),
+        ("ATMP_MAIL_RETRY_SECONDS", "1"),
+        ("ATMP_PUBLIC_URL", "https://atmp.exemple.invalid"),
+    ]);
+    p.setup();
+    p.start(&[]);
+    // No SMTP server yet: the file is integrated all the same.
+    let xml = example("declaration-differentiel.xml");
+    p.upload("SOFIVAL", PW_SOFIVAL, "declaration-differentiel.xml", &xml);
+    p.wait_jobs(1);
+    let t = std::time::Instant::now();
+    while p.sql("SELECT count(*) FROM mail WHERE attempts >= 1 AND last_error IS NOT NULL") == 0 {
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "no failed attempt: {}",
+            p.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(p.sql("SELECT count(*) FROM mail WHERE state = 'envoye'"), 0);
+    // The SMTP sink comes up: the queued mail goes out at its next attempt.
+    let maildir = p.dir.path().join("maildir");
+    let mut sink = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+        ])
+        .arg(&maildir)
+        .spawn()
+        .expect("python3 -m aiosmtpd (pip install aiosmtpd)");
+    let t = std::time::Instant::now();
+    while p.sql("SELECT count(*) FROM mail WHERE state = 'envoye'") == 0 {
+        assert!(t.elapsed().as_secs() < 60, "mail not sent: {}", p.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = sink.kill();
+    let _ = sink.wait();
+    assert!(p.sql("SELECT attempts FROM mail") >= 2);
+    let texts = maildir_texts(&maildir);
+    assert_eq!(texts.len(), 1, "one recipient: the SDIS's user");
+    let m = &texts[0];
+    assert!(m.contains("To: sdis@exemple.invalid"), "{m}");
+    assert!(
+        m.contains("Subject: [atmp] declaration-differentiel.xml : Import réussi (3 erreur(s))"),
+        "{m}"
+    );
+    assert!(m.contains("https://atmp.exemple.invalid/imports/1"), "{m}");
+    assert!(m.contains("agents : 3 / 0 / 0"), "{m}");
+    assert!(m.contains("fichier « *** »"), "{m}");
+    // Both logs attached, masked: no NIR, no name of the file anywhere in the mail.
+    assert!(
+        m.contains("complet-masque.log") && m.contains("erreurs-masque.log"),
+        "{m}"
+    );
+    assert!(
+        m.contains("Aucun service en base"),
+        "the error lines are there: {m}"
+    );
+    let xml = String::from_utf8(xml).unwrap();
+    for id in identities(&xml) {
+        assert!(!m.contains(&id), "{id} in the mail:\n{m}");
+    }
+    assert!(m.contains("1**************"), "masked NIR: {m}");
+}
+
+/// Killing the server while a file is integrated, then starting it again, integrates the
+/// file once, completely; a job whose import was committed is never integrated twice.
+#[test]
+fn kill_during_integration_then_restart_integrates_once() {
+    let mut p = Platform::new(&[]);
+    p.setup();
+    let big = p.dir.path().join("gros.xml");
+    p.cli(
+        &[
+            "gen",
+            "--agents",
+            "15000",
+            "--out",
+            big.to_str().unwrap(),
+            "--collectivite",
+            SDIS,
+            "--emetteur",
+            "SOFIVAL",
+            "--seed",
+            "7",
+        ],
+        None,
+    );
+    p.start(&[]);
+    p.upload(
+        "SOFIVAL",
+        PW_SOFIVAL,
+        "gros.xml",
+        &std::fs::read(&big).unwrap(),
+    );
+    let t = std::time::Instant::now();
+    while p.sql("SELECT count(*) FROM job WHERE state = 'en_cours'") == 0 {
+        assert!(t.elapsed().as_secs() < 60, "job not started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    p.kill();
+    assert_eq!(
+        p.sql("SELECT count(*) FROM job WHERE state = 'fait'"),
+        0,
+        "killed too late"
+    );
+    assert_eq!(
+        p.sql("SELECT count(*) FROM import"),
+        0,
+        "half a file committed"
+    );
+    assert_eq!(p.sql("SELECT count(*) FROM agent"), 0);
+    p.start(&[]);
+    p.wait_jobs(1);
+    assert_eq!(p.sql("SELECT count(*) FROM import"), 1);
+    assert_eq!(
+        p.sql("SELECT count(*) FROM import WHERE result = 'reussi' AND job_id = 1"),
+        1
+    );
+    assert_eq!(p.sql("SELECT count(*) FROM agent"), 15000);
+    assert!(p.sql("SELECT attempts FROM job") >= 2);
+    let evenements = p.sql("SELECT count(*) FROM evenement");
+    // As if the server had died after the commit but before the job was marked done.
+    p.kill();
+    let c = rusqlite::Connection::open(p.data().join("atmp.db")).unwrap();
+    c.execute("UPDATE job SET state = 'en_cours'", []).unwrap();
+    drop(c);
+    p.start(&[]);
+    p.wait_jobs(1);
+    assert_eq!(p.sql("SELECT count(*) FROM import"), 1, "integrated twice");
+    assert_eq!(p.sql("SELECT count(*) FROM agent"), 15000);
+    assert_eq!(p.sql("SELECT count(*) FROM evenement"), evenements);
+}
+
+/// An upload cut before its end is never integrated: no job, nothing stored.
+#[test]
+fn cut_upload_is_never_integrated() {
+    use std::io::Write;
+    let mut p = Platform::new(&[]);
+    p.setup();
+    p.start(&[]);
+    let xml = example("services.xml");
+    let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
+    let mut stream = ftp.put_with_stream("coupe.xml").unwrap();
+    stream.write_all(&xml[..xml.len() / 2]).unwrap();
+    stream.flush().unwrap();
+    // The connection dies: no TLS close, no end of transfer.
+    stream
+        .get_ref()
+        .get_ref()
+        .shutdown(std::net::Shutdown::Both)
+        .unwrap();
+    drop(stream);
+    drop(ftp);
+    // A complete upload afterwards is taken at once, the cut one never.
+    p.upload("SOFIVAL", PW_SOFIVAL, "entier.xml", &xml);
+    p.wait_jobs(1);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(p.sql("SELECT count(*) FROM job"), 1);
+    assert_eq!(
+        p.sql("SELECT count(*) FROM job WHERE file_name = 'entier.xml'"),
+        1
+    );
+}
+
+/// A person in headless Chromium, on the demo platform: logs in, pages through the tracking
+/// table, filters it by type and period, downloads an error log, reads a rejected agent.
+#[test]
+fn browser_tracking_table_paging_filters_and_download() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../browser");
+    assert!(
+        root.join("node_modules/playwright-core").is_dir(),
+        "run `npm ci --prefix browser` (scripts/test does)"
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Chromium is needed (scripts/test installs it)"
+    );
+    let mut p = Platform::new(&[]);
+    let out = p.start(&["--demo"]);
+    let t = std::time::Instant::now();
+    let mut out = out;
+    while !out.contains("utilisateur web sdis") {
+        assert!(t.elapsed().as_secs() < 30, "{out}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        out = std::fs::read_to_string(p.dir.path().join("serve.out")).unwrap();
+    }
+    let line = out
+        .lines()
+        .find(|l| l.contains("utilisateur web sdis"))
+        .unwrap();
+    let password = line.rsplit(' ').next().unwrap().to_string();
+    let jobs = p.sql("SELECT count(*) FROM job");
+    assert!(jobs >= 28, "{jobs}");
+    p.wait_jobs(jobs);
+    let downloads = p.dir.path().join("telechargements");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let o = std::process::Command::new("node")
+        .arg(root.join("suivi.mjs"))
+        .env("ATMP_URL", p.url.replace("127.0.0.1", "localhost"))
+        .env("ATMP_LOGIN", "sdis")
+        .env("ATMP_PASSWORD", &password)
+        .env("ATMP_DOWNLOADS", &downloads)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "browser test failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The download really reached the disk.
+    let files: Vec<_> = std::fs::read_dir(&downloads).unwrap().collect();
+    assert_eq!(files.len(), 1);
+}

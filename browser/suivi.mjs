@@ -1,0 +1,125 @@
+// Browser test of the tracking table (Suivi des imports), in headless Chromium.
+//
+// Run by crates/atmp/tests/platform (browser_*), against `atmp serve --demo` started there.
+// Environment: ATMP_URL (https://localhost:PORT), ATMP_LOGIN, ATMP_PASSWORD, ATMP_DOWNLOADS
+// (a folder), CHROMIUM (default /usr/bin/chromium). Exits non-zero on the first failed check.
+import { chromium } from "playwright-core";
+import { readFileSync } from "node:fs";
+import assert from "node:assert/strict";
+
+const url = process.env.ATMP_URL;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+let failed = false;
+try {
+  // The platform's certificate is self-signed: accepted for this test only.
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, acceptDownloads: true });
+  const page = await context.newPage();
+  page.setDefaultTimeout(10000);
+  // No JavaScript on the pages: the forms and links alone must do everything.
+  await context.route("**/*", (route) => route.continue());
+
+  const summary = async () => (await page.locator("#total").textContent()).trim();
+  const rows = async () => page.locator("#suivi tbody tr").filter({ has: page.locator("a") }).count();
+  const firstCells = async (n) => (await page.locator(`#suivi tbody tr td:nth-child(${n})`).allTextContents()).map((s) => s.trim());
+
+  // Log in.
+  await page.goto(`${url}/suivi`);
+  assert.match(page.url(), /\/connexion$/, "not logged in: the login page");
+  await page.getByLabel("Identifiant").fill(process.env.ATMP_LOGIN);
+  await page.getByLabel("Mot de passe").fill(process.env.ATMP_PASSWORD);
+  await page.getByRole("button", { name: "Se connecter" }).click();
+  await page.waitForURL(/\/suivi/);
+  assert.equal(await page.locator("h1").textContent(), "Suivi des imports");
+
+  // Default period (the last twelve months): every import of the collectivité, newest first.
+  const total = await summary();
+  const m = total.match(/^(\d+) import\(s\) — page 1 sur (\d+)$/);
+  assert.ok(m, `summary: ${total}`);
+  const count = Number(m[1]);
+  const pages = Number(m[2]);
+  assert.ok(count > 20 && pages === Math.ceil(count / 20), total);
+  assert.equal(await rows(), 20);
+  const dates = await firstCells(2);
+  const key = (d) => d.replace(/^(\d\d)\/(\d\d)\/(\d{4}) /, "$3$2$1 ");
+  assert.deepEqual([...dates].sort((a, b) => key(b).localeCompare(key(a))), dates, "newest first");
+
+  // Paging: last, previous, first, next.
+  await page.getByRole("link", { name: "Dernière" }).click();
+  assert.match(await summary(), new RegExp(`page ${pages} sur ${pages}$`));
+  assert.equal(await rows(), count - 20 * (pages - 1));
+  assert.equal(await page.getByRole("link", { name: "Suivante" }).count(), 0, "no next on the last page");
+  await page.getByRole("link", { name: "Précédente" }).click();
+  assert.match(await summary(), new RegExp(`page ${pages - 1} sur ${pages}$`));
+  if (pages > 2) await page.getByRole("link", { name: "Première" }).click();
+  assert.match(await summary(), /page 1 sur/);
+  assert.equal(await page.getByRole("link", { name: "Précédente" }).count(), 0, "no previous on the first page");
+  await page.getByRole("link", { name: "Suivante" }).click();
+  assert.match(await summary(), new RegExp(`page 2 sur ${pages}$`));
+  await page.getByRole("link", { name: "Première" }).click();
+  assert.match(await summary(), /page 1 sur/);
+
+  // Filter by type.
+  await page.getByLabel("Type de fichiers").selectOption({ label: "Service" });
+  await page.getByRole("button", { name: "Filtrer" }).click();
+  assert.match(await summary(), /^1 import\(s\)/);
+  assert.deepEqual(await firstCells(1), ["Service"]);
+  await page.getByLabel("Type de fichiers").selectOption({ label: "Déclaration" });
+  await page.getByRole("button", { name: "Filtrer" }).click();
+  assert.match(await summary(), new RegExp(`^${count - 1} import\\(s\\)`));
+  assert.ok((await firstCells(1)).every((t) => t === "Déclaration"));
+
+  // Filter by period: a year without imports, then back to today.
+  await page.getByLabel("du", { exact: true }).fill("2020-01-01");
+  await page.getByLabel("au", { exact: true }).fill("2020-12-31");
+  await page.getByRole("button", { name: "Filtrer" }).click();
+  assert.match(await summary(), /^0 import\(s\)/);
+  assert.equal(await page.getByText("Aucun import sur cette période.").count(), 1);
+  const today = new Date().toISOString().slice(0, 10);
+  await page.getByLabel("du", { exact: true }).fill(today);
+  await page.getByLabel("au", { exact: true }).fill(today);
+  await page.getByLabel("Type de fichiers").selectOption({ label: "Tous" });
+  await page.getByRole("button", { name: "Filtrer" }).click();
+  assert.match(await summary(), new RegExp(`^${count} import\\(s\\)`));
+
+  // Download the error log of the import with errors.
+  const row = page.locator("#suivi tbody tr", { hasText: "erreur(s)" }).first();
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    row.getByRole("link", { name: "erreurs" }).click(),
+  ]);
+  assert.match(download.suggestedFilename(), /^import-\d+-\d{14}-erreurs\.log$/);
+  const saved = `${process.env.ATMP_DOWNLOADS}/${download.suggestedFilename()}`;
+  await download.saveAs(saved);
+  const log = readFileSync(saved, "utf8");
+  assert.match(log, /;ERROR;Agent : CARDON Yanick - 07\/05\/1984 - 184052153114629;;;Les données de l'agent dans la base/);
+  assert.ok(!log.includes(";INFO;"), "the error log holds ERROR lines only");
+
+  // The import's page: the rejected agent, both identities side by side, the differences marked.
+  await row.getByRole("link", { name: /erreur\(s\)/ }).click();
+  await page.waitForURL(/\/imports\/\d+$/);
+  const rejet = page.locator("section.rejet").first();
+  assert.match(await rejet.locator("h3").textContent(), /CARDON Yanick/);
+  const diff = await rejet.locator("tr.diff th").allTextContents();
+  assert.deepEqual(diff, ["Nom et prénom (différent)", "Date de naissance (différent)"]);
+  const cells = await rejet.locator("tbody tr").first().locator("td").allTextContents();
+  assert.deepEqual(cells, ["CARDON Yannick", "CARDON Yanick"]);
+
+  // Log out.
+  await page.getByRole("button", { name: "Se déconnecter" }).click();
+  await page.waitForURL(/\/connexion$/);
+  await page.goto(`${url}/suivi`);
+  assert.match(page.url(), /\/connexion$/);
+  console.log(`browser test passed: ${count} imports on ${pages} pages`);
+} catch (e) {
+  failed = true;
+  console.error(e);
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
