@@ -248,6 +248,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_file_is_valid() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../atmp.example.toml");
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.ftps.port(), 2121);
+        assert_eq!(c.passive_ports, 50000..=50100);
+        assert!(!c.production && c.web_tls && !c.attach_logs);
+    }
+
+    #[test]
     fn file_values_are_read_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("atmp.toml");
