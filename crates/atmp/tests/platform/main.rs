@@ -604,12 +604,27 @@ fn cut_upload_is_never_integrated() {
     // A complete upload afterwards is taken at once, the cut one never.
     p.upload("SOFIVAL", PW_SOFIVAL, "entier.xml", &xml);
     p.wait_jobs(1);
+    // A client that uploads under a temporary name is taken at its rename, not before.
+    let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
+    ftp.put_file("renomme.xml.part", &mut &xml[..]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(p.sql("SELECT count(*) FROM job"), 1);
+    assert_eq!(p.sql("SELECT count(*) FROM job"), 1, "temporary name taken");
+    ftp.rename("renomme.xml.part", "renomme.xml").unwrap();
+    let _ = ftp.quit();
+    p.wait_jobs(2);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(p.sql("SELECT count(*) FROM job"), 2);
     assert_eq!(
         p.sql("SELECT count(*) FROM job WHERE file_name = 'entier.xml'"),
         1
     );
+    assert_eq!(
+        p.sql("SELECT count(*) FROM job WHERE file_name = 'renomme.xml'"),
+        1
+    );
+    // The cut file is still where the sender left it, never taken.
+    let root = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap().nlst(None).unwrap();
+    assert!(root.iter().any(|n| n.ends_with("coupe.xml")), "{root:?}");
 }
 
 /// A person in headless Chromium, on the demo platform: logs in, pages through the tracking
