@@ -17,6 +17,8 @@ pub fn io_error_fr(e: &io::Error) -> String {
         PermissionDenied => "accès refusé".to_string(),
         IsADirectory => "c'est un dossier, pas un fichier".to_string(),
         UnexpectedEof => "fin de fichier inattendue".to_string(),
+        AddrInUse => "port déjà utilisé par un autre programme".to_string(),
+        AddrNotAvailable => "adresse inconnue de cette machine".to_string(),
         InvalidData => format!("données illisibles ({e})"),
         _ => format!("erreur d'entrée-sortie ({e})"),
     }

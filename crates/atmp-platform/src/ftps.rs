@@ -197,6 +197,12 @@ pub async fn run(
         )
         .passive_ports(shared.config.passive_ports.clone())
         .idle_session_timeout(600)
+        // Five wrong passwords for an account from one address block it for five minutes.
+        .failed_logins_policy(libunftp::options::FailedLoginsPolicy::new(
+            5,
+            std::time::Duration::from_secs(300),
+            libunftp::options::FailedLoginsBlock::UserAndIP,
+        ))
         .notify_data(Intake {
             shared: shared.clone(),
         })

@@ -142,13 +142,16 @@ pub struct Application {
     pub demo_summary: Option<String>,
 }
 
-/// Resolves port 0 to a free port (libunftp binds by address only).
-fn free_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
-    let l = std::net::TcpListener::bind(addr)?;
-    l.local_addr()
+/// Checks that the FTPS address can be bound, and resolves port 0 to a free port (libunftp
+/// binds by address only, later, and says why it cannot in English only).
+fn free_port(addr: SocketAddr) -> Result<SocketAddr, PlatformError> {
+    let l = std::net::TcpListener::bind(addr).map_err(|e| {
+        PlatformError::Config(format!(
+            "adresse FTPS {addr} indisponible : {}",
+            atmp_flux::io_error_fr(&e)
+        ))
+    })?;
+    Ok(l.local_addr()?)
 }
 
 impl Application {
@@ -204,7 +207,15 @@ impl Application {
         recover_spool(&shared)?;
         let (cert, key) =
             tls::ensure_certificate(&data_dir, config.cert.as_deref(), config.key.as_deref())?;
-        let web = tokio::net::TcpListener::bind(config.http).await?;
+        let web = tokio::net::TcpListener::bind(config.http)
+            .await
+            .map_err(|e| {
+                PlatformError::Config(format!(
+                    "adresse web {} indisponible : {}",
+                    config.http,
+                    atmp_flux::io_error_fr(&e)
+                ))
+            })?;
         *shared.http_addr.lock().expect("addr") = Some(web.local_addr()?);
         let ftps_addr = free_port(config.ftps)?;
         let app = Application {

@@ -356,8 +356,72 @@ fn forms_need_their_csrf_token_and_admin_pages_manage_the_platform() {
         .text()
         .unwrap()
         .contains("Identifiant ou mot de passe incorrect"));
-    // The nomenclature page lists the shipped lists.
-    assert!(admin.text("/admin/nomenclatures").contains("SIEGE_LESION"));
+    // The nomenclature page lists the shipped lists, and loads a CSV.
+    let page = admin.text("/admin/nomenclatures");
+    assert!(page.contains("SIEGE_LESION"));
+    let csrf = csrf_of(&page);
+    let upload = |csv: &'static str| {
+        let form = reqwest::blocking::multipart::Form::new()
+            .text("csrf", csrf.clone())
+            .text("version", "2026-11")
+            .part(
+                "fichier",
+                reqwest::blocking::multipart::Part::bytes(csv.as_bytes()).file_name("n.csv"),
+            );
+        admin
+            .client
+            .post(format!("{}/admin/nomenclatures", admin.url))
+            .multipart(form)
+            .send()
+            .unwrap()
+    };
+    let r = upload("nomenclature;code;libelle\nTYPE_CERTIFICAT;I\n");
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .unwrap()
+        .contains("1 ligne(s) invalide(s), rien n&#39;a été chargé"));
+    let r = upload(
+        "nomenclature;code;libelle\nTYPE_CERTIFICAT;I;Initial\nTYPE_CERTIFICAT;P;Prolongation\n",
+    );
+    assert_eq!(r.status(), 200);
+    let page = r.text().unwrap();
+    assert!(page.contains("Version 2026-11 chargée : 2 codes"), "{page}");
+    // A collectivité attached to a CDG afterwards, then detached.
+    let r = admin.post(
+        "/admin/collectivites",
+        "/admin/collectivites/rattacher",
+        &[("siret", SDIS), ("cdg", CDG)],
+    );
+    assert!(r
+        .text()
+        .unwrap()
+        .contains(&format!("rattachée au CDG {CDG}")));
+    assert_eq!(p.sql(&format!("SELECT count(*) FROM collectivite c JOIN collectivite d ON d.id = c.cdg_id WHERE c.siret = '{SDIS}' AND d.siret = '{CDG}'")), 1);
+    admin.post(
+        "/admin/collectivites",
+        "/admin/collectivites/rattacher",
+        &[("siret", SDIS), ("cdg", "")],
+    );
+    assert_eq!(
+        p.sql(&format!(
+            "SELECT count(*) FROM collectivite WHERE siret = '{SDIS}' AND cdg_id IS NULL"
+        )),
+        1
+    );
+    // A disabled user's sessions end and it cannot log in again.
+    let sdis = p.web("sdis", PW_USERS);
+    let id = p
+        .sql("SELECT id FROM utilisateur WHERE login = 'sdis'")
+        .to_string();
+    let r = admin.post(
+        "/admin/utilisateurs",
+        "/admin/utilisateurs/actif",
+        &[("id", &id), ("actif", "0")],
+    );
+    assert!(r.text().unwrap().contains("Utilisateur désactivé"));
+    assert!(sdis.get("/suivi").url().path().ends_with("/connexion"));
+    assert_eq!(Web::new(&p).login("sdis", PW_USERS).status(), 401);
 }
 
 /// Every explicit-TLS session upgrades: the vendored libunftp's AUTH TLS race fix
