@@ -2,7 +2,7 @@
 //!
 //! Every request goes through [`Auth`], which reads the session cookie and loads the user
 //! from the base; every page and download then checks the role and the collectivité
-//! ([`may_see`]). Every form carries the session's CSRF token, checked before anything
+//! (`may_see`). Every form carries the session's CSRF token, checked before anything
 //! is done. A resource the user may not see answers 404, as if it did not exist.
 
 // Handlers return `Response` as their error: the page to show, as axum does.
