@@ -478,6 +478,14 @@ async fn login(State(app): State<App>, headers: HeaderMap, Form(f): Form<LoginFo
         return csrf_refused();
     }
     let login = f.login.trim().to_string();
+    if blocked(&app, &login) {
+        tracing::warn!("web login refused: too many failures");
+        return login_refused(
+            &app,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Trop d'essais infructueux pour cet identifiant : réessayez dans quelques minutes.",
+        );
+    }
     let l2 = login.clone();
     let user = match db(&app, move |s| s.utilisateur(&l2)).await {
         Ok(u) => u,
@@ -497,24 +505,17 @@ async fn login(State(app): State<App>, headers: HeaderMap, Form(f): Form<LoginFo
     .unwrap_or(false);
     let Some(user) = user.filter(|_| ok) else {
         tracing::warn!("web login refused");
-        let csrf = auth::token(24);
-        let t = LoginT {
-            user: None,
-            message: None,
-            error: Some("Identifiant ou mot de passe incorrect.".into()),
-            csrf: csrf.clone(),
-        };
-        let mut r = (
+        failed_login(&app, &login);
+        return login_refused(
+            &app,
             StatusCode::UNAUTHORIZED,
-            html(t.render().unwrap_or_default()),
-        )
-            .into_response();
-        r.headers_mut().insert(
-            header::SET_COOKIE,
-            set_cookie(&app, LOGIN_COOKIE, &csrf, 3600),
+            "Identifiant ou mot de passe incorrect.",
         );
-        return r;
     };
+    app.login_failures
+        .lock()
+        .expect("failures")
+        .remove(&login.to_lowercase());
     let token = auth::token(32);
     let h = auth::token_hash(&token);
     let csrf = auth::token(24);
@@ -538,6 +539,41 @@ async fn login(State(app): State<App>, headers: HeaderMap, Form(f): Form<LoginFo
     );
     r.headers_mut()
         .append(header::SET_COOKIE, set_cookie(&app, LOGIN_COOKIE, "", 0));
+    r
+}
+
+/// Failed logins before an identifier is blocked, and for how long.
+const MAX_FAILURES: u32 = 5;
+const BLOCK: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether an identifier is blocked after too many failures.
+fn blocked(app: &App, login: &str) -> bool {
+    let mut m = app.login_failures.lock().expect("failures");
+    m.retain(|_, (_, t)| t.elapsed() < BLOCK);
+    m.get(&login.to_lowercase())
+        .is_some_and(|(n, _)| *n >= MAX_FAILURES)
+}
+
+fn failed_login(app: &App, login: &str) {
+    let mut m = app.login_failures.lock().expect("failures");
+    let e = m.entry(login.to_lowercase()).or_insert((0, Instant::now()));
+    e.0 += 1;
+}
+
+/// The login page again, with an error.
+fn login_refused(app: &App, status: StatusCode, error: &str) -> Response {
+    let csrf = auth::token(24);
+    let t = LoginT {
+        user: None,
+        message: None,
+        error: Some(error.into()),
+        csrf: csrf.clone(),
+    };
+    let mut r = (status, html(t.render().unwrap_or_default())).into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(app, LOGIN_COOKIE, &csrf, 3600),
+    );
     r
 }
 

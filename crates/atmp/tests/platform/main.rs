@@ -9,7 +9,8 @@ use harness::*;
 /// each role sees exactly its imports and logs, even by editing URLs.
 #[test]
 fn examples_over_ftps_then_tracking_table_by_role() {
-    let mut p = Platform::new(&[]);
+    // Every trace of the platform, to check below that none carries a name or a NIR.
+    let mut p = Platform::new(&[("ATMP_LOG", "debug")]);
     p.setup();
     p.start(&[]);
     p.upload(
@@ -216,6 +217,19 @@ fn examples_over_ftps_then_tracking_table_by_role() {
     let sdis_import = p.sql("SELECT import_id FROM job WHERE file_name = 'services.xml'");
     assert_eq!(cdg.status(&format!("/imports/{sdis_import}")), 404);
 
+    // --- The program's own trace never names a person nor gives a NIR.
+    let trace = p.stderr();
+    assert!(trace.contains("integrated"), "the trace is there");
+    for f in [
+        "services.xml",
+        "declaration-differentiel.xml",
+        "cdg-groupe.xml",
+    ] {
+        for id in identities(&String::from_utf8(example(f)).unwrap()) {
+            assert!(!trace.contains(&id), "{id} in the trace");
+        }
+    }
+
     // --- Without a session: the login page, for pages and downloads alike.
     let anon = Web::new(&p);
     let r = anon.get(&format!("/imports/{sdis_import}/accuse"));
@@ -349,13 +363,20 @@ fn forms_need_their_csrf_token_and_admin_pages_manage_the_platform() {
     let r = v.post("/suivi", "/deconnexion", &[]);
     assert!(r.url().path().ends_with("/connexion"));
     assert!(v.get("/suivi").url().path().ends_with("/connexion"));
-    // A wrong password: refused, in French.
-    let r = Web::new(&p).login("valbrune", "pas-le-bon-mot-de-passe");
-    assert_eq!(r.status(), 401);
-    assert!(r
-        .text()
-        .unwrap()
-        .contains("Identifiant ou mot de passe incorrect"));
+    // A wrong password: refused, in French; five in a row block the identifier for a while,
+    // even with the right password.
+    for _ in 0..5 {
+        let r = Web::new(&p).login("valbrune", "pas-le-bon-mot-de-passe");
+        assert_eq!(r.status(), 401);
+        assert!(r
+            .text()
+            .unwrap()
+            .contains("Identifiant ou mot de passe incorrect"));
+    }
+    let r = Web::new(&p).login("valbrune", "un-mot-de-passe-long");
+    assert_eq!(r.status(), 429);
+    assert!(r.text().unwrap().contains("Trop d&#39;essais infructueux"));
+
     // The nomenclature page lists the shipped lists, and loads a CSV.
     let page = admin.text("/admin/nomenclatures");
     assert!(page.contains("SIEGE_LESION"));
@@ -507,6 +528,7 @@ fn mail_after_import_is_retried_and_carries_no_identity() {
         ("ATMP_MAIL_ATTACH_LOGS", "true"),
         ("ATMP_MAIL_RETRY_SECONDS", "1"),
         ("ATMP_PUBLIC_URL", "https://atmp.exemple.invalid"),
+        ("ATMP_LOG", "debug"),
     ]);
     p.setup();
     p.start(&[]);
@@ -573,6 +595,10 @@ fn mail_after_import_is_retried_and_carries_no_identity() {
         assert!(!m.contains(&id), "{id} in the mail:\n{m}");
     }
     assert!(m.contains("1**************"), "masked NIR: {m}");
+    let trace = p.stderr();
+    for id in identities(&xml) {
+        assert!(!trace.contains(&id), "{id} in the trace");
+    }
 }
 
 /// Killing the server while a file is integrated, then starting it again, integrates the
