@@ -166,7 +166,22 @@ fn receive(shared: &Shared, user: &str, ftp_path: &str) -> Result<Option<i64>, P
     std::fs::rename(&src, &stored)?;
     crate::worker::make_read_only(&stored)?;
     let size = std::fs::metadata(&stored)?.len();
-    let id = shared.with_store(|s| s.add_job(user, rel, &stored.to_string_lossy(), size))?;
+    // The base may be busy for a while (one writer: a large file being integrated); the file
+    // is already in `recus/`, so keep trying rather than leave it without a job.
+    let mut wait = std::time::Duration::from_millis(200);
+    let started = std::time::Instant::now();
+    let id = loop {
+        match shared.with_store(|s| s.add_job(user, rel, &stored.to_string_lossy(), size)) {
+            Ok(id) => break id,
+            Err(e) if started.elapsed() < std::time::Duration::from_secs(3600) => {
+                tracing::warn!(error = %e, "job not recorded yet, retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+            // After an hour, the job is recorded at the next start (recover_spool).
+            Err(e) => return Err(e.into()),
+        }
+    };
     shared.wake_worker();
     Ok(Some(id))
 }
