@@ -440,7 +440,9 @@ struct ImportT {
     counts: Vec<(&'static str, u64, u64, u64)>,
     logs: Vec<LogLine>,
     rejets: Vec<Rejet>,
-    rejets_tronques: bool,
+    rejets_total: usize,
+    rejets_page: usize,
+    rejets_pages: usize,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -942,9 +944,10 @@ fn mismatch(msg: &str) -> Option<Vec<(&'static str, String, String, bool)>> {
 }
 
 /// The rejected agents of the visible error logs (at most `max`).
-fn rejets(paths: &[String], max: usize) -> (Vec<Rejet>, bool) {
+fn rejets(paths: &[String], offset: usize, limit: usize) -> (Vec<Rejet>, usize) {
     use std::io::BufRead;
     let mut out = Vec::new();
+    let mut total = 0;
     for p in paths {
         let Ok(f) = std::fs::File::open(p) else {
             continue;
@@ -959,20 +962,40 @@ fn rejets(paths: &[String], max: usize) -> (Vec<Rejet>, bool) {
             {
                 continue;
             }
-            if out.len() == max {
-                return (out, true);
+            total += 1;
+            if total > offset && out.len() < limit {
+                out.push(Rejet {
+                    agent: f[2].clone(),
+                    mismatch: mismatch(&f[5]),
+                    message: f[5].clone(),
+                });
             }
-            out.push(Rejet {
-                agent: f[2].clone(),
-                mismatch: mismatch(&f[5]),
-                message: f[5].clone(),
-            });
         }
     }
-    (out, false)
+    (out, total)
 }
 
-async fn import_page(State(app): State<App>, a: Auth, Path(id): Path<String>) -> Response {
+/// Rejected agents shown per page of an import's page.
+const REJETS_PAGE: usize = 100;
+
+#[derive(Deserialize, Default)]
+struct ImportParams {
+    #[serde(default)]
+    rejets: Option<String>,
+}
+
+async fn import_page(
+    State(app): State<App>,
+    a: Auth,
+    Path(id): Path<String>,
+    Query(q): Query<ImportParams>,
+) -> Response {
+    let rejets_page: usize = q
+        .rejets
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1);
     let Ok(id) = id.parse::<i64>() else {
         return not_found();
     };
@@ -999,9 +1022,11 @@ async fn import_page(State(app): State<App>, a: Auth, Path(id): Path<String>) ->
         }
     };
     let error_paths: Vec<String> = logs.iter().map(|(_, l)| l.erreurs_path.clone()).collect();
-    let (rejets, tronques) = tokio::task::spawn_blocking(move || rejets(&error_paths, 200))
-        .await
-        .unwrap_or_default();
+    let offset = (rejets_page - 1) * REJETS_PAGE;
+    let (rejets, rejets_total) =
+        tokio::task::spawn_blocking(move || rejets(&error_paths, offset, REJETS_PAGE))
+            .await
+            .unwrap_or_default();
     let logs: Vec<LogLine> = logs
         .iter()
         .zip(siret_names)
@@ -1040,7 +1065,9 @@ async fn import_page(State(app): State<App>, a: Auth, Path(id): Path<String>) ->
         row,
         logs,
         rejets,
-        rejets_tronques: tronques,
+        rejets_total,
+        rejets_page,
+        rejets_pages: rejets_total.div_ceil(REJETS_PAGE).max(1),
     };
     html(t.render().unwrap_or_default())
 }

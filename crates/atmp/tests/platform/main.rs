@@ -777,3 +777,52 @@ fn browser_tracking_table_paging_filters_and_download() {
     let files: Vec<_> = std::fs::read_dir(&downloads).unwrap().collect();
     assert_eq!(files.len(), 1);
 }
+
+/// The import's page lists every rejected agent, a hundred per page, each with both
+/// identities and the differing fields marked.
+#[test]
+fn import_page_lists_every_rejected_agent_by_pages() {
+    let mut p = Platform::new(&[]);
+    p.setup();
+    let first = p.dir.path().join("a.xml");
+    p.cli(
+        &[
+            "gen",
+            "--agents",
+            "150",
+            "--out",
+            first.to_str().unwrap(),
+            "--collectivite",
+            SDIS,
+            "--emetteur",
+            "SOFIVAL",
+            "--seed",
+            "3",
+        ],
+        None,
+    );
+    let xml = std::fs::read_to_string(&first).unwrap();
+    // The same agents (same NIRs) under other first names.
+    let renamed = xml.replace("</prenom>", "-TEST</prenom>");
+    assert_ne!(renamed, xml);
+    p.start(&[]);
+    p.upload("SOFIVAL", PW_SOFIVAL, "a.xml", xml.as_bytes());
+    p.wait_jobs(1);
+    p.upload("SOFIVAL", PW_SOFIVAL, "b.xml", renamed.as_bytes());
+    p.wait_jobs(2);
+    let id = p.sql("SELECT import_id FROM job WHERE file_name = 'b.xml'");
+    let admin = p.web("plateforme", PW_USERS);
+    let page = admin.text(&format!("/imports/{id}"));
+    assert!(
+        page.contains("150 agent(s) rejeté(s) — page 1 sur 2"),
+        "{page}"
+    );
+    assert_eq!(page.matches("<section class=\"rejet\">").count(), 100);
+    assert_eq!(page.matches("Nom et prénom (différent)").count(), 100);
+    assert!(!page.contains("Date de naissance (différent)"));
+    let page2 = admin.text(&format!("/imports/{id}?rejets=2"));
+    assert!(page2.contains("page 2 sur 2"));
+    assert_eq!(page2.matches("<section class=\"rejet\">").count(), 50);
+    assert!(page2.contains("Agents rejetés précédents"));
+    assert!(!page2.contains("Agents rejetés suivants"));
+}
