@@ -566,13 +566,49 @@ fn mail_after_import_is_retried_and_carries_no_identity() {
         assert!(t.elapsed().as_secs() < 60, "mail not sent: {}", p.stderr());
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    assert!(p.sql("SELECT attempts FROM mail") >= 2);
+    // A grouped CDG file: the commune's users get its log, the CDG's administrators the
+    // global one; the CCAS has no user, so no mail.
+    p.upload(
+        "CDGVAUCL",
+        PW_CDGVAUCL,
+        "cdg-groupe.xml",
+        &example("cdg-groupe.xml"),
+    );
+    p.wait_jobs(2);
+    let t = std::time::Instant::now();
+    while p.sql("SELECT count(*) FROM mail WHERE state = 'envoye'") < 3 {
+        assert!(t.elapsed().as_secs() < 60, "mails not sent: {}", p.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     std::thread::sleep(std::time::Duration::from_millis(300));
     let _ = sink.kill();
     let _ = sink.wait();
-    assert!(p.sql("SELECT attempts FROM mail") >= 2);
+    assert_eq!(p.sql("SELECT count(*) FROM mail"), 3);
     let texts = maildir_texts(&maildir);
-    assert_eq!(texts.len(), 1, "one recipient: the SDIS's user");
-    let m = &texts[0];
+    assert_eq!(texts.len(), 3);
+    let to = |who: &str| {
+        texts
+            .iter()
+            .find(|m| m.contains(&format!("To: {who}@exemple.invalid")))
+            .unwrap_or_else(|| panic!("no mail to {who}: {texts:?}"))
+            .clone()
+    };
+    let commune = to("commune");
+    assert!(
+        commune.contains("Collectivité : Commune de Rochebrune-sur-Aube (21219781800017)"),
+        "{commune}"
+    );
+    assert!(
+        !commune.contains("CCAS"),
+        "another collectivité in the commune's mail: {commune}"
+    );
+    let cdg = to("cdg");
+    assert!(
+        cdg.contains("Journal global du CDG : CDG de la Vauclaire (28219010700049)"),
+        "{cdg}"
+    );
+    let m = &to("sdis");
     assert!(m.contains("To: sdis@exemple.invalid"), "{m}");
     assert!(
         m.contains("Subject: [atmp] declaration-differentiel.xml : Import réussi (3 erreur(s))"),
