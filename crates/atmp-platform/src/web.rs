@@ -172,7 +172,7 @@ fn forbidden(user: &Auth) -> Response {
         StatusCode::FORBIDDEN,
         Some(user.nav()),
         "Accès refusé",
-        "Cette page est réservée aux administrateurs de la plate-forme.",
+        "Cette page est réservée aux administrateurs.",
     )
 }
 
@@ -256,6 +256,8 @@ pub struct NavUser {
     role: &'static str,
     csrf: String,
     admin: bool,
+    /// Administers collectivités (its own, or a CDG's): users and services pages.
+    gestion: bool,
 }
 
 impl Auth {
@@ -265,6 +267,48 @@ impl Auth {
             role: self.user.role.libelle(),
             csrf: self.csrf.clone(),
             admin: self.user.role == Role::Plateforme,
+            gestion: self.user.role != Role::Collectivite,
+        }
+    }
+
+    /// Whether the user administers this collectivité (its users and its services): the
+    /// platform all of them, a CDG's administrator the CDG and its attached collectivités,
+    /// a collectivité's administrator its own.
+    fn administers(&self, c: &atmp_store::Collectivite) -> bool {
+        let own = self.user.collectivite_siret.as_deref();
+        match self.user.role {
+            Role::Plateforme => true,
+            Role::Cdg => {
+                own == Some(c.siret.as_str()) || (own.is_some() && c.cdg_siret.as_deref() == own)
+            }
+            Role::CollectiviteAdmin => own == Some(c.siret.as_str()),
+            Role::Collectivite => false,
+        }
+    }
+
+    /// Whether the user may give `role` to a user of collectivité `c`.
+    fn may_grant(&self, role: Role, c: Option<&atmp_store::Collectivite>) -> bool {
+        match (self.user.role, role, c) {
+            (Role::Plateforme, _, _) => true,
+            (_, Role::Plateforme, _) | (_, _, None) => false,
+            // A CDG administrator names other administrators of its own CDG only.
+            (Role::Cdg, Role::Cdg, Some(c)) => {
+                self.user.collectivite_siret.as_deref() == Some(c.siret.as_str())
+            }
+            (Role::Cdg, _, Some(c)) => self.administers(c),
+            (Role::CollectiviteAdmin, Role::CollectiviteAdmin | Role::Collectivite, Some(c)) => {
+                self.administers(c)
+            }
+            _ => false,
+        }
+    }
+
+    /// Refuses the users who administer nothing.
+    fn gestion(&self) -> Result<(), Response> {
+        if self.user.role != Role::Collectivite {
+            Ok(())
+        } else {
+            Err(forbidden(self))
         }
     }
 
@@ -1183,6 +1227,8 @@ struct CollectivitesT {
     error: Option<String>,
     csrf: String,
     collectivites: Vec<atmp_store::Collectivite>,
+    /// The creation and attachment forms (platform administrators only).
+    formulaires: bool,
 }
 
 async fn collectivites_page(
@@ -1205,13 +1251,14 @@ async fn collectivites_page(
         message,
         error,
         csrf: a.csrf.clone(),
-        collectivites: list,
+        collectivites: list.into_iter().filter(|c| a.administers(c)).collect(),
+        formulaires: a.user.role == Role::Plateforme,
     };
     (status, html(t.render().unwrap_or_default())).into_response()
 }
 
 async fn collectivites(State(app): State<App>, a: Auth) -> Response {
-    if let Err(r) = a.admin() {
+    if let Err(r) = a.gestion() {
         return r;
     }
     collectivites_page(&app, &a, None, None).await
@@ -1348,16 +1395,18 @@ async fn services_page(
         let Some(c) = s.collectivite(&s2)? else {
             return Ok(None);
         };
-        Ok(Some((c.nom.clone(), s.services(c.id)?)))
+        let services = s.services(c.id)?;
+        Ok(Some((c, services)))
     })
     .await
     {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some((nom, services)) = found else {
+    let Some((c, services)) = found.filter(|(c, _)| a.administers(c)) else {
         return not_found();
     };
+    let nom = c.nom;
     let t = ServicesT {
         user: Some(a.nav()),
         message,
@@ -1371,7 +1420,7 @@ async fn services_page(
 }
 
 async fn services(State(app): State<App>, a: Auth, Path(siret): Path<String>) -> Response {
-    if let Err(r) = a.admin() {
+    if let Err(r) = a.gestion() {
         return r;
     }
     services_page(&app, &a, siret, None, None).await
@@ -1393,8 +1442,18 @@ async fn service_add(
     Path(siret): Path<String>,
     Form(f): Form<ServiceForm>,
 ) -> Response {
-    if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
+    if let Err(r) = a.gestion().and_then(|_| a.check(&f.csrf)) {
         return r;
+    }
+    let known = {
+        let s2 = siret.clone();
+        match db(&app, move |s| s.collectivite(&s2)).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        }
+    };
+    if !known.as_ref().is_some_and(|c| a.administers(c)) {
+        return not_found();
     }
     let code = f.code.trim().to_string();
     let libelle = f.libelle.trim().to_string();
@@ -1688,6 +1747,29 @@ struct UtilisateursT {
     csrf: String,
     utilisateurs: Vec<UtilisateurLine>,
     roles: Vec<(&'static str, &'static str)>,
+    /// The SIRET proposed in the creation form.
+    siret_defaut: String,
+}
+
+/// The users `a` manages, with the collectivités it administers (by SIRET).
+fn managed(
+    a: &Auth,
+    users: Vec<Utilisateur>,
+    collectivites: &[atmp_store::Collectivite],
+) -> Vec<Utilisateur> {
+    users
+        .into_iter()
+        .filter(|u| manages(a, u, collectivites))
+        .collect()
+}
+
+/// Whether `a` manages user `u`: it administers `u`'s collectivité and may give `u`'s role.
+fn manages(a: &Auth, u: &Utilisateur, collectivites: &[atmp_store::Collectivite]) -> bool {
+    let c = u
+        .collectivite_siret
+        .as_deref()
+        .and_then(|s| collectivites.iter().find(|c| c.siret == s));
+    a.may_grant(u.role, c)
 }
 
 async fn utilisateurs_page(
@@ -1696,16 +1778,22 @@ async fn utilisateurs_page(
     message: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let list = match db(app, |s| s.utilisateurs()).await {
+    let (list, collectivites) = match db(app, |s| Ok((s.utilisateurs()?, s.collectivites()?))).await
+    {
         Ok(l) => l,
         Err(r) => return r,
+    };
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
     };
     let t = UtilisateursT {
         user: Some(a.nav()),
         message,
         error,
         csrf: a.csrf.clone(),
-        utilisateurs: list
+        utilisateurs: managed(a, list, &collectivites)
             .into_iter()
             .map(|u| UtilisateurLine {
                 id: u.id,
@@ -1719,13 +1807,26 @@ async fn utilisateurs_page(
                 actif: u.actif,
             })
             .collect(),
-        roles: Role::ALL.iter().map(|r| (r.code(), r.libelle())).collect(),
+        roles: Role::ALL
+            .iter()
+            .filter(|r| match a.user.role {
+                Role::Plateforme => true,
+                Role::Cdg => **r != Role::Plateforme,
+                _ => matches!(r, Role::CollectiviteAdmin | Role::Collectivite),
+            })
+            .map(|r| (r.code(), r.libelle()))
+            .collect(),
+        siret_defaut: if a.user.role == Role::Plateforme {
+            String::new()
+        } else {
+            a.user.collectivite_siret.clone().unwrap_or_default()
+        },
     };
-    html(t.render().unwrap_or_default())
+    (status, html(t.render().unwrap_or_default())).into_response()
 }
 
 async fn utilisateurs(State(app): State<App>, a: Auth) -> Response {
-    if let Err(r) = a.admin() {
+    if let Err(r) = a.gestion() {
         return r;
     }
     utilisateurs_page(&app, &a, None, None).await
@@ -1750,11 +1851,27 @@ async fn utilisateur_add(
     a: Auth,
     Form(f): Form<UtilisateurForm>,
 ) -> Response {
-    if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
+    if let Err(r) = a.gestion().and_then(|_| a.check(&f.csrf)) {
         return r;
     }
+    let siret = f.siret.trim().to_string();
+    let target = if siret.is_empty() {
+        None
+    } else {
+        let s2 = siret.clone();
+        match db(&app, move |s| s.collectivite(&s2)).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        }
+    };
     let r = match Role::parse(&f.role) {
         None => Err("Rôle inconnu.".to_string()),
+        Some(role) if !a.may_grant(role, target.as_ref()) && a.user.role != Role::Plateforme => {
+            Err(format!(
+                "Vous ne pouvez pas donner le rôle « {} » pour la collectivité « {siret} ».",
+                role.libelle()
+            ))
+        }
         Some(role) => {
             let pw = auth::password();
             let p2 = pw.clone();
@@ -1765,7 +1882,7 @@ async fn utilisateur_add(
                 login: f.login.trim().to_string(),
                 password_hash: hash,
                 role,
-                collectivite: (!f.siret.trim().is_empty()).then(|| f.siret.trim().to_string()),
+                collectivite: (!siret.is_empty()).then_some(siret),
                 email: (!f.email.trim().is_empty()).then(|| f.email.trim().to_string()),
                 doit_changer: true,
             };
@@ -1792,14 +1909,25 @@ struct ActifForm {
 }
 
 async fn utilisateur_actif(State(app): State<App>, a: Auth, Form(f): Form<ActifForm>) -> Response {
-    if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
+    if let Err(r) = a.gestion().and_then(|_| a.check(&f.csrf)) {
         return r;
     }
-    let r = if f.id == a.user.id {
+    let (target, collectivites) = match db(&app, move |s| {
+        Ok((s.utilisateur_by_id(f.id)?, s.collectivites()?))
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(target) = target.filter(|u| manages(&a, u, &collectivites)) else {
+        return not_found();
+    };
+    let r = if target.id == a.user.id {
         Err("Vous ne pouvez pas désactiver votre propre compte.".to_string())
     } else {
         change(&app, move |s| {
-            s.set_utilisateur_actif(f.id, f.actif == 1)?;
+            s.set_utilisateur_actif(target.id, f.actif == 1)?;
             Ok(if f.actif == 1 {
                 "Utilisateur réactivé.".into()
             } else {

@@ -170,8 +170,13 @@ fn examples_over_ftps_then_tracking_table_by_role() {
         }
     }
     // Administration is the platform's.
-    assert_eq!(sdis.status("/admin/collectivites"), 403);
-    assert_eq!(sdis.status("/admin/utilisateurs"), 403);
+    for page in [
+        "/admin/emetteurs",
+        "/admin/autorisations",
+        "/admin/nomenclatures",
+    ] {
+        assert_eq!(sdis.status(page), 403, "{page}");
+    }
 
     // --- A collectivité's user (the commune, attached to the CDG): its own log only.
     let commune = p.web("commune", PW_USERS);
@@ -861,4 +866,166 @@ fn import_page_lists_every_rejected_agent_by_pages() {
     assert_eq!(page2.matches("<section class=\"rejet\">").count(), 50);
     assert!(page2.contains("Agents rejetés précédents"));
     assert!(!page2.contains("Agents rejetés suivants"));
+}
+
+/// A collectivité's administrator manages its own users and services, a CDG's administrator
+/// those of the CDG and its attached collectivités; nothing beyond, even by editing forms.
+#[test]
+fn delegated_administration_stays_within_scope() {
+    let mut p = Platform::new(&[]);
+    p.setup();
+    p.start(&[]);
+    let id_of = |login: &str| {
+        p.sql(&format!(
+            "SELECT id FROM utilisateur WHERE login = '{login}'"
+        ))
+        .to_string()
+    };
+    let logins = |html: &str| -> Vec<String> {
+        let body = &html[html.find("<tbody>").unwrap()..html.find("</tbody>").unwrap()];
+        body.split("<tr>")
+            .skip(1)
+            .map(|r| strip_tags(&r[4..r.find("</td>").unwrap()]))
+            .collect()
+    };
+
+    // The SDIS's administrator.
+    let sdis = p.web("sdis", PW_USERS);
+    assert_eq!(logins(&sdis.text("/admin/utilisateurs")), ["sdis"]);
+    let coll = sdis.text("/admin/collectivites");
+    assert!(coll.contains(SDIS) && !coll.contains(COMMUNE) && !coll.contains(CDG));
+    assert!(!coll.contains("Créer une collectivité"));
+    let r = sdis.post(
+        "/admin/utilisateurs",
+        "/admin/utilisateurs",
+        &[
+            ("login", "sdis-rh"),
+            ("role", "collectivite"),
+            ("siret", SDIS),
+            ("email", ""),
+        ],
+    );
+    assert!(r.text().unwrap().contains("Utilisateur sdis-rh créé"));
+    for (role, siret) in [
+        ("cdg", SDIS),
+        ("collectivite", COMMUNE),
+        ("plateforme", ""),
+        ("collectivite-admin", CDG),
+    ] {
+        let r = sdis.post(
+            "/admin/utilisateurs",
+            "/admin/utilisateurs",
+            &[
+                ("login", "intrus"),
+                ("role", role),
+                ("siret", siret),
+                ("email", ""),
+            ],
+        );
+        assert_eq!(r.status(), 400, "{role} {siret}");
+    }
+    assert_eq!(
+        p.sql("SELECT count(*) FROM utilisateur WHERE login = 'intrus'"),
+        0
+    );
+    for other in ["commune", "cdg", "plateforme"] {
+        let r = sdis.post(
+            "/admin/utilisateurs",
+            "/admin/utilisateurs/actif",
+            &[("id", &id_of(other)), ("actif", "0")],
+        );
+        assert_eq!(r.status(), 404, "{other}");
+    }
+    assert_eq!(p.sql("SELECT count(*) FROM utilisateur WHERE actif = 0"), 0);
+    let page = format!("/admin/collectivites/{SDIS}/services");
+    let r = sdis.post(&page, &page, &[("code", "PREV"), ("libelle", "Prévention")]);
+    assert!(r.text().unwrap().contains("Service PREV ajouté"));
+    assert_eq!(
+        sdis.status(&format!("/admin/collectivites/{COMMUNE}/services")),
+        404
+    );
+    let csrf = csrf_of(&sdis.text(&page));
+    let r = sdis
+        .client
+        .post(format!(
+            "{}/admin/collectivites/{COMMUNE}/services",
+            sdis.url
+        ))
+        .form(&[("csrf", csrf.as_str()), ("code", "X"), ("libelle", "")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(p.sql("SELECT count(*) FROM service"), 1);
+
+    // The CDG's administrator: the CDG and its attached commune and CCAS, not the SDIS.
+    let cdg = p.web("cdg", PW_USERS);
+    let mut seen = logins(&cdg.text("/admin/utilisateurs"));
+    seen.sort();
+    assert_eq!(seen, ["cdg", "commune"]);
+    let coll = cdg.text("/admin/collectivites");
+    assert!(
+        coll.contains(CDG) && coll.contains(COMMUNE) && coll.contains(CCAS) && !coll.contains(SDIS)
+    );
+    let r = cdg.post(
+        "/admin/utilisateurs",
+        "/admin/utilisateurs",
+        &[
+            ("login", "ccas-admin"),
+            ("role", "collectivite-admin"),
+            ("siret", CCAS),
+            ("email", ""),
+        ],
+    );
+    assert!(r.text().unwrap().contains("Utilisateur ccas-admin créé"));
+    let r = cdg.post(
+        "/admin/utilisateurs",
+        "/admin/utilisateurs",
+        &[
+            ("login", "intrus"),
+            ("role", "collectivite"),
+            ("siret", SDIS),
+            ("email", ""),
+        ],
+    );
+    assert_eq!(r.status(), 400);
+    let r = cdg.post(
+        "/admin/utilisateurs",
+        "/admin/utilisateurs/actif",
+        &[("id", &id_of("commune")), ("actif", "0")],
+    );
+    assert!(r.text().unwrap().contains("Utilisateur désactivé"));
+    assert_eq!(
+        cdg.post(
+            "/admin/utilisateurs",
+            "/admin/utilisateurs/actif",
+            &[("id", &id_of("sdis-rh")), ("actif", "0")]
+        )
+        .status(),
+        404
+    );
+    assert_eq!(p.sql("SELECT count(*) FROM utilisateur WHERE actif = 0"), 1);
+
+    // A collectivité's plain user administers nothing.
+    p.cli(
+        &[
+            "utilisateur",
+            "add",
+            "--login",
+            "lecteur",
+            "--role",
+            "collectivite",
+            "--collectivite",
+            SDIS,
+            "--password-stdin",
+        ],
+        Some(&format!("{PW_USERS}\n")),
+    );
+    let lecteur = p.web("lecteur", PW_USERS);
+    for page in [
+        "/admin/utilisateurs",
+        "/admin/collectivites",
+        &format!("/admin/collectivites/{SDIS}/services"),
+    ] {
+        assert_eq!(lecteur.status(page), 403, "{page}");
+    }
 }
