@@ -143,7 +143,15 @@ impl Config {
                 ))
             })?;
             let f: FileConfig = toml::from_str(&text).map_err(|e| {
-                PlatformError::Config(format!("{} : {}", path.display(), e.message()))
+                let line = e
+                    .span()
+                    .map(|r| text[..r.start.min(text.len())].matches('\n').count() + 1)
+                    .unwrap_or(1);
+                PlatformError::Config(format!(
+                    "{}, ligne {line} : clé inconnue ou valeur invalide ({})",
+                    path.display(),
+                    e.message()
+                ))
             })?;
             if let Some(v) = f.serveur.donnees {
                 c.data_dir = v;
@@ -269,9 +277,12 @@ mod tests {
         assert_eq!(c.http.port(), 9443);
         assert_eq!(c.passive_ports, 40000..=40010);
         assert!(c.production && c.attach_logs);
-        std::fs::write(&p, "[serveur]\nhttpp = \"x\"\n").unwrap();
+        std::fs::write(&p, "[serveur]\nhttp = \"0.0.0.0:1\"\nhttpp = \"x\"\n").unwrap();
         let e = Config::load(Some(&p)).unwrap_err().to_string();
-        assert!(e.contains("httpp"), "{e}");
+        assert!(
+            e.contains("ligne 3 : clé inconnue") && e.contains("httpp"),
+            "{e}"
+        );
         std::fs::write(&p, "[serveur]\nports_passifs = \"9-1\"\n").unwrap();
         let e = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(e.contains("DEBUT-FIN"), "{e}");
