@@ -1029,3 +1029,25 @@ fn delegated_administration_stays_within_scope() {
         assert_eq!(lecteur.status(page), 403, "{page}");
     }
 }
+
+/// A file moved into the platform's keeping whose job was never recorded (a crash between
+/// the two) gets its job at the next start, under the sender whose folder it came from.
+#[test]
+fn received_file_without_job_is_recovered_at_start() {
+    let mut p = Platform::new(&[]);
+    p.setup();
+    let dir = p.data().join("recus/SOFIVAL");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("20261126-101010-0a1b2c3d-services.xml"),
+        example("services.xml"),
+    )
+    .unwrap();
+    p.start(&[]);
+    p.wait_jobs(1);
+    assert_eq!(
+        p.sql("SELECT count(*) FROM job WHERE emetteur = 'SOFIVAL' AND file_name = 'services.xml'"),
+        1
+    );
+    assert_eq!(p.sql("SELECT count(*) FROM service"), 6);
+}
