@@ -236,6 +236,7 @@ impl Config {
         Ok(())
     }
 
+    /// Sets the FTPS address from a string given on the command line.
     pub fn set_ftps(&mut self, s: &str) -> Result<(), PlatformError> {
         self.ftps = addr("--ftps", s)?;
         Ok(())

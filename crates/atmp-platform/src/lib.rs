@@ -85,6 +85,7 @@ impl Shared {
         r
     }
 
+    /// The root of the senders' FTPS folders (`<data>/ftp`).
     pub fn ftp_root(&self) -> PathBuf {
         self.data_dir.join("ftp")
     }
@@ -106,10 +107,12 @@ impl Shared {
         self.data_dir.join("journaux").join(format!("job-{job}"))
     }
 
+    /// Tells the worker a job is waiting.
     pub fn wake_worker(&self) {
         let _ = self.worker_wake.lock().expect("wake").send(());
     }
 
+    /// Tells the mailer mails may be due.
     pub fn wake_mailer(&self) {
         self.mail_wake.notify_one();
     }
@@ -235,18 +238,22 @@ impl Application {
         Ok(app)
     }
 
+    /// The web address bound (its port, when 0 was asked).
     pub fn http_addr(&self) -> SocketAddr {
         self.web.local_addr().expect("bound")
     }
 
+    /// The FTPS address bound.
     pub fn ftps_addr(&self) -> SocketAddr {
         self.ftps_addr
     }
 
+    /// What the parts share (configuration, base connections).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
+    /// The certificate of FTPS and HTTPS (for clients to trust).
     pub fn cert_path(&self) -> &Path {
         &self.cert
     }

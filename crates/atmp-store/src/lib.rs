@@ -29,6 +29,7 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+/// The result of every storage operation.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A value as stored.
@@ -41,12 +42,14 @@ pub enum Cell {
 }
 
 impl Cell {
+    /// The text of a `Text` cell.
     pub fn as_text(&self) -> Option<&str> {
         match self {
             Cell::Text(s) => Some(s),
             _ => None,
         }
     }
+    /// The value of an `Int` cell.
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Cell::Int(n) => Some(*n),
@@ -69,6 +72,7 @@ pub enum Table {
 }
 
 impl Table {
+    /// The SQL name of the table.
     pub fn name(&self) -> &'static str {
         match self {
             Table::Service => "service",
@@ -91,6 +95,7 @@ impl Table {
         }
     }
 
+    /// Every table, parents before children.
     pub const ALL: [Table; 8] = [
         Table::Service,
         Table::Agent,
@@ -122,6 +127,7 @@ pub enum Autorisation {
 }
 
 impl Autorisation {
+    /// The state as stored (`accordee`, `refusee`, `retiree`).
     pub fn code(&self) -> &'static str {
         match self {
             Autorisation::Accordee => "accordee",
@@ -129,6 +135,7 @@ impl Autorisation {
             Autorisation::Retiree => "retiree",
         }
     }
+    /// The state of a stored code.
     pub fn parse(s: &str) -> Option<Autorisation> {
         match s {
             "accordee" => Some(Autorisation::Accordee),
@@ -215,7 +222,9 @@ pub trait Store: Send {
         nom: &str,
         cdg: Option<&Siret>,
     ) -> Result<Collectivite>;
+    /// Every collectivité, by SIRET.
     fn collectivites(&mut self) -> Result<Vec<Collectivite>>;
+    /// The collectivité of a SIRET.
     fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>>;
 
     /// Creates the sender if needed; returns it.
@@ -228,9 +237,12 @@ pub trait Store: Send {
         state: Autorisation,
         reference: Option<&str>,
     ) -> Result<()>;
+    /// Every sender with its authorisations, by code.
     fn emetteurs(&mut self) -> Result<Vec<Emetteur>>;
+    /// The sender of a code, with its authorisations.
     fn emetteur(&mut self, code: &str) -> Result<Option<Emetteur>>;
 
+    /// Every code of the loaded nomenclatures.
     fn nomenclature_entries(&mut self) -> Result<Vec<NomenclatureEntry>>;
     /// Replaces every nomenclature named in `entries` by the list given; records the version.
     fn replace_nomenclatures(
@@ -275,18 +287,25 @@ pub trait Store: Send {
     /// The argon2 hash of a sender's FTPS password, if it has one.
     fn emetteur_password(&mut self, code: &str) -> Result<Option<String>>;
 
+    /// Creates a web user (its collectivité must exist; the login must be free).
     fn add_utilisateur(&mut self, u: &NewUtilisateur) -> Result<Utilisateur>;
+    /// The user of a login.
     fn utilisateur(&mut self, login: &str) -> Result<Option<Utilisateur>>;
+    /// The user of an id.
     fn utilisateur_by_id(&mut self, id: i64) -> Result<Option<Utilisateur>>;
+    /// Every user, by login.
     fn utilisateurs(&mut self) -> Result<Vec<Utilisateur>>;
+    /// How many users exist (none: the first start creates the administrator).
     fn count_utilisateurs(&mut self) -> Result<u64>;
     /// Sets a user's password hash; `doit_changer`: must change it at next login.
     fn set_utilisateur_password(&mut self, id: i64, hash: &str, doit_changer: bool) -> Result<()>;
+    /// Enables or disables a user; disabling ends its sessions.
     fn set_utilisateur_actif(&mut self, id: i64, actif: bool) -> Result<()>;
     /// The recipients of an import's mail for a collectivité: the e-mail of its active users
     /// (and, when `cdg` is set, of that CDG's administrators).
     fn destinataires(&mut self, siret: &str, global: bool) -> Result<Vec<String>>;
 
+    /// Records a new session (expired ones are purged).
     fn create_session(
         &mut self,
         token_sha256: &str,
@@ -296,6 +315,7 @@ pub trait Store: Send {
     ) -> Result<()>;
     /// The live session of this token: its user and CSRF token.
     fn session(&mut self, token_sha256: &str, now: &str) -> Result<Option<(Utilisateur, String)>>;
+    /// Ends a session (logout).
     fn delete_session(&mut self, token_sha256: &str) -> Result<()>;
     /// Ends every session of a user (password change) but `keep`.
     fn delete_sessions_of(&mut self, user: i64, keep: Option<&str>) -> Result<()>;
@@ -310,9 +330,11 @@ pub trait Store: Send {
     ) -> Result<i64>;
     /// The oldest unfinished job (waiting, or interrupted while running).
     fn next_job(&mut self) -> Result<Option<Job>>;
+    /// The job of an id.
     fn job(&mut self, id: i64) -> Result<Option<Job>>;
     /// Every job's stored path (to find received files whose job was never recorded).
     fn job_paths(&mut self) -> Result<Vec<String>>;
+    /// Sets a job's state (`en_cours` counts an attempt), with the last error if any.
     fn set_job_state(&mut self, id: i64, state: &str, error: Option<&str>) -> Result<()>;
     /// Marks a job done with the import it gave.
     fn finish_job(&mut self, id: i64, import_id: i64, sha256: &str) -> Result<()>;
@@ -328,6 +350,7 @@ pub trait Store: Send {
     fn enqueue_mail(&mut self, m: &NewMail) -> Result<()>;
     /// Mails due for sending at `now`.
     fn due_mails(&mut self, now: &str, limit: usize) -> Result<Vec<Mail>>;
+    /// Records a mail as sent.
     fn mail_sent(&mut self, id: i64) -> Result<()>;
     /// Records a failed attempt; `next`: when to try again (`None`: give up).
     fn mail_failed(&mut self, id: i64, error: &str, next: Option<&str>) -> Result<()>;
@@ -339,6 +362,7 @@ pub trait Store: Send {
 pub trait FileTx {
     /// The id of the import row of this file.
     fn import_id(&self) -> i64;
+    /// The collectivité of a SIRET, inside the file's transaction.
     fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>>;
     /// The sender's authorisation state for a collectivité, if any is on record.
     fn autorisation(

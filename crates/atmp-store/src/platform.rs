@@ -14,6 +14,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, the highest first.
     pub const ALL: [Role; 4] = [
         Role::Plateforme,
         Role::Cdg,
@@ -31,6 +32,7 @@ impl Role {
         }
     }
 
+    /// The role of a stored code.
     pub fn parse(s: &str) -> Option<Role> {
         Role::ALL.into_iter().find(|r| r.code() == s)
     }
