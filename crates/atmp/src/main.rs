@@ -304,6 +304,8 @@ fn serve(db: Option<String>, args: ServeArgs) -> Result<u8> {
         }
         if let Some(d) = &app.demo_summary {
             print!("{d}");
+        } else if app.shared().config.demo {
+            println!("Données de démonstration non chargées : la base contient déjà des collectivités.");
         }
         let scheme = if app.shared().config.web_tls { "https" } else { "http" };
         println!(
