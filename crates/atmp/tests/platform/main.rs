@@ -1051,3 +1051,40 @@ fn received_file_without_job_is_recovered_at_start() {
     );
     assert_eq!(p.sql("SELECT count(*) FROM service"), 6);
 }
+
+/// Behind a TLS reverse proxy the web may be served in plain HTTP (`ATMP_WEB_TLS=false`);
+/// its cookies then lose `Secure`, the rest is the same.
+#[test]
+fn plain_http_web_behind_a_proxy() {
+    let mut p = Platform::new(&[("ATMP_WEB_TLS", "false")]);
+    p.setup();
+    p.start(&[]);
+    let url = p.url.replace("https://", "http://");
+    let c = reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let r = c.get(format!("{url}/connexion")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+    let csrf = csrf_of(&r.text().unwrap());
+    let r = c
+        .post(format!("{url}/connexion"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("login", "sdis"),
+            ("password", PW_USERS),
+        ])
+        .send()
+        .unwrap();
+    assert!(r.url().path().ends_with("/suivi"), "{}", r.url());
+    // FTPS still requires TLS.
+    assert!(suppaftp::FtpStream::connect(&p.ftps)
+        .unwrap()
+        .login("SOFIVAL", PW_SOFIVAL)
+        .is_err());
+}
