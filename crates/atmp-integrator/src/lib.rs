@@ -483,6 +483,34 @@ fn duplicate(
 }
 
 /// Records a file rejected whole (§5.4.1): nothing of it is stored; its logs say why.
+/// Records a file as rejected whole without reading it (`Import échoué : <reason>`), with
+/// its log pair: for a file the platform sets aside (it stopped the process too many times).
+pub fn reject_file(
+    store: &mut dyn Store,
+    path: &Path,
+    opts: &ImportOptions<'_>,
+    reason: &str,
+) -> Result<ImportOutcome, IntegratorError> {
+    let base = ImportRow {
+        file_name: opts.display_name.clone().unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        }),
+        size: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        started_at: now(),
+        job_id: opts.job_id,
+        ..Default::default()
+    };
+    let f = Failure {
+        reason: reason.to_string(),
+        header: None,
+        blocks: vec![],
+        cdg: None,
+    };
+    failed(store, path, opts, base, f)
+}
+
 fn failed(
     store: &mut dyn Store,
     path: &Path,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atmp_integrator::{import_file, ImportOptions};
+use atmp_integrator::{import_file, reject_file, ImportOptions};
 use atmp_store::{ImportLog, ImportRow, Job, Store};
 
 use crate::{mail, PlatformError, Shared};
@@ -66,13 +66,6 @@ pub fn run_job(shared: &Shared, store: &mut dyn Store, job: &Job) -> Result<(), 
             id
         }
         None => {
-            if job.attempts >= MAX_ATTEMPTS {
-                tracing::error!(job = job.id, "job set aside after too many attempts");
-                store.set_job_state(job.id, "fait", Some("abandonné après trop de tentatives"))?;
-                return Ok(());
-            }
-            store.set_job_state(job.id, "en_cours", None)?;
-            tracing::info!(job = job.id, "integrating");
             let opts = ImportOptions {
                 emetteur: Some(job.emetteur.clone()),
                 logs_dir: shared.logs_dir(job.id),
@@ -80,7 +73,25 @@ pub fn run_job(shared: &Shared, store: &mut dyn Store, job: &Job) -> Result<(), 
                 progress: None,
                 job_id: Some(job.id),
             };
-            let out = import_file(store, Path::new(&job.stored_path), &opts)?;
+            let path = Path::new(&job.stored_path);
+            let out = if job.attempts >= MAX_ATTEMPTS {
+                // The file stopped the platform again and again: set it aside, visibly.
+                tracing::error!(job = job.id, "job set aside after too many attempts");
+                reject_file(
+                    store,
+                    path,
+                    &opts,
+                    &format!(
+                        "le traitement du fichier a été interrompu {} fois ; il est mis de côté, \
+                         contactez l'administrateur de la plate-forme",
+                        job.attempts
+                    ),
+                )?
+            } else {
+                store.set_job_state(job.id, "en_cours", None)?;
+                tracing::info!(job = job.id, "integrating");
+                import_file(store, path, &opts)?
+            };
             tracing::info!(
                 job = job.id,
                 import = out.import_id,

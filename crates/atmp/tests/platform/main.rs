@@ -1088,3 +1088,59 @@ fn plain_http_web_behind_a_proxy() {
         .login("SOFIVAL", PW_SOFIVAL)
         .is_err());
 }
+
+/// A file that stopped the platform ten times is set aside, visibly: rejected whole, with
+/// its log pair in the table and in the sender's `retours/`, and the queue goes on.
+#[test]
+fn a_file_interrupted_ten_times_is_set_aside() {
+    let mut p = Platform::new(&[]);
+    p.setup();
+    let dir = p.data().join("recus/SOFIVAL");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stuck = dir.join("20261126-101010-0a1b2c3d-bloquant.xml");
+    std::fs::write(&stuck, example("services.xml")).unwrap();
+    let c = rusqlite::Connection::open(p.data().join("atmp.db")).unwrap();
+    c.execute(
+        "INSERT INTO job (emetteur, file_name, stored_path, size, received_at, state, attempts, updated_at) \
+         VALUES ('SOFIVAL', 'bloquant.xml', ?1, 1, '2026-11-26T10:10:10', 'en_cours', 10, '2026-11-26T10:10:10')",
+        [stuck.to_str().unwrap()],
+    )
+    .unwrap();
+    drop(c);
+    p.start(&[]);
+    p.upload(
+        "SOFIVAL",
+        PW_SOFIVAL,
+        "services.xml",
+        &example("services.xml"),
+    );
+    p.wait_jobs(2);
+    assert_eq!(
+        p.sql("SELECT count(*) FROM import WHERE job_id = 1 AND result = 'echoue'"),
+        1
+    );
+    assert_eq!(
+        p.sql("SELECT count(*) FROM service"),
+        6,
+        "the queue went on"
+    );
+    let admin = p.web("plateforme", PW_USERS);
+    let rows = suivi_rows(&admin.text("/suivi"));
+    assert!(
+        rows.iter().any(|r| r
+            .1
+            .starts_with("Import échoué : le traitement du fichier a été interrompu 10 fois")),
+        "{rows:?}"
+    );
+    let names = p
+        .ftp("SOFIVAL", PW_SOFIVAL)
+        .unwrap()
+        .nlst(Some("retours"))
+        .unwrap();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("bloquant.xml_1_") && n.ends_with("_complet.log")),
+        "{names:?}"
+    );
+}
