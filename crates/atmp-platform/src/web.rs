@@ -830,7 +830,15 @@ async fn suivi(State(app): State<App>, a: Auth, Query(p): Query<SuiviParams>) ->
         limit: PAGE,
         offset: (page - 1) * PAGE,
     };
-    let (rows, total) = match db(&app, move |s| s.suivi(&q)).await {
+    let platform = a.user.role == Role::Plateforme;
+    let (rows, total, pending) = match db(&app, move |s| {
+        let (rows, total) = s.suivi(&q)?;
+        // Files in the queue have no collectivité yet: only the platform sees them.
+        let pending = if platform { s.pending_jobs()? } else { 0 };
+        Ok((rows, total, pending))
+    })
+    .await
+    {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -862,7 +870,8 @@ async fn suivi(State(app): State<App>, a: Auth, Query(p): Query<SuiviParams>) ->
     );
     let t = SuiviT {
         user: Some(a.nav()),
-        message: None,
+        message: (pending > 0)
+            .then(|| format!("{pending} fichier(s) reçu(s) en attente ou en cours d'intégration.")),
         error,
         types: TYPES.to_vec(),
         type_choisi,

@@ -340,6 +340,8 @@ pub trait Store: Send {
     fn finish_job(&mut self, id: i64, import_id: i64, sha256: &str) -> Result<()>;
     /// The import committed for a job, if any.
     fn import_of_job(&mut self, job_id: i64) -> Result<Option<i64>>;
+    /// How many received files wait for, or are in, integration.
+    fn pending_jobs(&mut self) -> Result<u64>;
 
     /// One import with its logs: (log id, log).
     fn import(&mut self, id: i64) -> Result<Option<ImportDetail>>;

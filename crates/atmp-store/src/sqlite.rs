@@ -96,7 +96,10 @@ impl SqliteStore {
     }
 
     fn init(mut conn: Connection) -> Result<SqliteStore> {
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        // One writer at a time: a file is integrated in one transaction (25 s for 1 GB), and
+        // any other write (a web login, a job row, another import) waits for its commit
+        // rather than fail.
+        conn.busy_timeout(std::time::Duration::from_secs(300))?;
         // 16 KiB pages (taken by a new base only): a quarter of the page writes of a bulk load.
         conn.pragma_update(None, "page_size", 16384)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -794,6 +797,15 @@ impl Store for SqliteStore {
             params![id, import_id, sha256, now()],
         )?;
         Ok(())
+    }
+
+    fn pending_jobs(&mut self) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM job WHERE state IN ('attente', 'en_cours')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
     }
 
     fn import_of_job(&mut self, job_id: i64) -> Result<Option<i64>> {

@@ -666,6 +666,7 @@ fn kill_during_integration_then_restart_integrates_once() {
         None,
     );
     p.start(&[]);
+    let admin = p.web("plateforme", PW_USERS);
     p.upload(
         "SOFIVAL",
         PW_SOFIVAL,
@@ -677,7 +678,11 @@ fn kill_during_integration_then_restart_integrates_once() {
         assert!(t.elapsed().as_secs() < 60, "job not started");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The platform administrator sees the file in the queue (logged in before: a login
+    // writes its session, which waits for the integration's commit, SQLite having one writer).
+    assert!(admin
+        .text("/suivi")
+        .contains("1 fichier(s) reçu(s) en attente ou en cours d&#39;intégration"));
     p.kill();
     assert_eq!(
         p.sql("SELECT count(*) FROM job WHERE state = 'fait'"),
