@@ -146,8 +146,9 @@ pub fn receipt(
                 "global": l.global,
                 "resultat": l.label,
                 "erreurs": l.errors,
-                "complet": file_name(&l.complet_path),
-                "erreurs_seules": file_name(&l.erreurs_path),
+                // The names in the sender's `retours/` (the platform's own names otherwise).
+                "complet": job.map(|j| retours_name(j, l, "complet")).unwrap_or_else(|| file_name(&l.complet_path)),
+                "erreurs_seules": job.map(|j| retours_name(j, l, "erreurs")).unwrap_or_else(|| file_name(&l.erreurs_path)),
             })).collect::<Vec<_>>(),
         }
     });
@@ -185,33 +186,43 @@ fn publish_retours(
 ) -> Result<(), PlatformError> {
     let dir: PathBuf = shared.ftp_root().join(&job.emetteur).join("retours");
     std::fs::create_dir_all(&dir)?;
-    let stem = safe_stem(&job.file_name);
     for (_, l) in logs {
-        let who = if l.global {
-            format!("{}-global", l.collectivite_siret)
-        } else if l.collectivite_siret.is_empty() {
-            "fichier".to_string()
-        } else {
-            l.collectivite_siret.clone()
-        };
-        let who: String = who
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect();
         copy_atomic(
             Path::new(&l.complet_path),
-            &dir.join(format!("{stem}_{}_{who}_complet.log", job.id)),
+            &dir.join(retours_name(job, l, "complet")),
         )?;
         copy_atomic(
             Path::new(&l.erreurs_path),
-            &dir.join(format!("{stem}_{}_{who}_erreurs.log", job.id)),
+            &dir.join(retours_name(job, l, "erreurs")),
         )?;
     }
     write_atomic(
-        &dir.join(format!("{stem}_{}_accuse.json", job.id)),
+        &dir.join(format!(
+            "{}_{}_accuse.json",
+            safe_stem(&job.file_name),
+            job.id
+        )),
         receipt(Some(job), import_id, row, logs).as_bytes(),
     )?;
     Ok(())
+}
+
+/// The name of a log in the sender's `retours/`: `<file>_<job>_<SIRET>_<kind>.log`, with
+/// `<SIRET>-global` for a CDG's global pair and `fichier` for a file rejected before its
+/// first block.
+fn retours_name(job: &Job, l: &ImportLog, kind: &str) -> String {
+    let who = if l.global {
+        format!("{}-global", l.collectivite_siret)
+    } else if l.collectivite_siret.is_empty() {
+        "fichier".to_string()
+    } else {
+        l.collectivite_siret.clone()
+    };
+    let who: String = who
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    format!("{}_{}_{who}_{kind}.log", safe_stem(&job.file_name), job.id)
 }
 
 /// A file name reduced to safe characters, for names built from it.

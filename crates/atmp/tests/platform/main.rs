@@ -74,6 +74,14 @@ fn examples_over_ftps_then_tracking_table_by_role() {
     assert_eq!(r["resultat"], "reussi");
     assert_eq!(r["compteurs"]["services"]["added"], 6);
     assert_eq!(r["sha256"].as_str().unwrap().len(), 64);
+    // The receipt names the logs as they are in retours/, for automated senders.
+    let complet = r["journaux"][0]["complet"].as_str().unwrap();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.trim_start_matches("retours/") == complet),
+        "{complet} not in {names:?}"
+    );
     assert!(names
         .iter()
         .any(|n| n.contains("services.xml") && n.ends_with("_complet.log")));
