@@ -1157,3 +1157,17 @@ fn a_file_interrupted_ten_times_is_set_aside() {
         "{names:?}"
     );
 }
+
+/// Five wrong FTPS passwords block the account from that address, even with the right
+/// password afterwards; another sender is not affected.
+#[test]
+fn ftps_blocks_an_account_after_five_wrong_passwords() {
+    let mut p = Platform::new(&[]);
+    p.setup();
+    p.start(&[]);
+    for _ in 0..5 {
+        assert!(p.ftp("SOFIVAL", "mauvais-mot-de-passe").is_err());
+    }
+    assert!(p.ftp("SOFIVAL", PW_SOFIVAL).is_err(), "not blocked");
+    p.ftp("CDGVAUCL", PW_CDGVAUCL).unwrap().quit().unwrap();
+}
