@@ -358,6 +358,42 @@ pub async fn run(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        // Distinctive ("Xq…"), so that no fixed word of a log line can match by chance.
+        "Xq[A-ZÉÈa-zéèï]{2,12}( Xq[a-z]{2,8})?"
+    }
+
+    proptest! {
+        /// Whatever the identities in a log line, its masked form holds no NIR, no name
+        /// and no birth day.
+        #[test]
+        fn masked_lines_hold_no_identity(
+            nom in name(), patro in proptest::option::of(name()), prenom in name(),
+            (jour, mois) in (1u32..29, 1u32..13), annee in 1940u32..2005,
+            nir_body in "[12][0-9]{12}", key in 1u32..98, level in "INFO|WARN|ERROR",
+            valeur in "zq[a-z]{3,10}",
+        ) {
+            let nir = format!("{nir_body}{key:02}");
+            let patro_s = patro.as_ref().map(|p| format!(" ({p})")).unwrap_or_default();
+            let ident = format!("{nom}{patro_s} {prenom} - {jour:02}/{mois:02}/{annee} - {nir}");
+            let line = format!(
+                "01/01/2020 10:00:00;{level};Agent : {ident};Événement : AS du 02/01/2020;;\
+                 Les données de l'agent dans la base [{ident}] ne correspondent pas ; valeur « {valeur} » ; NIR {nir}"
+            );
+            let m = mask_log(&line);
+            prop_assert!(!m.contains(&nir), "{}", m);
+            prop_assert!(!m.contains(&nom), "{}", m);
+            prop_assert!(!m.contains(&prenom), "{}", m);
+            if let Some(p) = &patro { prop_assert!(!m.contains(p.as_str()), "{}", m); }
+            let dob = format!("{jour:02}/{mois:02}/{annee}");
+            prop_assert!(!m.contains(&dob), "{}", m);
+            prop_assert!(!m.contains(&valeur), "{}", m);
+            let kept = format!(";{level};");
+            prop_assert!(m.contains(&kept), "{}", m);
+        }
+    }
 
     #[test]
     fn masks_nir_names_and_values() {
