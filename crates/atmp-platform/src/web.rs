@@ -125,6 +125,18 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
+            // A browser that came in plain HTTP is sent to the HTTPS address.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(std::time::Duration::from_secs(10), stream.peek(&mut first))
+                .await
+            {
+                Ok(Ok(1)) if first[0] != 0x16 => {
+                    redirect_to_https(stream).await;
+                    return;
+                }
+                Ok(Ok(1)) => {}
+                _ => return,
+            }
             let Ok(Ok(tls)) =
                 tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream))
                     .await
@@ -138,6 +150,54 @@ pub async fn serve(
                     .await;
         });
     }
+}
+
+/// Answers a plain-HTTP request on the HTTPS port with a redirection to the same path over
+/// HTTPS (the first byte of a TLS connection is 0x16; anything else is taken for HTTP).
+async fn redirect_to_https(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        while buf.len() < 8192 && !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let path = text
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .filter(|p| p.starts_with('/') && !p.contains(['\r', '\n']))
+        .unwrap_or("/");
+    let host = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("host").then(|| v.trim().to_string())
+        })
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        });
+    let response = match host {
+        Some(h) => format!(
+            "HTTP/1.1 301 Moved Permanently\r\nLocation: https://{h}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+        None => "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+    };
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -243,6 +243,22 @@ fn examples_over_ftps_then_tracking_table_by_role() {
         }
     }
 
+    // --- A browser that comes in plain HTTP is sent to HTTPS.
+    let plain = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let http = p.url.replace("https://", "http://");
+    let r = plain
+        .get(format!("{http}/suivi?type=SERVICE"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        r.headers()["location"],
+        format!("{}/suivi?type=SERVICE", p.url).as_str()
+    );
+
     // --- Without a session: the login page, for pages and downloads alike.
     let anon = Web::new(&p);
     let r = anon.get(&format!("/imports/{sdis_import}/accuse"));
