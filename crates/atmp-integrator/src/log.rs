@@ -75,8 +75,8 @@ pub(crate) struct Logs {
     pub warnings: u64,
 }
 
-/// Quotes a field as in CSV when it holds `;`, `"` or a line break.
-fn push_field(out: &mut String, s: &str) {
+/// Appends one field of a log line, quoted as in CSV when it holds `;`, `"` or a line break.
+pub fn push_field(out: &mut String, s: &str) {
     let b = s.as_bytes();
     if memchr::memchr3(b';', b'"', b'\n', b).is_some() || memchr::memchr(b'\r', b).is_some() {
         out.push('"');
@@ -85,6 +85,27 @@ fn push_field(out: &mut String, s: &str) {
     } else {
         out.push_str(s);
     }
+}
+
+/// Splits a log line (§6.1) into its six fields, undoing the CSV quoting of
+/// [`push_field`]; an unquoted `;` after the fifth separator stays in the message.
+pub fn split_line(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    let mut it = line.chars().peekable();
+    while let Some(c) = it.next() {
+        match (quoted, c) {
+            (true, '"') if it.peek() == Some(&'"') => {
+                it.next();
+                out.last_mut().expect("a field").push('"');
+            }
+            (true, '"') => quoted = false,
+            (false, '"') => quoted = true,
+            (false, ';') if out.len() < 6 => out.push(String::new()),
+            (_, c) => out.last_mut().expect("a field").push(c),
+        }
+    }
+    out
 }
 
 impl Logs {

@@ -124,3 +124,18 @@ proptest! {
         }
     }
 }
+
+proptest::proptest! {
+    /// A log line written with `push_field` reads back into the same six fields.
+    #[test]
+    fn log_fields_round_trip(fields in proptest::collection::vec("[a-zA-Z0-9 ;\"é«»\\[\\]-]{0,20}", 6)) {
+        let mut line = String::new();
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                line.push(';');
+            }
+            atmp_integrator::push_field(&mut line, f);
+        }
+        proptest::prop_assert_eq!(atmp_integrator::split_line(&line), fields);
+    }
+}

@@ -241,15 +241,6 @@ impl Config {
         self.ftps = addr("--ftps", s)?;
         Ok(())
     }
-
-    /// The base's URL: the one configured, or `sqlite://<data>/atmp.db`.
-    pub fn database(&self) -> String {
-        if self.database_url.is_empty() {
-            format!("sqlite://{}", self.data_dir.join("atmp.db").display())
-        } else {
-            self.database_url.clone()
-        }
-    }
 }
 
 #[cfg(test)]

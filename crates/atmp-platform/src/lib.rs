@@ -17,7 +17,7 @@ pub mod web;
 pub mod worker;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -251,11 +251,6 @@ impl Application {
     /// What the parts share (configuration, base connections).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
-    }
-
-    /// The certificate of FTPS and HTTPS (for clients to trust).
-    pub fn cert_path(&self) -> &Path {
-        &self.cert
     }
 
     /// `<data>/adresses.json`: the addresses bound, for scripts and tests.

@@ -209,54 +209,21 @@ fn mask_agent(s: &str) -> String {
     format!("Agent : {} - {year} - {nir}", initials.join(" "))
 }
 
-fn split_csv(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                fields.last_mut().unwrap().push('"');
-            }
-            (true, '"') => quoted = false,
-            (false, '"') => quoted = true,
-            (false, ';') => fields.push(String::new()),
-            (_, c) => fields.last_mut().unwrap().push(c),
-        }
-    }
-    fields
-}
-
-fn join_csv(fields: &[String]) -> String {
-    fields
-        .iter()
-        .map(|f| {
-            if f.contains([';', '"', '\n', '\r']) {
-                format!("\"{}\"", f.replace('"', "\"\""))
-            } else {
-                f.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
 /// A log with every NIR masked, names reduced to initials and field values hidden: what may
 /// travel by e-mail.
 pub fn mask_log(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
-        let mut f = split_csv(line);
-        if f.len() >= 6 {
+        let mut f = atmp_integrator::split_line(line);
+        if f.len() == 6 {
             f[2] = mask_agent(&f[2]);
-            let msg = f[5..].join(";");
-            f.truncate(5);
-            f.push(mask_nirs(&mask_values(&msg)));
-            for x in f.iter_mut().take(5) {
-                *x = mask_nirs(x);
+            f[5] = mask_values(&f[5]);
+            for (i, x) in f.iter().enumerate() {
+                if i > 0 {
+                    out.push(';');
+                }
+                atmp_integrator::push_field(&mut out, &mask_nirs(x));
             }
-            out.push_str(&join_csv(&f));
         } else {
             out.push_str(&mask_nirs(&mask_values(line)));
         }

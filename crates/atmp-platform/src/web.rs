@@ -207,6 +207,20 @@ fn html(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
+/// A rendered page (templates are checked at compile time).
+fn render(status: StatusCode, t: &impl Template) -> Response {
+    (status, html(t.render().unwrap_or_default())).into_response()
+}
+
+/// 400 when the page reports a refused change, 200 otherwise.
+fn status_for(error: &Option<String>) -> StatusCode {
+    if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    }
+}
+
 fn page_simple(status: StatusCode, user: Option<NavUser>, titre: &str, texte: &str) -> Response {
     let t = SimpleT {
         user,
@@ -215,7 +229,7 @@ fn page_simple(status: StatusCode, user: Option<NavUser>, titre: &str, texte: &s
         titre: titre.into(),
         texte: texte.into(),
     };
-    (status, html(t.render().unwrap_or_default())).into_response()
+    render(status, &t)
 }
 
 fn not_found() -> Response {
@@ -570,7 +584,7 @@ async fn login_form(State(app): State<App>) -> Response {
         error: None,
         csrf: csrf.clone(),
     };
-    let mut r = html(t.render().unwrap_or_default());
+    let mut r = render(StatusCode::OK, &t);
     r.headers_mut().insert(
         header::SET_COOKIE,
         set_cookie(&app, LOGIN_COOKIE, &csrf, 3600),
@@ -675,7 +689,7 @@ fn login_refused(app: &App, status: StatusCode, error: &str) -> Response {
         error: Some(error.into()),
         csrf: csrf.clone(),
     };
-    let mut r = (status, html(t.render().unwrap_or_default())).into_response();
+    let mut r = render(status, &t);
     r.headers_mut().insert(
         header::SET_COOKIE,
         set_cookie(app, LOGIN_COOKIE, &csrf, 3600),
@@ -711,7 +725,7 @@ async fn password_form(a: Auth) -> Response {
         message: None,
         error: None,
     };
-    html(t.render().unwrap_or_default())
+    render(StatusCode::OK, &t)
 }
 
 #[derive(Deserialize)]
@@ -756,11 +770,7 @@ async fn password_change(State(app): State<App>, a: Auth, Form(f): Form<Password
             message: None,
             error: Some(e),
         };
-        return (
-            StatusCode::BAD_REQUEST,
-            html(t.render().unwrap_or_default()),
-        )
-            .into_response();
+        return render(StatusCode::BAD_REQUEST, &t);
     }
     let new = f.nouveau.clone();
     let hash = tokio::task::spawn_blocking(move || auth::hash_password(&new))
@@ -782,7 +792,7 @@ async fn password_change(State(app): State<App>, a: Auth, Form(f): Form<Password
         message: Some("Mot de passe changé. Vos autres sessions ont été fermées.".into()),
         error: None,
     };
-    html(t.render().unwrap_or_default())
+    render(StatusCode::OK, &t)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -943,7 +953,7 @@ async fn suivi(State(app): State<App>, a: Auth, Query(p): Query<SuiviParams>) ->
         pages,
         query,
     };
-    html(t.render().unwrap_or_default())
+    render(StatusCode::OK, &t)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1008,26 +1018,6 @@ fn counts_rows(counts: &str) -> Vec<(&'static str, u64, u64, u64)> {
         .collect()
 }
 
-/// Splits a §6.1 log line into its six fields (CSV quoting).
-fn fields(line: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
-    let mut quoted = false;
-    let mut it = line.chars().peekable();
-    while let Some(c) = it.next() {
-        match (quoted, c) {
-            (true, '"') if it.peek() == Some(&'"') => {
-                it.next();
-                out.last_mut().expect("field").push('"');
-            }
-            (true, '"') => quoted = false,
-            (false, '"') => quoted = true,
-            (false, ';') if out.len() < 6 => out.push(String::new()),
-            (_, c) => out.last_mut().expect("field").push(c),
-        }
-    }
-    out
-}
-
 /// The two identities of a §6.3 mismatch message, side by side.
 fn mismatch(msg: &str) -> Option<Vec<(&'static str, String, String, bool)>> {
     let rest = msg.strip_prefix("Les données de l'agent dans la base [")?;
@@ -1066,7 +1056,7 @@ fn rejets(paths: &[String], offset: usize, limit: usize) -> (Vec<Rejet>, usize) 
             continue;
         };
         for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
-            let f = fields(&line);
+            let f = atmp_integrator::split_line(&line);
             if f.len() < 6
                 || f[1] != "ERROR"
                 || f[2].is_empty()
@@ -1182,7 +1172,7 @@ async fn import_page(
         rejets_page,
         rejets_pages: rejets_total.div_ceil(REJETS_PAGE).max(1),
     };
-    html(t.render().unwrap_or_default())
+    render(StatusCode::OK, &t)
 }
 
 async fn download_log(
@@ -1310,11 +1300,7 @@ async fn collectivites_page(
         Ok(l) => l,
         Err(r) => return r,
     };
-    let status = if error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status = status_for(&error);
     let t = CollectivitesT {
         user: Some(a.nav()),
         message,
@@ -1323,7 +1309,7 @@ async fn collectivites_page(
         collectivites: list.into_iter().filter(|c| a.administers(c)).collect(),
         formulaires: a.user.role == Role::Plateforme,
     };
-    (status, html(t.render().unwrap_or_default())).into_response()
+    render(status, &t)
 }
 
 async fn collectivites(State(app): State<App>, a: Auth) -> Response {
@@ -1485,7 +1471,7 @@ async fn services_page(
         nom,
         services,
     };
-    html(t.render().unwrap_or_default())
+    render(StatusCode::OK, &t)
 }
 
 async fn services(State(app): State<App>, a: Auth, Path(siret): Path<String>) -> Response {
@@ -1610,7 +1596,7 @@ async fn emetteurs_page(
         csrf: a.csrf.clone(),
         emetteurs,
     };
-    html(t.render().unwrap_or_default())
+    render(StatusCode::OK, &t)
 }
 
 async fn emetteurs(State(app): State<App>, a: Auth) -> Response {
@@ -1728,11 +1714,7 @@ async fn autorisations_page(
             ));
         }
     }
-    let status = if error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status = status_for(&error);
     let t = AutorisationsT {
         user: Some(a.nav()),
         message,
@@ -1740,7 +1722,7 @@ async fn autorisations_page(
         csrf: a.csrf.clone(),
         autorisations: rows,
     };
-    (status, html(t.render().unwrap_or_default())).into_response()
+    render(status, &t)
 }
 
 async fn autorisations(State(app): State<App>, a: Auth) -> Response {
@@ -1852,11 +1834,7 @@ async fn utilisateurs_page(
         Ok(l) => l,
         Err(r) => return r,
     };
-    let status = if error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status = status_for(&error);
     let t = UtilisateursT {
         user: Some(a.nav()),
         message,
@@ -1891,7 +1869,7 @@ async fn utilisateurs_page(
             a.user.collectivite_siret.clone().unwrap_or_default()
         },
     };
-    (status, html(t.render().unwrap_or_default())).into_response()
+    render(status, &t)
 }
 
 async fn utilisateurs(State(app): State<App>, a: Auth) -> Response {
@@ -2042,11 +2020,7 @@ async fn nomenclatures_page(
             _ => listes.push((n, 1)),
         }
     }
-    let status = if error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status = status_for(&error);
     let t = NomenclaturesT {
         user: Some(a.nav()),
         message,
@@ -2059,7 +2033,7 @@ async fn nomenclatures_page(
             .map(|(v, s, n, at)| (v, s, n, fr_datetime(&at)))
             .collect(),
     };
-    (status, html(t.render().unwrap_or_default())).into_response()
+    render(status, &t)
 }
 
 async fn nomenclatures(State(app): State<App>, a: Auth) -> Response {

@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use suppaftp::{RustlsConnector, RustlsFtpStream};
 
-pub const SDIS: &str = "28219002400012";
-pub const CDG: &str = "28219010700049";
-pub const COMMUNE: &str = "21219781800017";
-pub const CCAS: &str = "26219781700014";
+/// The collectivités of the examples, as in the command-line tests.
+pub use crate::common::{CCAS, CDG, COMMUNE, SDIS};
 
 /// The passwords of the accounts [`Platform::setup`] creates.
 pub const PW_SOFIVAL: &str = "sofival-mot-de-passe-1";

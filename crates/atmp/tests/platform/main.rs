@@ -1,6 +1,8 @@
 //! End-to-end tests of `atmp serve`: real FTPS over TLS, real HTTPS, real SMTP, a real
 //! browser, the real binary killed and restarted.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 
 use harness::*;
