@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::Path;
 
+use crate::scan::{human, Limits, WellFormed};
 use crate::FluxError;
 
 const BUF: usize = 256 * 1024;
@@ -24,21 +25,41 @@ pub fn io_error_fr(e: &io::Error) -> String {
     }
 }
 
-/// Opens a flux file (plain or gzip, UTF-8 or ISO-8859-1) as a UTF-8 stream.
-pub fn open_path(path: &Path) -> Result<Box<dyn BufRead + Send>, FluxError> {
+/// Opens a flux file (plain or gzip, UTF-8 or ISO-8859-1) as a UTF-8 stream whose every
+/// byte is checked for well-formedness and the limits (see [`crate::scan`]).
+pub fn open_path(path: &Path, limits: &Limits) -> Result<Box<dyn BufRead + Send>, FluxError> {
     let file = File::open(path).map_err(|e| {
         FluxError::file(
             "LECTURE",
             format!("le fichier ne peut pas être lu : {}", io_error_fr(&e)),
         )
     })?;
-    open_reader(Box::new(file))
+    if let Ok(m) = file.metadata() {
+        if m.len() > limits.max_file {
+            return Err(FluxError::file(
+                "LIMITE_TAILLE",
+                format!(
+                    "le fichier dépasse la taille maximale admise ({}) ; fichier refusé",
+                    human(limits.max_file)
+                ),
+            ));
+        }
+    }
+    open_reader(Box::new(file), limits)
 }
 
 /// Same as [`open_path`] for any byte source.
-pub fn open_reader(raw: Box<dyn Read + Send>) -> Result<Box<dyn BufRead + Send>, FluxError> {
+pub fn open_reader(
+    raw: Box<dyn Read + Send>,
+    limits: &Limits,
+) -> Result<Box<dyn BufRead + Send>, FluxError> {
+    let raw = FileLimit {
+        inner: raw,
+        read: 0,
+        max: limits.max_file,
+    };
     let mut raw = BufReader::with_capacity(BUF, raw);
-    let head = raw.fill_buf().map_err(io_err)?;
+    let head = raw.fill_buf().map_err(|e| passed_ref(&e).unwrap_or_else(|| io_err(e)))?;
     let gz = head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b;
     let mut decoded: Box<dyn Read + Send> = if gz {
         Box::new(flate2::bufread::MultiGzDecoder::new(raw))
@@ -51,7 +72,9 @@ pub fn open_reader(raw: Box<dyn Read + Send>) -> Result<Box<dyn BufRead + Send>,
         .take(4096)
         .read_to_end(&mut prefix)
         .map_err(|e| {
-            if gz {
+            if let Some(fe) = passed_ref(&e) {
+                fe
+            } else if gz {
                 FluxError::file(
                     "GZIP",
                     format!("le fichier compressé (gzip) est illisible : {e}"),
@@ -76,7 +99,41 @@ pub fn open_reader(raw: Box<dyn Read + Send>) -> Result<Box<dyn BufRead + Send>,
             buf: vec![0; 64 * 1024],
         }),
     };
-    Ok(Box::new(BufReader::with_capacity(BUF, utf8)))
+    Ok(Box::new(WellFormed::new(
+        BufReader::with_capacity(BUF, utf8),
+        *limits,
+    )))
+}
+
+/// A [`FluxError`] carried through an `io::Error` by [`FileLimit`].
+fn passed_ref(e: &io::Error) -> Option<FluxError> {
+    e.get_ref()
+        .and_then(|r| r.downcast_ref::<FluxError>())
+        .cloned()
+}
+
+/// Stops a file larger than the limit as it is read (a stream has no size to check first).
+struct FileLimit {
+    inner: Box<dyn Read + Send>,
+    read: u64,
+    max: u64,
+}
+
+impl Read for FileLimit {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.max {
+            return Err(io::Error::other(FluxError::file(
+                "LIMITE_TAILLE",
+                format!(
+                    "le fichier dépasse la taille maximale admise ({}) ; fichier refusé",
+                    human(self.max)
+                ),
+            )));
+        }
+        Ok(n)
+    }
 }
 
 fn io_err(e: io::Error) -> FluxError {
@@ -95,7 +152,9 @@ struct GzErrors {
 impl Read for GzErrors {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf).map_err(|e| {
-            if self.gz {
+            if passed_ref(&e).is_some() {
+                e
+            } else if self.gz {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("données gzip corrompues ou tronquées ({e})"),

@@ -10,7 +10,9 @@ pub mod gen;
 mod input;
 mod reader;
 mod record;
+pub mod scan;
 pub mod spec;
+mod stage;
 mod writer;
 pub mod xsd;
 
@@ -20,6 +22,8 @@ use std::path::Path;
 pub use input::{io_error_fr, open_path, open_reader};
 pub use reader::{BlockStart, FluxReader, Item, Node, MAX_RECORD_NODES, MAX_RECORD_TEXT};
 pub use record::{check_header, check_record, Context, Record, Value};
+pub use scan::{Limits, ScanError};
+pub use stage::{read_stage, Piece, Pieces, StageOptions};
 pub use writer::FluxWriter;
 
 use atmp_model::{Date, DateTime, Mode, Nomenclatures, Siret, TypeFichier};
@@ -75,6 +79,7 @@ impl fmt::Display for Issue {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message} (ligne {line}, colonne {column})")]
 pub struct FluxError {
+    /// A stable code, e.g. `XML_MALFORME`, `LIMITE_PROFONDEUR`.
     pub code: &'static str,
     /// French, for the `Import échoué : …` label.
     pub message: String,
@@ -216,114 +221,84 @@ impl Validation {
 }
 
 /// Checks everything that needs no database: format, structure, mandatory fields, codes,
-/// NIR, dates, control totals.
-///
-/// Two stages on two threads: the reader (bytes → element trees) and the checks.
-pub fn validate_path(path: &Path, nomenclatures: &Nomenclatures) -> Validation {
+/// NIR, dates, control totals. The same read stage as `atmp import` ([`read_stage`]).
+pub fn validate_path(path: &Path, nomenclatures: &Nomenclatures, limits: &Limits) -> Validation {
     let mut out = Validation::default();
-    let mut reader = match FluxReader::open(path) {
-        Ok(r) => r,
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) => {
-            out.push(e.to_issue());
+            out.push(
+                FluxError::file(
+                    "LECTURE",
+                    format!("le fichier ne peut pas être lu : {}", io_error_fr(&e)),
+                )
+                .to_issue(),
+            );
             return out;
         }
     };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Piece>>(16);
-    std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("atmp-lecture".into())
-            .spawn_scoped(s, move || {
-                let mut batch = Vec::with_capacity(64);
-                loop {
-                    let (piece, last) = match reader.next_item() {
-                        Ok(Some(item)) => (Piece::Item(item), false),
-                        Ok(None) => {
-                            let (a, e) = reader.totals();
-                            (Piece::End(a, e), true)
-                        }
-                        Err(e) => (Piece::Fatal(e), true),
-                    };
-                    batch.push(piece);
-                    if last || batch.len() == 64 {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(64));
-                        let receiver_gone = tx.send(full).is_err();
-                        if last || receiver_gone {
-                            return;
-                        }
-                    }
-                }
-            })
-            .expect("the reader thread starts");
-        let mut pieces = Vec::new().into_iter();
-        let mut next = || loop {
-            if let Some(p) = pieces.next() {
-                return p;
-            }
-            match rx.recv() {
-                Ok(batch) => pieces = batch.into_iter(),
-                Err(_) => {
-                    return Piece::Fatal(FluxError::file("LECTURE", "lecture interrompue".into()))
-                }
-            }
-        };
-        if let Err(e) = check_pieces(&mut next, nomenclatures, &mut out) {
+    if let Ok(m) = file.metadata() {
+        if m.len() > limits.max_file {
+            out.push(
+                FluxError::file(
+                    "LIMITE_TAILLE",
+                    format!(
+                        "le fichier dépasse la taille maximale admise ({}) ; fichier refusé",
+                        scan::human(limits.max_file)
+                    ),
+                )
+                .to_issue(),
+            );
+            return out;
+        }
+    }
+    validate_reader(Box::new(file), nomenclatures, limits)
+}
+
+/// Same as [`validate_path`] for bytes in memory (tests, fuzzing).
+pub fn validate_bytes(bytes: Vec<u8>, nomenclatures: &Nomenclatures) -> Validation {
+    validate_reader(
+        Box::new(std::io::Cursor::new(bytes)),
+        nomenclatures,
+        &Limits::default(),
+    )
+}
+
+/// Same as [`validate_path`] for any byte source.
+pub fn validate_reader(
+    raw: Box<dyn std::io::Read + Send>,
+    nomenclatures: &Nomenclatures,
+    limits: &Limits,
+) -> Validation {
+    let mut out = Validation::default();
+    let opts = StageOptions {
+        limits: *limits,
+        nomenclatures,
+        position: None,
+    };
+    read_stage(raw, &opts, &|_| (), |pieces| {
+        if let Err(e) = check_pieces(pieces, &mut out) {
             out.push(e.to_issue());
         }
-        // Dropping the receiver stops a reader still running.
-        drop(rx);
     });
     out
 }
 
-/// Same as [`validate_path`] for bytes in memory (tests, fuzzing), on one thread.
-pub fn validate_bytes(bytes: Vec<u8>, nomenclatures: &Nomenclatures) -> Validation {
-    let mut out = Validation::default();
-    match open_reader(Box::new(std::io::Cursor::new(bytes))) {
-        Ok(input) => {
-            let mut reader = FluxReader::new(input);
-            let mut next = || match reader.next_item() {
-                Ok(Some(item)) => Piece::Item(item),
-                Ok(None) => {
-                    let (a, e) = reader.totals();
-                    Piece::End(a, e)
-                }
-                Err(e) => Piece::Fatal(e),
-            };
-            if let Err(e) = check_pieces(&mut next, nomenclatures, &mut out) {
-                out.push(e.to_issue());
-            }
-        }
-        Err(e) => out.push(e.to_issue()),
-    }
-    out
-}
-
-/// What the reading stage of `validate` hands to the checking stage.
-enum Piece {
-    Item(Item),
-    End(u64, u64),
-    Fatal(FluxError),
-}
-
-fn check_pieces(
-    next: &mut dyn FnMut() -> Piece,
-    nomenclatures: &Nomenclatures,
-    out: &mut Validation,
-) -> Result<(), FluxError> {
+fn check_pieces(pieces: &mut Pieces<()>, out: &mut Validation) -> Result<(), FluxError> {
     let mut header: Option<Header> = None;
     loop {
-        let item = match next() {
-            Piece::Item(i) => i,
-            Piece::End(a, e) => {
+        match pieces.next_piece() {
+            Piece::Header(h) => header = Some(h?),
+            Piece::End {
+                agents,
+                evenements,
+            } => {
                 return header
                     .expect("a complete file has a header")
-                    .check_totals(a, e)
+                    .check_totals(agents, evenements)
             }
             Piece::Fatal(e) => return Err(e),
-        };
-        match item {
-            Item::Header(node) => header = Some(Header::from_node(&node)?),
-            Item::BlockStart(b) => {
+            Piece::Block(b) => {
                 if let Err(e) = Siret::parse(&b.siret) {
                     out.push(Issue::error(
                         "SIRET",
@@ -337,36 +312,23 @@ fn check_pieces(
                         &format!("{}/@siret", b.path),
                     ));
                 }
-                for a in b.unknown_attrs {
-                    out.push(Issue::error(
-                        "ATTRIBUT_INCONNU",
-                        format!("attribut « {a} » inconnu sur <collectivite>"),
-                        b.line,
-                        b.column,
-                        &format!("{}/@{a}", b.path),
-                    ));
+                for issue in b.attribute_issues() {
+                    out.push(issue);
                 }
             }
-            Item::Record { mut node, path } => {
-                let h = header.as_ref().expect("the reader yields the header first");
-                let ctx = Context {
-                    type_fichier: h.type_fichier,
-                    date_creation: Some(h.date_creation.date()),
-                    nomenclatures,
-                };
-                let rec = check_record(&mut node, &path, &ctx);
-                for issue in rec.all_issues() {
+            Piece::Record(rec) => {
+                for issue in rec.0.all_issues() {
                     out.push(issue.clone());
                 }
             }
-            Item::StrayText { line, column, path } => out.push(Issue::error(
+            Piece::Stray { line, column, path } => out.push(Issue::error(
                 "STRUCTURE_TEXTE",
                 "texte inattendu dans <collectivite>".into(),
                 line,
                 column,
                 &path,
             )),
-            Item::BlockEnd => {}
+            Piece::BlockEnd => {}
         }
     }
 }

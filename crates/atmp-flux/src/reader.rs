@@ -26,13 +26,18 @@ pub struct Node {
     /// Set on a record that exceeded [`MAX_RECORD_NODES`] or [`MAX_RECORD_TEXT`]: the rest of
     /// it was read but not kept, and the record is rejected.
     pub oversized: bool,
+    /// On a record: an estimate of the memory it holds (bytes), which bounds what travels
+    /// between the stages.
+    pub weight: usize,
 }
 
 /// The most elements one record may hold (an agent with all its events): beyond, the record
 /// is rejected, so that memory stays bounded whatever the file.
-pub const MAX_RECORD_NODES: usize = 200_000;
+pub const MAX_RECORD_NODES: usize = 20_000;
 /// The most text bytes one record may hold.
-pub const MAX_RECORD_TEXT: usize = 64 * 1024 * 1024;
+pub const MAX_RECORD_TEXT: usize = 2 * 1024 * 1024;
+/// What one element costs in memory besides its text (an estimate, for [`Node::weight`]).
+const NODE_BYTES: usize = 160;
 
 impl Node {
     /// An element with no content (for writers and tests).
@@ -45,6 +50,7 @@ impl Node {
             line: 0,
             column: 0,
             oversized: false,
+            weight: 0,
         }
     }
 
@@ -89,6 +95,24 @@ pub struct BlockStart {
     pub line: u64,
     pub column: u64,
     pub path: String,
+}
+
+impl BlockStart {
+    /// The attributes of `<collectivite>` other than `siret` and `nom`: ignored, each
+    /// reported with a warning (the same by `validate` and `import`).
+    pub fn attribute_issues(&self) -> Vec<crate::Issue> {
+        self.unknown_attrs
+            .iter()
+            .map(|a| crate::Issue {
+                severity: crate::Severity::Warn,
+                code: "ATTRIBUT_INCONNU",
+                message: format!("Attribut « {a} » inconnu sur <collectivite>, ignoré"),
+                line: self.line,
+                column: self.column,
+                path: format!("{}/@{a}", self.path),
+            })
+            .collect()
+    }
 }
 
 /// A tiny multiplicative hash for element names (the set of keys is fixed and known).
@@ -189,9 +213,9 @@ impl FluxReader {
         }
     }
 
-    /// Opens a file (plain or gzip, UTF-8 or ISO-8859-1).
-    pub fn open(path: &std::path::Path) -> Result<FluxReader, FluxError> {
-        Ok(FluxReader::new(crate::input::open_path(path)?))
+    /// Opens a file (plain or gzip, UTF-8 or ISO-8859-1), scanned under `limits`.
+    pub fn open(path: &std::path::Path, limits: &crate::Limits) -> Result<FluxReader, FluxError> {
+        Ok(FluxReader::new(crate::input::open_path(path, limits)?))
     }
 
     /// The numbers of `<agent>` and `<evenement>` elements read so far (all of them once the
@@ -219,6 +243,19 @@ impl FluxReader {
     }
 
     fn xml_error(&self, e: quick_xml::Error, at: (u64, u64)) -> FluxError {
+        if let quick_xml::Error::Io(io) = &e {
+            if let Some(scan) = io.get_ref().and_then(|r| r.downcast_ref::<crate::scan::ScanError>()) {
+                return FluxError {
+                    code: scan.code,
+                    message: scan.message.clone(),
+                    line: scan.line,
+                    column: scan.column,
+                };
+            }
+            if let Some(fe) = io.get_ref().and_then(|r| r.downcast_ref::<FluxError>()) {
+                return fe.clone();
+            }
+        }
         let (code, message) = match &e {
             quick_xml::Error::Encoding(_) => (
                 "ENCODAGE",
@@ -629,10 +666,14 @@ impl FluxReader {
                 }
                 Event::End(_) if skipping > 0 => skipping -= 1,
                 Event::End(_) => {
-                    let done = stack.pop().expect("stack holds the record");
+                    let mut done = stack.pop().expect("stack holds the record");
                     match stack.last_mut() {
                         Some(parent) => parent.children.push(done),
-                        None => return Ok(done),
+                        None => {
+                            done.weight = nodes.min(MAX_RECORD_NODES + 1) * NODE_BYTES
+                                + text.min(MAX_RECORD_TEXT + 1);
+                            return Ok(done);
+                        }
                     }
                 }
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
@@ -671,6 +712,7 @@ impl FluxReader {
             line: at.0,
             column: at.1,
             oversized: false,
+            weight: 0,
         })
     }
 }

@@ -15,7 +15,7 @@ fn the_shared_examples_are_valid() {
         "declaration-differentiel.xml",
         "cdg-groupe.xml",
     ] {
-        let v = validate_path(&examples().join(f), &n);
+        let v = validate_path(&examples().join(f), &n, &atmp_flux::Limits::default());
         assert!(v.valid(), "{f}: {:#?}", v.errors);
         assert!(v.warnings.is_empty(), "{f}: {:#?}", v.warnings);
     }

@@ -10,7 +10,7 @@ fn check(bytes: &[u8]) -> Validation {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("f.xml");
     std::fs::write(&p, bytes).unwrap();
-    validate_path(&p, &Nomenclatures::builtin())
+    validate_path(&p, &Nomenclatures::builtin(), &atmp_flux::Limits::default())
 }
 
 fn nir(body: &str) -> String {
@@ -35,7 +35,7 @@ fn first_agent_text(bytes: &[u8], field: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("f.xml");
     std::fs::write(&p, bytes).unwrap();
-    let mut r = FluxReader::open(&p).unwrap();
+    let mut r = FluxReader::open(&p, &atmp_flux::Limits::default()).unwrap();
     while let Some(item) = r.next_item().unwrap() {
         if let Item::Record { node, .. } = item {
             return node
@@ -231,7 +231,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("rt.xml");
         std::fs::write(&p, &buf).unwrap();
-        let mut r = FluxReader::open(&p).unwrap();
+        let mut r = FluxReader::open(&p, &atmp_flux::Limits::default()).unwrap();
         let mut records = Vec::new();
         let mut nom = None;
         while let Some(item) = r.next_item().unwrap() {

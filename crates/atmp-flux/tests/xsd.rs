@@ -52,7 +52,7 @@ fn examples_are_valid_for_xmllint_and_atmp() {
     ] {
         let p = examples().join(f);
         assert!(xmllint_valid(&p), "{f}");
-        assert!(validate_path(&p, &n).valid(), "{f}");
+        assert!(validate_path(&p, &n, &atmp_flux::Limits::default()).valid(), "{f}");
     }
 }
 
@@ -68,7 +68,7 @@ fn corpus_agreement() {
     assert!(files.len() >= 30, "the corpus is there");
     for f in files {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        let v = validate_path(&f, &n);
+        let v = validate_path(&f, &n, &atmp_flux::Limits::default());
         assert!(!v.valid(), "{name}: atmp validate must reject it");
         if name.starts_with("xsd-") {
             // A rule the XSD can express: both reject.

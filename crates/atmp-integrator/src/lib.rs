@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
 
-use atmp_flux::{BlockStart, FluxError, FluxReader, Header, Item, Record};
+use atmp_flux::Header;
 use atmp_model::Nomenclatures;
 use atmp_store::{now, ImportLog, ImportRow, Store, StoreError};
 
@@ -57,6 +57,8 @@ pub struct ImportOptions<'a> {
     pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
     /// The platform job this file is, recorded in the file's own transaction.
     pub job_id: Option<i64>,
+    /// The limits of the read stage (size, depth, text length…).
+    pub limits: atmp_flux::Limits,
 }
 
 /// What importing one file gave.
@@ -143,142 +145,6 @@ impl Read for HashingReader {
     }
 }
 
-/// What the reader thread sends to the rules.
-enum Msg {
-    Header(Result<Header, FluxError>),
-    Block(BlockStart),
-    Record(Box<(Record, rules::Prepared)>),
-    Stray { line: u64 },
-    BlockEnd,
-    End { agents: u64, evenements: u64 },
-    Fatal(FluxError),
-}
-
-/// The sending end of the stage channel: messages go in batches, so that the two threads
-/// do not wake each other for every record.
-struct MsgTx {
-    out: crossbeam_channel::Sender<Vec<Msg>>,
-    buf: Vec<Msg>,
-}
-
-/// How many records travel together.
-const BATCH: usize = 64;
-
-impl MsgTx {
-    fn send(&mut self, m: Msg) -> Result<(), ()> {
-        let flush = !matches!(m, Msg::Record(_));
-        self.buf.push(m);
-        if flush || self.buf.len() >= BATCH {
-            let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH));
-            self.out.send(batch).map_err(|_| ())
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// The receiving end of the stage channel, one message at a time.
-pub(crate) struct MsgRx {
-    rx: crossbeam_channel::Receiver<Vec<Msg>>,
-    buf: std::vec::IntoIter<Msg>,
-}
-
-impl MsgRx {
-    pub(crate) fn recv(&mut self) -> Result<Msg, ()> {
-        loop {
-            if let Some(m) = self.buf.next() {
-                return Ok(m);
-            }
-            self.buf = self.rx.recv().map_err(|_| ())?.into_iter();
-        }
-    }
-}
-
-/// Stage one, on its own thread: read and check records, send them on.
-fn read_stage(
-    path: &Path,
-    nomenclatures: &Nomenclatures,
-    out: crossbeam_channel::Sender<Vec<Msg>>,
-    pos: &AtomicU64,
-    hashed: Arc<OnceLock<String>>,
-) {
-    let mut out = MsgTx {
-        out,
-        buf: Vec::with_capacity(BATCH),
-    };
-    let opened = std::fs::File::open(path)
-        .map_err(|e| {
-            FluxError::file(
-                "LECTURE",
-                format!(
-                    "le fichier ne peut pas être lu : {}",
-                    atmp_flux::io_error_fr(&e)
-                ),
-            )
-        })
-        .and_then(|f| {
-            atmp_flux::open_reader(Box::new(HashingReader {
-                inner: f,
-                hasher: Some(Sha256::new()),
-                out: hashed,
-            }))
-        });
-    let mut reader = match opened.map(FluxReader::new) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = out.send(Msg::Fatal(e));
-            return;
-        }
-    };
-    let mut ctx: Option<(atmp_model::TypeFichier, atmp_model::Date)> = None;
-    let mut n = 0u64;
-    loop {
-        let msg = match reader.next_item() {
-            Ok(Some(Item::Header(node))) => {
-                let h = Header::from_node(&node);
-                if let Ok(h) = &h {
-                    ctx = Some((h.type_fichier, h.date_creation.date()));
-                }
-                let failed = h.is_err();
-                if out.send(Msg::Header(h)).is_err() || failed {
-                    return;
-                }
-                continue;
-            }
-            Ok(Some(Item::BlockStart(b))) => Msg::Block(b),
-            Ok(Some(Item::Record { mut node, path })) => {
-                let (type_fichier, date_creation) = ctx.expect("the header comes first");
-                let c = atmp_flux::Context {
-                    type_fichier,
-                    date_creation: Some(date_creation),
-                    nomenclatures,
-                };
-                n += 1;
-                if n.is_multiple_of(256) {
-                    pos.store(reader.position(), Ordering::Relaxed);
-                }
-                let rec = atmp_flux::check_record(&mut node, &path, &c);
-                let prep = rules::Prepared::of(&rec);
-                Msg::Record(Box::new((rec, prep)))
-            }
-            Ok(Some(Item::StrayText { line, .. })) => Msg::Stray { line },
-            Ok(Some(Item::BlockEnd)) => Msg::BlockEnd,
-            Ok(None) => {
-                let (agents, evenements) = reader.totals();
-                let _ = out.send(Msg::End { agents, evenements });
-                return;
-            }
-            Err(e) => {
-                let _ = out.send(Msg::Fatal(e));
-                return;
-            }
-        };
-        if out.send(msg).is_err() {
-            return;
-        }
-    }
-}
-
 /// Why a file was rejected whole, and what had been read of it.
 struct Failure {
     reason: String,
@@ -353,21 +219,44 @@ pub fn import_file(
     let nomenclatures = Nomenclatures::from_entries(&store.nomenclature_entries()?);
     let pos = AtomicU64::new(0);
     let hashed: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
-    let hashed_ref = hashed.clone();
-    let outcome = std::thread::scope(|s| {
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<Msg>>(16);
-        let rx = MsgRx {
-            rx,
-            buf: Vec::new().into_iter(),
+    let raw = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            let f = Failure {
+                reason: format!(
+                    "le fichier ne peut pas être lu : {}",
+                    atmp_flux::io_error_fr(&e)
+                ),
+                header: None,
+                blocks: vec![],
+                cdg: None,
+            };
+            return failed(store, path, opts, base_row, f);
+        }
+    };
+    if size > opts.limits.max_file {
+        let f = Failure {
+            reason: format!(
+                "le fichier dépasse la taille maximale admise ({}) ; fichier refusé",
+                atmp_flux::scan::human(opts.limits.max_file)
+            ),
+            header: None,
+            blocks: vec![],
+            cdg: None,
         };
-        let nomenclatures = &nomenclatures;
-        let pos_ref = &pos;
-        std::thread::Builder::new()
-            .name("atmp-lecture".into())
-            .spawn_scoped(s, move || {
-                read_stage(path, nomenclatures, tx, pos_ref, hashed_ref)
-            })
-            .expect("the reader thread starts");
+        return failed(store, path, opts, base_row, f);
+    }
+    let raw = HashingReader {
+        inner: raw,
+        hasher: Some(Sha256::new()),
+        out: hashed.clone(),
+    };
+    let stage = atmp_flux::StageOptions {
+        limits: opts.limits,
+        nomenclatures: &nomenclatures,
+        position: Some(&pos),
+    };
+    let outcome = atmp_flux::read_stage(Box::new(raw), &stage, &rules::Prepared::of, |pieces| {
         let progress = || {
             if let Some(p) = opts.progress {
                 p(pos.load(Ordering::Relaxed));
@@ -375,7 +264,7 @@ pub fn import_file(
         };
         rules::integrate(
             &mut *store,
-            rx,
+            pieces,
             &name,
             &base_row,
             opts,
@@ -389,7 +278,6 @@ pub fn import_file(
                     .unwrap_or_default()
             },
         )
-        // `rx` is dropped here: a reader still running stops at its next send.
     })?;
     match outcome {
         Ok((row, files, counts, import_id)) => {

@@ -11,8 +11,8 @@ use crate::counts::{Counts, Outcome};
 use crate::log::{Level, LogFiles, Logs};
 use crate::{
     counts_json, import_logs, opening_line, success_label, Failure, ImportOptions, IntegratorError,
-    Msg,
 };
+use atmp_flux::Piece;
 
 type Done = (ImportRow, Vec<LogFiles>, Counts, i64);
 
@@ -239,7 +239,7 @@ fn rejection(r: &Record) -> String {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn integrate(
     store: &mut dyn Store,
-    mut rx: crate::MsgRx,
+    rx: &mut atmp_flux::Pieces<Prepared>,
     name: &str,
     base_row: &ImportRow,
     opts: &ImportOptions<'_>,
@@ -253,9 +253,9 @@ pub(crate) fn integrate(
         blocks: vec![],
         cdg: None,
     };
-    let header = match rx.recv() {
-        Ok(Msg::Header(Ok(h))) => h,
-        Ok(Msg::Header(Err(e))) | Ok(Msg::Fatal(e)) => return Ok(Err(fail(flux_reason(&e), None))),
+    let header = match rx.next_piece() {
+        Piece::Header(Ok(h)) => h,
+        Piece::Header(Err(e)) | Piece::Fatal(e) => return Ok(Err(fail(flux_reason(&e), None))),
         _ => return Ok(Err(fail("le fichier ne peut pas être lu".into(), None))),
     };
     let account = opts
@@ -355,18 +355,10 @@ pub(crate) fn integrate(
     };
     let mut n = 0u64;
     loop {
-        let msg = match rx.recv() {
-            Ok(m) => m,
-            Err(_) => {
-                return Ok(Err(
-                    run.failure("la lecture du fichier s'est interrompue".into())
-                ))
-            }
-        };
-        match msg {
-            Msg::Header(_) => {}
-            Msg::Block(b) => run.block_start(&b)?,
-            Msg::Record(rec) => {
+        match rx.next_piece() {
+            Piece::Header(_) => {}
+            Piece::Block(b) => run.block_start(&b)?,
+            Piece::Record(rec) => {
                 let (rec, prep) = *rec;
                 run.record(&rec, prep)?;
                 n += 1;
@@ -374,7 +366,7 @@ pub(crate) fn integrate(
                     progress();
                 }
             }
-            Msg::Stray { line } => {
+            Piece::Stray { line, .. } => {
                 if matches!(run.block, Some(BlockState::Active { .. })) {
                     run.logs.line(
                         Level::Error,
@@ -387,17 +379,17 @@ pub(crate) fn integrate(
                     )?;
                 }
             }
-            Msg::BlockEnd => {
+            Piece::BlockEnd => {
                 run.block = None;
                 run.logs.leave_block();
             }
-            Msg::End { agents, evenements } => {
+            Piece::End { agents, evenements } => {
                 if let Err(e) = run.header.check_totals(agents, evenements) {
                     return Ok(Err(run.failure(flux_reason(&e))));
                 }
                 break;
             }
-            Msg::Fatal(e) => return Ok(Err(run.failure(flux_reason(&e)))),
+            Piece::Fatal(e) => return Ok(Err(run.failure(flux_reason(&e)))),
         }
     }
     progress();
@@ -526,14 +518,8 @@ impl Run<'_> {
             self.block = Some(BlockState::Rejected);
             self.logs.line(Level::Error, "", "", "", &r)?;
         } else {
-            for a in &b.unknown_attrs {
-                self.logs.line(
-                    Level::Error,
-                    "",
-                    "",
-                    "",
-                    &format!("Attribut « {a} » inconnu sur <collectivite>, ignoré"),
-                )?;
+            for issue in b.attribute_issues() {
+                self.logs.line(Level::Warn, "", "", "", &issue.message)?;
             }
         }
         Ok(())

@@ -38,6 +38,13 @@ pub struct Config {
     pub attach_logs: bool,
     /// Load the example collectivités, senders and files on start.
     pub demo: bool,
+    /// The limits every received file is read under (size as received and decompressed,
+    /// depth, text length); the FTPS intake refuses an upload larger than `max_file`.
+    pub limits: atmp_flux::Limits,
+    /// The most bytes a sender's FTPS folder may hold (files not yet taken).
+    pub sender_quota: u64,
+    /// The most FTPS connections at once from one address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Config {
@@ -57,6 +64,9 @@ impl Default for Config {
             mail_from: "atmp <ne-pas-repondre@atmp.invalid>".into(),
             attach_logs: false,
             demo: false,
+            limits: atmp_flux::Limits::default(),
+            sender_quota: 4 << 30,
+            max_connections_per_ip: 16,
         }
     }
 }
@@ -67,6 +77,16 @@ struct FileConfig {
     serveur: ServeurSection,
     tls: TlsSection,
     mail: MailSection,
+    limites: LimitesSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct LimitesSection {
+    taille_max_fichier: Option<String>,
+    taille_max_decompresse: Option<String>,
+    quota_emetteur: Option<String>,
+    connexions_par_adresse: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -118,6 +138,30 @@ fn ports(s: &str) -> Result<RangeInclusive<u16>, PlatformError> {
         return Err(bad());
     }
     Ok(a..=b)
+}
+
+/// A size in bytes, with an optional unit: `2G`, `512M`, `64K` (binary multiples), or
+/// plain bytes.
+pub fn size(what: &str, s: &str) -> Result<u64, PlatformError> {
+    let t = s.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches('O').trim_end_matches("I");
+    let (num, mul) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            PlatformError::Config(format!(
+                "{what} : « {s} » n'est pas une taille (par exemple 2G, 512M ou un nombre d'octets)"
+            ))
+        })
 }
 
 fn boolean(what: &str, s: &str) -> Result<bool, PlatformError> {
@@ -186,6 +230,18 @@ impl Config {
             if let Some(v) = f.mail.joindre_journaux {
                 c.attach_logs = v;
             }
+            if let Some(v) = f.limites.taille_max_fichier {
+                c.limits.max_file = size("limites.taille_max_fichier", &v)?;
+            }
+            if let Some(v) = f.limites.taille_max_decompresse {
+                c.limits.max_decoded = size("limites.taille_max_decompresse", &v)?;
+            }
+            if let Some(v) = f.limites.quota_emetteur {
+                c.sender_quota = size("limites.quota_emetteur", &v)?;
+            }
+            if let Some(v) = f.limites.connexions_par_adresse {
+                c.max_connections_per_ip = v.max(1);
+            }
         }
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if let Some(v) = env("ATMP_DATA") {
@@ -226,6 +282,15 @@ impl Config {
         }
         if let Some(v) = env("ATMP_MAIL_ATTACH_LOGS") {
             c.attach_logs = boolean("ATMP_MAIL_ATTACH_LOGS", &v)?;
+        }
+        if let Some(v) = env("ATMP_MAX_FILE_SIZE") {
+            c.limits.max_file = size("ATMP_MAX_FILE_SIZE", &v)?;
+        }
+        if let Some(v) = env("ATMP_MAX_DECOMPRESSED_SIZE") {
+            c.limits.max_decoded = size("ATMP_MAX_DECOMPRESSED_SIZE", &v)?;
+        }
+        if let Some(v) = env("ATMP_SENDER_QUOTA") {
+            c.sender_quota = size("ATMP_SENDER_QUOTA", &v)?;
         }
         Ok(c)
     }
@@ -275,6 +340,12 @@ mod tests {
             e.contains("ligne 3 : clé inconnue") && e.contains("httpp"),
             "{e}"
         );
+        std::fs::write(&p, "[limites]\ntaille_max_fichier = \"512M\"\nquota_emetteur = \"3Gio\"\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!((c.limits.max_file, c.sender_quota), (512 << 20, 3 << 30));
+        std::fs::write(&p, "[limites]\ntaille_max_fichier = \"beaucoup\"\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("n'est pas une taille"), "{e}");
         std::fs::write(&p, "[serveur]\nports_passifs = \"9-1\"\n").unwrap();
         let e = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(e.contains("DEBUT-FIN"), "{e}");

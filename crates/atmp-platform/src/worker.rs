@@ -72,6 +72,7 @@ pub fn run_job(shared: &Shared, store: &mut dyn Store, job: &Job) -> Result<(), 
                 display_name: Some(job.file_name.clone()),
                 progress: None,
                 job_id: Some(job.id),
+                limits: shared.config.limits,
             };
             let path = Path::new(&job.stored_path);
             let out = if job.attempts >= MAX_ATTEMPTS {

@@ -628,7 +628,7 @@ fn validate(files: &[PathBuf], json_out: bool) -> u8 {
     let nomenclatures = Nomenclatures::builtin();
     let mut all_valid = true;
     for f in files {
-        let v = validate_path(f, &nomenclatures);
+        let v = validate_path(f, &nomenclatures, &atmp_flux::Limits::default());
         all_valid &= v.valid();
         if json_out {
             let errors: Vec<Json> = v.errors.iter().map(issue_json).collect();
@@ -756,6 +756,7 @@ fn import(
             display_name: None,
             progress: Some(&progress),
             job_id: None,
+            limits: atmp_flux::Limits::default(),
         };
         let outcome = import_file(store, f, &opts).with_context(|| {
             format!(

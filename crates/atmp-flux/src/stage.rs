@@ -1,0 +1,203 @@
+//! The read stage, shared by `atmp validate` and `atmp import` (and the platform's worker):
+//! bytes → well-formedness scan → element trees → checked records, on a thread of its own,
+//! handed to the next stage in batches over a bounded channel.
+//!
+//! Having one stage means a rule of reading exists once: the two commands cannot disagree
+//! on what a file contains. The next stage (the checks' report, or the integration rules)
+//! receives [`Piece`]s in file order through [`Pieces`].
+
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use atmp_model::{Nomenclatures, TypeFichier};
+
+use crate::reader::{BlockStart, FluxReader, Item};
+use crate::record::{check_record, Context, Record};
+use crate::scan::Limits;
+use crate::{FluxError, Header};
+
+/// What the read stage hands on, in file order.
+#[derive(Debug)]
+pub enum Piece<P> {
+    /// The checked header (an error rejects the file: nothing follows).
+    Header(Result<Header, FluxError>),
+    /// A `<collectivite>` opening tag.
+    Block(BlockStart),
+    /// A checked record, with what the caller's `prepare` computed from it on the reader's
+    /// thread.
+    Record(Box<(Record, P)>),
+    /// Non-blank text directly inside a block.
+    Stray { line: u64, column: u64, path: String },
+    /// The end of the current block.
+    BlockEnd,
+    /// The end of a complete file, with the numbers of `<agent>` and `<evenement>` read.
+    End { agents: u64, evenements: u64 },
+    /// The file is rejected whole; nothing follows.
+    Fatal(FluxError),
+}
+
+/// How many pieces travel together at most, and how many bytes (estimated) of records.
+const BATCH: usize = 64;
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches in flight: with [`BATCH_BYTES`] and the largest record a reader keeps, this
+/// bounds the memory between the two stages (some 50 MB at worst).
+const IN_FLIGHT: usize = 4;
+
+/// The receiving end of the stage, one piece at a time.
+pub struct Pieces<P> {
+    rx: crossbeam_channel::Receiver<Vec<Piece<P>>>,
+    buf: std::vec::IntoIter<Piece<P>>,
+}
+
+impl<P> Pieces<P> {
+    /// The next piece; a reader that stopped without saying why is a read failure.
+    pub fn next_piece(&mut self) -> Piece<P> {
+        loop {
+            if let Some(p) = self.buf.next() {
+                return p;
+            }
+            match self.rx.recv() {
+                Ok(b) => self.buf = b.into_iter(),
+                Err(_) => {
+                    return Piece::Fatal(FluxError::file(
+                        "LECTURE",
+                        "la lecture du fichier s'est interrompue".into(),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// The sending end: pieces go in batches, so that the two threads rarely wake each other.
+struct PieceTx<P> {
+    out: crossbeam_channel::Sender<Vec<Piece<P>>>,
+    buf: Vec<Piece<P>>,
+    weight: usize,
+}
+
+impl<P> PieceTx<P> {
+    fn send(&mut self, p: Piece<P>, weight: usize) -> Result<(), ()> {
+        let flush = !matches!(p, Piece::Record(_));
+        self.buf.push(p);
+        self.weight += weight;
+        if flush || self.buf.len() >= BATCH || self.weight >= BATCH_BYTES {
+            self.weight = 0;
+            let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH));
+            self.out.send(batch).map_err(|_| ())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What the read stage needs.
+pub struct StageOptions<'a> {
+    pub limits: Limits,
+    pub nomenclatures: &'a Nomenclatures,
+    /// Bytes of decoded input read so far, updated now and then (progress reports).
+    pub position: Option<&'a AtomicU64>,
+}
+
+/// Runs the read stage over `raw` (the bytes as received) on its own thread, and `consume`
+/// on the calling thread over its pieces. `prepare` runs on the reader's thread for each
+/// record (work taken off the consumer's core).
+pub fn read_stage<P, R>(
+    raw: Box<dyn Read + Send>,
+    opts: &StageOptions<'_>,
+    prepare: &(dyn Fn(&Record) -> P + Sync),
+    consume: impl FnOnce(&mut Pieces<P>) -> R,
+) -> R
+where
+    P: Send,
+{
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<Piece<P>>>(IN_FLIGHT);
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("atmp-lecture".into())
+            .spawn_scoped(s, move || {
+                let mut out = PieceTx {
+                    out: tx,
+                    buf: Vec::with_capacity(BATCH),
+                    weight: 0,
+                };
+                produce(raw, opts, prepare, &mut out);
+            })
+            .expect("the reader thread starts");
+        let mut pieces = Pieces {
+            rx,
+            buf: Vec::new().into_iter(),
+        };
+        // `pieces` is dropped when `consume` returns: a reader still running stops at its
+        // next send.
+        consume(&mut pieces)
+    })
+}
+
+fn produce<P>(
+    raw: Box<dyn Read + Send>,
+    opts: &StageOptions<'_>,
+    prepare: &(dyn Fn(&Record) -> P + Sync),
+    out: &mut PieceTx<P>,
+) {
+    let mut reader = match crate::input::open_reader(raw, &opts.limits) {
+        Ok(input) => FluxReader::new(input),
+        Err(e) => {
+            let _ = out.send(Piece::Fatal(e), 0);
+            return;
+        }
+    };
+    let mut ctx: Option<(TypeFichier, atmp_model::Date)> = None;
+    let mut n = 0u64;
+    loop {
+        let (piece, weight) = match reader.next_item() {
+            Ok(Some(Item::Header(node))) => {
+                let h = Header::from_node(&node);
+                if let Ok(h) = &h {
+                    ctx = Some((h.type_fichier, h.date_creation.date()));
+                }
+                let failed = h.is_err();
+                if out.send(Piece::Header(h), 0).is_err() || failed {
+                    return;
+                }
+                continue;
+            }
+            Ok(Some(Item::BlockStart(b))) => (Piece::Block(b), 0),
+            Ok(Some(Item::Record { mut node, path })) => {
+                let (type_fichier, date_creation) = ctx.expect("the reader yields the header first");
+                let c = Context {
+                    type_fichier,
+                    date_creation: Some(date_creation),
+                    nomenclatures: opts.nomenclatures,
+                };
+                n += 1;
+                if n.is_multiple_of(256) {
+                    if let Some(p) = opts.position {
+                        p.store(reader.position(), Ordering::Relaxed);
+                    }
+                }
+                let weight = node.weight;
+                let rec = check_record(&mut node, &path, &c);
+                drop(node);
+                let prep = prepare(&rec);
+                (Piece::Record(Box::new((rec, prep))), weight)
+            }
+            Ok(Some(Item::StrayText { line, column, path })) => {
+                (Piece::Stray { line, column, path }, 0)
+            }
+            Ok(Some(Item::BlockEnd)) => (Piece::BlockEnd, 0),
+            Ok(None) => {
+                let (agents, evenements) = reader.totals();
+                let _ = out.send(Piece::End { agents, evenements }, 0);
+                return;
+            }
+            Err(e) => {
+                let _ = out.send(Piece::Fatal(e), 0);
+                return;
+            }
+        };
+        if out.send(piece, weight).is_err() {
+            return;
+        }
+    }
+}
