@@ -769,7 +769,7 @@ impl Scanner {
 
     fn end_attr_name(&mut self) {
         let name = std::mem::take(&mut self.name);
-        if self.attrs.iter().any(|a| *a == name) {
+        if self.attrs.contains(&name) {
             let m = format!(
                 "attribut « {} » répété sur le même élément ; fichier refusé",
                 String::from_utf8_lossy(&name)

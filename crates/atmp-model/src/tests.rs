@@ -75,11 +75,48 @@ proptest! {
     #[test]
     fn siret_luhn(body in "[0-9]{13}") {
         let valid: Vec<String> = (0..10).map(|d| format!("{body}{d}")).filter(|s| Siret::parse(s).is_ok()).collect();
-        if body.starts_with("356000000") {
+        if !luhn(&body[..9]) {
+            // A SIREN with a wrong key: no SIRET of it is valid.
+            prop_assert_eq!(valid.len(), 0);
+            prop_assert_eq!(Siret::parse(&format!("{body}0")), Err(SiretError::SirenKey));
+        } else if body == "3560000000004" {
+            prop_assert_eq!(valid.len(), 3);
+        } else if body.starts_with("356000000") {
             prop_assert_eq!(valid.len(), 2);
         } else {
             prop_assert_eq!(valid.len(), 1);
         }
+    }
+
+    #[test]
+    fn every_parser_is_safe_on_any_text(s in "\\PC{0,40}", t in ".{0,20}") {
+        // Any Unicode, in any position: an answer, never a panic.
+        for x in [&s, &t, &format!("{s}{t}"), &format!("18405215311462{t}"), &format!("2015-11-2{t}"), &format!("2821900240001{t}")] {
+            let _ = Nir::parse(x);
+            let _ = Siret::parse(x);
+            let _ = Date::parse(x);
+            let _ = Heure::parse(x);
+            let _ = DateTime::parse(x);
+            let _ = parse_bool(x);
+            let _ = Sexe::parse(x);
+            let _ = TypeFichier::parse(x);
+            let _ = Mode::parse(x);
+            let _ = valid_no_tableau(x);
+            let _ = normalize_name(x);
+            let _ = same_name(x, &s);
+            let _ = parse_csv(x);
+        }
+    }
+
+    #[test]
+    fn a_multibyte_character_anywhere_in_a_nir_is_refused(pos in 0usize..15, c in "[éß€😀\u{0300}]") {
+        let good = "184052153114623";
+        let mut chars: Vec<String> = good.chars().map(|c| c.to_string()).collect();
+        chars[pos] = c.clone();
+        let s: String = chars.concat();
+        prop_assert_eq!(Nir::parse(&s), Err(NirError::Characters));
+        let extra = format!("{}{c}", &good[..14]);
+        prop_assert!(Nir::parse(&extra).is_err());
     }
 
     #[test]
@@ -109,6 +146,14 @@ fn siret_examples() {
     // La Poste: digit sum divisible by 5 (Luhn would refuse it).
     assert!(Siret::parse("35600000000001").is_ok());
     assert!(!luhn("35600000000001"));
+    // Its head office follows Luhn (its digit sum is not a multiple of 5).
+    assert!(Siret::parse("35600000000048").is_ok());
+    // FORMAT.md §2: a Luhn-valid SIRET whose SIREN key is wrong is refused.
+    assert!(luhn("11111111111110") && !luhn("111111111"));
+    assert_eq!(Siret::parse("11111111111110"), Err(SiretError::SirenKey));
+    // The NIR of the hardening issue: a multi-byte character where the key is sliced.
+    assert!(Nir::parse("18405215311462é").is_err());
+    assert!(DateTime::parse("2015-11-2é02:00:0").is_none());
 }
 
 #[test]

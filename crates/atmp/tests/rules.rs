@@ -424,8 +424,8 @@ fn unknown_service_keeps_the_agent() {
 fn block_rejections_and_their_order() {
     let env = Env::new();
     env.sdis();
-    let unknown = siret("1111111111111");
-    let other = siret("2222222222222");
+    let unknown = siret("1111111181111");
+    let other = siret("2222222262222");
     env.ok(&["collectivite", "add", "--siret", &other, "--nom", "Autre"]);
     let body = |n: u32| {
         agent(
@@ -515,7 +515,7 @@ fn block_rejections_and_their_order() {
 fn cdg_reason_order() {
     let env = Env::new();
     env.cdg(true);
-    let lonely = siret("3333333333333");
+    let lonely = siret("3333333343333");
     env.ok(&[
         "collectivite",
         "add",
@@ -524,7 +524,7 @@ fn cdg_reason_order() {
         "--nom",
         "Non rattachée, non autorisée",
     ]);
-    let unknown = siret("4444444444444");
+    let unknown = siret("4444444424444");
     let body = agent(
         &nir("M", "1980-01-01", 1),
         "N",

@@ -19,15 +19,15 @@ pub fn examples() -> PathBuf {
     }
 }
 
-/// A SIRET with a valid Luhn key from its first 13 digits.
+/// A valid SIRET from its first 13 digits (whose first 9, the SIREN, must carry their key).
 pub fn siret(body13: &str) -> String {
     for d in 0..10 {
         let s = format!("{body13}{d}");
-        if atmp_model::luhn(&s) {
+        if atmp_model::Siret::parse(&s).is_ok() {
             return s;
         }
     }
-    unreachable!()
+    panic!("no valid SIRET starts with {body13}: its SIREN key is wrong")
 }
 
 /// A NIR coherent with sex and birth date (`YYYY-MM-DD`), unique by `n`.
