@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atmp_integrator::{import_file, reject_file, ImportOptions};
+
 use atmp_store::{ImportLog, ImportRow, Job, Store};
 
 use crate::{mail, PlatformError, Shared};
@@ -91,7 +92,23 @@ pub fn run_job(shared: &Shared, store: &mut dyn Store, job: &Job) -> Result<(), 
             } else {
                 store.set_job_state(job.id, "en_cours", None)?;
                 tracing::info!(job = job.id, "integrating");
-                import_file(store, path, &opts)?
+                match integrate_in_child(shared, job)? {
+                    ChildEnd::Done => match store.import_of_job(job.id)? {
+                        Some(id) => {
+                            tracing::info!(job = job.id, import = id, "integrated");
+                            return finish(shared, store, job, id);
+                        }
+                        None => {
+                            crashed(store, path, &opts, "sans enregistrer son résultat".into())?
+                        }
+                    },
+                    ChildEnd::Retry(why) => return Err(PlatformError::Config(why)),
+                    ChildEnd::Crashed(how) => match store.import_of_job(job.id)? {
+                        // Died after its commit: the file is integrated, only publish.
+                        Some(id) => return finish(shared, store, job, id),
+                        None => crashed(store, path, &opts, how)?,
+                    },
+                }
             };
             tracing::info!(
                 job = job.id,
@@ -103,6 +120,151 @@ pub fn run_job(shared: &Shared, store: &mut dyn Store, job: &Job) -> Result<(), 
             out.import_id
         }
     };
+    finish(shared, store, job, import_id)
+}
+
+/// A file whose integration crashed is set aside at once, visibly (`Import échoué`): it
+/// would crash again at every attempt.
+fn crashed(
+    store: &mut dyn Store,
+    path: &Path,
+    opts: &ImportOptions<'_>,
+    how: String,
+) -> Result<atmp_integrator::ImportOutcome, PlatformError> {
+    tracing::error!(job = opts.job_id, how = %how, "integration crashed, file set aside");
+    Ok(reject_file(
+        store,
+        path,
+        opts,
+        &format!(
+            "l'intégration du fichier s'est arrêtée anormalement ({how}) ; rien n'en a été \
+             enregistré et il est mis de côté, contactez l'administrateur de la plate-forme"
+        ),
+    )?)
+}
+
+/// How the integration of a job in its own process ended.
+enum ChildEnd {
+    /// Exit 0: the import is committed.
+    Done,
+    /// A failure of the platform (base busy, disk full): the job is taken again later.
+    Retry(String),
+    /// Killed by a signal, a panic, an abort, memory exhausted…: said in French.
+    Crashed(String),
+}
+
+/// The exit status of a child whose integration met a platform error (to retry).
+pub const CHILD_RETRY: i32 = 3;
+
+/// Integrates a job's file in a process of its own (`atmp integrer-job`), so that nothing a
+/// file does to the integration (a crash, an abort, memory) can take the web or FTPS down.
+/// The child dies with the platform (`PR_SET_PDEATHSIG`): a killed platform leaves no
+/// integration running, and its job is taken again at restart.
+fn integrate_in_child(shared: &Shared, job: &Job) -> Result<ChildEnd, PlatformError> {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    // The platform runs as the `atmp` binary, which has the `integrer-job` command.
+    let exe = std::env::current_exe()?;
+    let limits = shared.config.limits;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("integrer-job")
+        .arg("--base")
+        .arg(&shared.database_url)
+        .arg("--job")
+        .arg(job.id.to_string())
+        .arg("--fichier")
+        .arg(&job.stored_path)
+        .arg("--nom")
+        .arg(&job.file_name)
+        .arg("--emetteur")
+        .arg(&job.emetteur)
+        .arg("--journaux")
+        .arg(shared.logs_dir(job.id))
+        .arg("--taille-max-fichier")
+        .arg(limits.max_file.to_string())
+        .arg("--taille-max-decompresse")
+        .arg(limits.max_decoded.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls between fork and exec (prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                libc::_exit(CHILD_RETRY);
+            }
+            Ok(())
+        });
+    }
+    let status = cmd.status()?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(0), _) => ChildEnd::Done,
+        (Some(CHILD_RETRY), _) => ChildEnd::Retry(
+            "l'intégration a rencontré une erreur de la plate-forme ; nouvel essai".into(),
+        ),
+        (Some(101), _) => ChildEnd::Crashed("erreur interne du programme".into()),
+        (Some(c), _) => ChildEnd::Crashed(format!("code de sortie {c}")),
+        (None, Some(libc::SIGKILL)) => ChildEnd::Crashed(
+            "processus tué, par exemple faute de mémoire".into(),
+        ),
+        (None, Some(libc::SIGABRT)) => {
+            ChildEnd::Crashed("arrêt brutal du programme (abort)".into())
+        }
+        (None, Some(libc::SIGSEGV)) => {
+            ChildEnd::Crashed("erreur de segmentation".into())
+        }
+        (None, Some(sig)) => ChildEnd::Crashed(format!("signal {sig}")),
+        (None, None) => ChildEnd::Crashed("fin inconnue".into()),
+    })
+}
+
+/// What `atmp integrer-job` is given by the worker.
+pub struct ChildArgs {
+    pub database_url: String,
+    pub job_id: i64,
+    pub file: PathBuf,
+    pub display_name: String,
+    pub emetteur: String,
+    pub logs_dir: PathBuf,
+    pub limits: atmp_flux::Limits,
+}
+
+/// The body of `atmp integrer-job`: integrates one file in this process and exits; the
+/// worker that started it publishes the results. Returns the exit status.
+pub fn child_main(a: ChildArgs) -> i32 {
+    let mut store = match atmp_store::open(&a.database_url) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "integration child cannot open the base");
+            return CHILD_RETRY;
+        }
+    };
+    let opts = ImportOptions {
+        emetteur: Some(a.emetteur),
+        logs_dir: a.logs_dir,
+        display_name: Some(a.display_name),
+        progress: None,
+        job_id: Some(a.job_id),
+        limits: a.limits,
+    };
+    match import_file(store.as_mut(), &a.file, &opts) {
+        Ok(_) => 0,
+        Err(e) => {
+            tracing::error!(job = a.job_id, error = %e, "integration failed, retried later");
+            CHILD_RETRY
+        }
+    }
+}
+
+/// After the commit: the results published, the mails queued, the job done.
+fn finish(
+    shared: &Shared,
+    store: &mut dyn Store,
+    job: &Job,
+    import_id: i64,
+) -> Result<(), PlatformError> {
     let (row, logs) = store
         .import(import_id)?
         .ok_or_else(|| PlatformError::Config(format!("import {import_id} introuvable")))?;

@@ -78,6 +78,10 @@ enum Command {
     Utilisateur(UtilisateurCmd),
     /// Écrit le schéma XSD publié (schema/flux-1.0.xsd)
     Xsd,
+    /// Intègre le fichier d'un travail de la plate-forme dans un processus à part (usage
+    /// interne de `atmp serve`)
+    #[command(hide = true)]
+    IntegrerJob(IntegrerJobArgs),
 }
 
 #[derive(Subcommand)]
@@ -134,6 +138,26 @@ enum EmetteurCmd {
     },
     /// Liste les émetteurs et leurs autorisations
     List,
+}
+
+#[derive(Args)]
+struct IntegrerJobArgs {
+    #[arg(long)]
+    base: String,
+    #[arg(long)]
+    job: i64,
+    #[arg(long)]
+    fichier: PathBuf,
+    #[arg(long)]
+    nom: String,
+    #[arg(long)]
+    emetteur: String,
+    #[arg(long)]
+    journaux: PathBuf,
+    #[arg(long)]
+    taille_max_fichier: u64,
+    #[arg(long)]
+    taille_max_decompresse: u64,
 }
 
 #[derive(Args)]
@@ -255,7 +279,7 @@ fn main() -> ExitCode {
         }
     };
     // The platform reports its work (ids and counts only, never personal data).
-    let default_filter = if matches!(cli.command, Command::Serve(_)) {
+    let default_filter = if matches!(cli.command, Command::Serve(_) | Command::IntegrerJob(_)) {
         "warn,atmp=info,atmp_platform=info,atmp_integrator=info"
     } else {
         "error"
@@ -442,6 +466,22 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Serve(args) => serve(cli.db, args),
+        Command::IntegrerJob(a) => {
+            let limits = atmp_flux::Limits {
+                max_file: a.taille_max_fichier,
+                max_decoded: a.taille_max_decompresse,
+                ..atmp_flux::Limits::default()
+            };
+            Ok(atmp_platform::worker::child_main(atmp_platform::worker::ChildArgs {
+                database_url: a.base,
+                job_id: a.job,
+                file: a.fichier,
+                display_name: a.nom,
+                emetteur: a.emetteur,
+                logs_dir: a.journaux,
+                limits,
+            }) as u8)
+        }
         Command::Utilisateur(u) => {
             let mut store = open_store(&cli.db)?;
             match u {

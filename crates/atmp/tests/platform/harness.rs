@@ -268,6 +268,30 @@ impl Platform {
         c.wait().unwrap();
     }
 
+    /// The integration processes `atmp serve` has started and that are still running.
+    pub fn integration_children(&self) -> Vec<u32> {
+        let parent = self.child.as_ref().expect("started").id();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid …: the name may hold spaces, the fields after `)` don't.
+            let Some(after) = stat.rsplit_once(')').map(|(_, a)| a.to_string()) else {
+                continue;
+            };
+            let ppid: u32 = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if ppid == parent && String::from_utf8_lossy(&cmd).contains("integrer-job") {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.err")).unwrap_or_default()
     }

@@ -753,6 +753,50 @@ fn kill_during_integration_then_restart_integrates_once() {
     assert_eq!(p.sql("SELECT count(*) FROM evenement"), evenements);
 }
 
+/// An integration that crashes (here its process is killed, as the kernel does when memory
+/// runs out) never takes the platform down: the file is set aside as `Import échoué` at its
+/// first crash, nothing of it is stored, the web and FTPS answer, the next file goes on.
+#[test]
+fn a_crashed_integration_sets_the_file_aside_and_the_platform_stays_up() {
+    let mut p = Platform::new(&[]);
+    p.setup();
+    let big = p.dir.path().join("gros.xml");
+    p.cli(
+        &[
+            "gen", "--agents", "15000", "--out", big.to_str().unwrap(), "--collectivite", SDIS,
+            "--emetteur", "SOFIVAL", "--seed", "9",
+        ],
+        None,
+    );
+    p.start(&[]);
+    let admin = p.web("plateforme", PW_USERS);
+    p.upload("SOFIVAL", PW_SOFIVAL, "gros.xml", &std::fs::read(&big).unwrap());
+    // Wait for the integration's own process, then kill it.
+    let t = std::time::Instant::now();
+    let child = loop {
+        if let Some(c) = p.integration_children().first() {
+            break *c;
+        }
+        assert!(t.elapsed().as_secs() < 60, "no integration process");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(unsafe { libc::kill(child as i32, libc::SIGKILL) }, 0);
+    p.wait_jobs(1);
+    assert_eq!(p.sql("SELECT attempts FROM job WHERE id = 1"), 1, "set aside at its first crash");
+    assert_eq!(p.sql("SELECT count(*) FROM import WHERE result = 'echoue'"), 1);
+    assert_eq!(p.sql("SELECT count(*) FROM agent"), 0, "nothing of the file is stored");
+    let id = p.sql("SELECT import_id FROM job WHERE id = 1");
+    let page = admin.text(&format!("/imports/{id}"));
+    assert!(page.contains("Import échoué"), "{page}");
+    assert!(page.contains("arrêtée anormalement"), "{page}");
+    // The platform is up: FTPS takes the next file, the worker integrates it.
+    p.upload("SOFIVAL", PW_SOFIVAL, "services.xml", &example("services.xml"));
+    p.wait_jobs(2);
+    assert_eq!(p.sql("SELECT count(*) FROM import WHERE result = 'reussi'"), 1);
+    assert_eq!(p.sql("SELECT count(*) FROM service"), 6);
+    assert!(p.integration_children().is_empty());
+}
+
 /// An upload cut before its end is never integrated: no job, nothing stored.
 #[test]
 fn cut_upload_is_never_integrated() {
