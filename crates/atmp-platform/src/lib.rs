@@ -17,7 +17,7 @@ pub mod web;
 pub mod worker;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -133,6 +133,32 @@ impl Shared {
     }
 }
 
+/// The folders of the data folder (itself included, two levels deep) that other local
+/// users may enter or read, with their mode.
+pub fn wide_folders(data_dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut check = |p: &Path| {
+        if let Ok(m) = std::fs::metadata(p) {
+            let mode = m.permissions().mode() & 0o777;
+            if m.is_dir() && mode & 0o077 != 0 {
+                out.push((p.to_path_buf(), mode));
+            }
+        }
+    };
+    check(data_dir);
+    for d in ["recus", "journaux", "ftp", "tls"] {
+        let p = data_dir.join(d);
+        check(&p);
+        if let Ok(rd) = std::fs::read_dir(&p) {
+            for e in rd.flatten() {
+                check(&e.path());
+            }
+        }
+    }
+    out
+}
+
 /// The platform, built and ready to serve.
 pub struct Application {
     shared: Arc<Shared>,
@@ -189,6 +215,15 @@ impl Application {
         });
         for d in ["recus", "journaux", "ftp"] {
             std::fs::create_dir_all(data_dir.join(d))?;
+        }
+        for wide in wide_folders(&data_dir) {
+            tracing::warn!(folder = %wide.0.display(), mode = format!("{:o}", wide.1), "folder readable by other local users");
+            eprintln!(
+                "attention : le dossier {} est accessible à d'autres utilisateurs de la machine \
+                 (droits {:o}) ; il contient des données personnelles : chmod 700 recommandé",
+                wide.0.display(),
+                wide.1
+            );
         }
         let first_admin_password = shared.with_store(|s| {
             if s.count_utilisateurs()? > 0 {

@@ -270,6 +270,12 @@ fn parse_code(s: &str) -> std::result::Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    // Personal and health data: whatever atmp creates (base, logs, received files, folders)
+    // is for its own user only.
+    // SAFETY: umask has no memory effect; it is set before any thread starts.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -77,7 +77,11 @@ impl Platform {
 
     /// Runs the command line on the platform's base; expects success.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> String {
-        std::fs::create_dir_all(self.data()).unwrap();
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // As an operator following the README would: for atmp's user only.
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(self.data()).unwrap();
+        }
         let mut c = Command::new(bin())
             .args(args)
             .arg("--db")

@@ -797,6 +797,60 @@ fn a_crashed_integration_sets_the_file_aside_and_the_platform_stays_up() {
     assert!(p.integration_children().is_empty());
 }
 
+/// Personal data at rest: nothing under the data folder is open to another local user —
+/// checked by the modes of every entry and, as root, by reading as `nobody`.
+#[test]
+fn files_under_data_are_not_readable_by_another_local_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut p = Platform::new(&[]);
+    p.setup();
+    p.start(&[]);
+    p.upload("SOFIVAL", PW_SOFIVAL, "declaration-differentiel.xml", &example("declaration-differentiel.xml"));
+    p.wait_jobs(1);
+    // The test's own folder is opened to all, so that only atmp's modes protect the data.
+    std::fs::set_permissions(p.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut stack = vec![p.data()];
+    let mut seen = 0;
+    while let Some(d) = stack.pop() {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", d.display());
+        seen += 1;
+        if d.is_dir() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    assert!(seen > 10, "only {seen} entries");
+    let received = std::fs::read_dir(p.data().join("recus/SOFIVAL")).unwrap().next().unwrap().unwrap().path();
+    let mode = std::fs::metadata(&received).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o400, "a received file is read-only for atmp alone");
+    if unsafe { libc::geteuid() } == 0 {
+        for target in [p.data().join("atmp.db"), received.clone(), p.data().join("ftp/SOFIVAL/retours")] {
+            let out = std::process::Command::new("su")
+                .args(["nobody", "-s", "/bin/sh", "-c", &format!("ls -la '{0}' && cat '{0}'", target.display())])
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "nobody reads {}", target.display());
+            assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+        }
+        // The same command does read a file that is open to all (the check can fail).
+        let open = p.dir.path().join("ouvert.txt");
+        std::fs::write(&open, "x").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = std::process::Command::new("su")
+            .args(["nobody", "-s", "/bin/sh", "-c", &format!("cat '{}'", open.display())])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    // A data folder made wider by hand is reported at the next start.
+    p.kill();
+    std::fs::set_permissions(p.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.start(&[]);
+    assert!(p.stderr().contains("accessible à d'autres utilisateurs"), "{}", p.stderr());
+}
+
 /// An upload cut before its end is never integrated: no job, nothing stored.
 #[test]
 fn cut_upload_is_never_integrated() {
