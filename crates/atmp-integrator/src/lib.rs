@@ -21,7 +21,7 @@ use atmp_model::Nomenclatures;
 use atmp_store::{now, ImportLog, ImportRow, Store, StoreError};
 
 pub use counts::{Counts, Outcome};
-pub use log::{push_field, split_line, Level, LogFiles};
+pub use log::{push_field, split_line, split_records, Level, LogFiles};
 pub use rules::table;
 
 use log::Logs;

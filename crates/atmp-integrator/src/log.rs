@@ -87,6 +87,38 @@ pub fn push_field(out: &mut String, s: &str) {
     }
 }
 
+/// Splits a whole log (§6.1) into its entries: a quoted field may hold line breaks, so an
+/// entry is a CSV record, not a physical line. Each entry is split as [`split_line`] does.
+pub fn split_records(text: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = vec![String::new()];
+    let mut quoted = false;
+    let mut it = text.chars().peekable();
+    let mut any = false;
+    while let Some(c) = it.next() {
+        any = true;
+        match (quoted, c) {
+            (true, '"') if it.peek() == Some(&'"') => {
+                it.next();
+                cur.last_mut().expect("a field").push('"');
+            }
+            (true, '"') => quoted = false,
+            (false, '"') => quoted = true,
+            (false, ';') if cur.len() < 6 => cur.push(String::new()),
+            (false, '\r') if it.peek() == Some(&'\n') => {}
+            (false, '\n') => {
+                out.push(std::mem::replace(&mut cur, vec![String::new()]));
+                any = false;
+            }
+            (_, c) => cur.last_mut().expect("a field").push(c),
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
 /// Splits a log line (§6.1) into its six fields, undoing the CSV quoting of
 /// [`push_field`]; an unquoted `;` after the fifth separator stays in the message.
 pub fn split_line(line: &str) -> Vec<String> {

@@ -37,16 +37,17 @@ pub fn enqueue(
             .collectivite(&l.collectivite_siret)?
             .map(|c| c.nom)
             .unwrap_or_default();
+        // The file name is the sender's choice and may carry a name: masked like one.
         let subject = format!(
-            "[atmp] {} : {}",
-            row.file_name,
+            "[atmp] Import n° {import_id} ({}) : {}",
+            mask_file_name(&row.file_name),
             if l.global { &row.label } else { &l.label }
         );
         let mut body = String::new();
         body.push_str("Bonjour,\n\n");
         body.push_str(&format!(
-            "Le fichier « {} » (émetteur {}) a été traité par la plate-forme atmp.\n\n",
-            row.file_name,
+            "Le fichier n° {import_id} (« {} », émetteur {}) a été traité par la plate-forme atmp.\n\n",
+            mask_file_name(&row.file_name),
             row.emetteur.as_deref().unwrap_or("inconnu")
         ));
         if l.global {
@@ -180,15 +181,32 @@ fn mask_values(s: &str) -> String {
     out
 }
 
+/// A file name as a mail may show it: its first character and its extension
+/// (`d***.xml.gz`), since a sender may name a file after a person.
+pub fn mask_file_name(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    let ext = [".xml.gz", ".xml", ".gz"]
+        .into_iter()
+        .find(|e| lower.ends_with(e) && name.is_char_boundary(name.len() - e.len()))
+        .unwrap_or("");
+    let (stem, ext) = name.split_at(name.len() - ext.len());
+    let first: String = stem
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .take(1)
+        .collect();
+    format!("{first}***{ext}")
+}
+
 /// The agent field with names reduced to initials and the NIR masked.
 fn mask_agent(s: &str) -> String {
     let Some(rest) = s.strip_prefix("Agent : ") else {
-        return mask_nirs(s);
+        return mask_values(&mask_nirs(s));
     };
     let parts: Vec<&str> = rest.split(" - ").collect();
     let names = parts.first().copied().unwrap_or("");
     let initials: Vec<String> = names
-        .split(' ')
+        .split_whitespace()
         .filter(|w| !w.is_empty())
         .map(|w| {
             let (open, inner) = match w.strip_prefix('(') {
@@ -203,20 +221,26 @@ fn mask_agent(s: &str) -> String {
     let year = parts
         .get(1)
         .and_then(|d| d.get(6..10))
+        .filter(|y| y.bytes().all(|b| b.is_ascii_digit()))
         .map(|y| format!("**/**/{y}"))
-        .unwrap_or_default();
+        .unwrap_or_else(|| "**/**/****".into());
     let nir = parts.get(2).map(|n| mask_nirs(n)).unwrap_or_default();
     format!("Agent : {} - {year} - {nir}", initials.join(" "))
 }
 
 /// A log with every NIR masked, names reduced to initials and field values hidden: what may
 /// travel by e-mail.
+///
+/// It works on log entries (CSV records), not physical lines: a name holding a line break,
+/// a `;` or quotes is one field and is masked whole. An entry that is not of six fields is
+/// not shown at all.
 pub fn mask_log(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        let mut f = atmp_integrator::split_line(line);
+    for mut f in atmp_integrator::split_records(text) {
         if f.len() == 6 {
             f[2] = mask_agent(&f[2]);
+            f[3] = mask_values(&f[3]);
+            f[4] = mask_values(&f[4]);
             f[5] = mask_values(&f[5]);
             for (i, x) in f.iter().enumerate() {
                 if i > 0 {
@@ -225,11 +249,26 @@ pub fn mask_log(text: &str) -> String {
                 atmp_integrator::push_field(&mut out, &mask_nirs(x));
             }
         } else {
-            out.push_str(&mask_nirs(&mask_values(line)));
+            out.push_str("[entrée du journal masquée]");
         }
         out.push('\n');
     }
     out
+}
+
+/// An e-mail address as entered (web, command line): trimmed, checked, or refused in
+/// French. No white space or control character is admitted (a CR/LF would forge headers).
+pub fn parse_email(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "adresse électronique invalide « {} » : espaces et caractères de contrôle interdits",
+            t.escape_debug()
+        ));
+    }
+    t.parse::<lettre::Address>()
+        .map(|a| a.to_string())
+        .map_err(|_| format!("adresse électronique invalide « {t} » (forme attendue : nom@domaine.fr)"))
 }
 
 fn build_message(shared: &Shared, m: &Mail) -> Result<Message, String> {
@@ -359,6 +398,39 @@ mod tests {
             prop_assert!(!m.contains(&valeur), "{}", m);
             let kept = format!(";{level};");
             prop_assert!(m.contains(&kept), "{}", m);
+        }
+    }
+
+    #[test]
+    fn a_name_with_a_line_break_or_quotes_is_masked_whole() {
+        let mut log = String::new();
+        for name in ["DUPONT\nJEAN-PIERRE", "LE;GOFF \"YVES\"", "MARTIN\r\nANNE"] {
+            let mut agent = String::new();
+            atmp_integrator::push_field(
+                &mut agent,
+                &format!("Agent : {name} - 28/04/1978 - 178069912345675"),
+            );
+            log.push_str(&format!(
+                "01/01/2020 10:00:00;ERROR;{agent};;;Les données de l'agent sont rejetées.\n"
+            ));
+        }
+        let m = mask_log(&log);
+        for leak in ["DUPONT", "JEAN", "PIERRE", "GOFF", "YVES", "MARTIN", "ANNE", "28/04", "178069912345675"] {
+            assert!(!m.contains(leak), "{leak} in {m}");
+        }
+        assert_eq!(m.lines().count(), 3, "{m}");
+        assert!(m.contains("Agent : D. J. - **/**/1978 - 1**************"), "{m}");
+    }
+
+    #[test]
+    fn file_names_and_addresses() {
+        assert_eq!(mask_file_name("DUPONT_Jean_AT.xml"), "D***.xml");
+        assert_eq!(mask_file_name("x.XML.GZ"), "x***.XML.GZ");
+        assert_eq!(mask_file_name(""), "***");
+        assert!(parse_email("agent@mairie.fr").is_ok());
+        assert!(parse_email(" agent@mairie.fr ").is_ok());
+        for bad in ["agent@mairie.fr\r\nBcc: x@y.fr", "pas une adresse", "a b@c.fr", "@c.fr", "a@"] {
+            assert!(parse_email(bad).is_err(), "{bad}");
         }
     }
 

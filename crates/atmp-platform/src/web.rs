@@ -1911,8 +1911,14 @@ async fn utilisateur_add(
             Err(r) => return r,
         }
     };
+    let email = if f.email.trim().is_empty() {
+        Ok(None)
+    } else {
+        crate::mail::parse_email(&f.email).map(Some)
+    };
     let r = match Role::parse(&f.role) {
         None => Err("Rôle inconnu.".to_string()),
+        Some(_) if email.is_err() => Err(format!("{}.", email.clone().unwrap_err())),
         Some(role) if !a.may_grant(role, target.as_ref()) && a.user.role != Role::Plateforme => {
             Err(format!(
                 "Vous ne pouvez pas donner le rôle « {} » pour la collectivité « {siret} ».",
@@ -1930,7 +1936,7 @@ async fn utilisateur_add(
                 password_hash: hash,
                 role,
                 collectivite: (!siret.is_empty()).then_some(siret),
-                email: (!f.email.trim().is_empty()).then(|| f.email.trim().to_string()),
+                email: email.clone().ok().flatten(),
                 doit_changer: true,
             };
             change(&app, move |s| {

@@ -504,6 +504,10 @@ fn run(cli: Cli) -> Result<u8> {
                         RoleArg::CollectiviteAdmin => atmp_store::Role::CollectiviteAdmin,
                         RoleArg::Collectivite => atmp_store::Role::Collectivite,
                     };
+                    let email = match email {
+                        Some(e) => Some(atmp_platform::mail::parse_email(&e).map_err(|m| anyhow::anyhow!(m))?),
+                        None => None,
+                    };
                     let (password, generated) = if password_stdin {
                         (read_password()?, false)
                     } else {

@@ -563,8 +563,12 @@ fn mail_after_import_is_retried_and_carries_no_identity() {
     ]);
     p.setup();
     p.start(&[]);
-    // No SMTP server yet: the file is integrated all the same.
-    let xml = example("declaration-differentiel.xml");
+    // No SMTP server yet: the file is integrated all the same. One first name holds a line
+    // break, a `;` and quotes: the masking works on log entries, not lines.
+    let xml = String::from_utf8(example("declaration-differentiel.xml"))
+        .unwrap()
+        .replace("<prenom>Yannick</prenom>", "<prenom>Yannick\nXqlouis;&quot;Xqguil&quot;</prenom>")
+        .into_bytes();
     p.upload("SOFIVAL", PW_SOFIVAL, "declaration-differentiel.xml", &xml);
     p.wait_jobs(1);
     let t = std::time::Instant::now();
@@ -642,9 +646,14 @@ fn mail_after_import_is_retried_and_carries_no_identity() {
     let m = &to("sdis");
     assert!(m.contains("To: sdis@exemple.invalid"), "{m}");
     assert!(
-        m.contains("Subject: [atmp] declaration-differentiel.xml : Import réussi (3 erreur(s))"),
+        m.contains("Subject: [atmp] Import n° 1 (d***.xml) : Import réussi (3 erreur(s))"),
         "{m}"
     );
+    // The sender-chosen file name is masked like a name, in the subject and the body.
+    assert!(!m.contains("declaration-differentiel"), "{m}");
+    for part in ["Yannick", "Xqlouis", "Xqguil"] {
+        assert!(!m.contains(part), "{part} in the mail:\n{m}");
+    }
     assert!(m.contains("https://atmp.exemple.invalid/imports/1"), "{m}");
     assert!(m.contains("agents : 3 / 0 / 0"), "{m}");
     assert!(m.contains("fichier « *** »"), "{m}");
