@@ -1246,10 +1246,27 @@ async fn download_receipt(State(app): State<App>, a: Auth, Path(id): Path<String
     let Ok(id) = id.parse::<i64>() else {
         return not_found();
     };
-    let (row, logs, _) = match visible_import(&app, &a, id).await {
+    let (row, logs, sees_all) = match visible_import(&app, &a, id).await {
         Ok(Some(v)) => v,
         Ok(None) => return not_found(),
         Err(r) => return r,
+    };
+    // A user who sees only part of a grouped file gets the receipt of that part: its logs,
+    // their errors and results, never the whole file's counts.
+    let row = if sees_all {
+        row
+    } else {
+        atmp_store::ImportRow {
+            counts: "null".into(),
+            errors: logs.iter().map(|(_, l)| l.errors).sum(),
+            warnings: logs.iter().map(|(_, l)| l.warnings).sum(),
+            label: logs
+                .iter()
+                .map(|(_, l)| l.label.as_str())
+                .collect::<Vec<_>>()
+                .join(" ; "),
+            ..row
+        }
     };
     let job = match row.job_id {
         Some(j) => match db(&app, move |s| s.job(j)).await {

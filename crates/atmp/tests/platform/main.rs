@@ -212,6 +212,17 @@ fn examples_over_ftps_then_tracking_table_by_role() {
         }
     }
     assert_eq!(seen, 1, "the commune reads its own log and no other");
+    // Its receipt holds its own part: its log, no counts of the whole grouped file.
+    let receipt: serde_json::Value = serde_json::from_str(&commune.text(&format!("/imports/{cdg_import}/accuse"))).unwrap();
+    let r = &receipt["accuse_de_reception"];
+    assert!(r["compteurs"].is_null(), "{r}");
+    let journaux = r["journaux"].as_array().unwrap();
+    assert_eq!(journaux.len(), 1, "{r}");
+    assert_eq!(journaux[0]["collectivite"], COMMUNE);
+    // The CDG's administrator sees the whole file, and its counts.
+    let whole: serde_json::Value = serde_json::from_str(&p.web("cdg", PW_USERS).text(&format!("/imports/{cdg_import}/accuse"))).unwrap();
+    assert!(whole["accuse_de_reception"]["compteurs"]["agents"].is_object(), "{whole}");
+    assert_eq!(whole["accuse_de_reception"]["journaux"].as_array().unwrap().len(), 3);
     for id in 1..=3 {
         if id != cdg_import {
             assert_eq!(commune.status(&format!("/imports/{id}")), 404);
