@@ -37,6 +37,7 @@ const LOGIN_COOKIE: &str = "atmp_connexion";
 
 /// The web router.
 pub fn router(shared: App) -> Router {
+    let hsts = shared.config.web_tls;
     Router::new()
         .route("/", get(|| async { Redirect::to("/suivi") }))
         .route("/sante", get(|| async { "ok" }))
@@ -72,16 +73,23 @@ pub fn router(shared: App) -> Router {
             get(nomenclatures).post(nomenclature_load),
         )
         .fallback(|| async { not_found() })
-        .layer(axum::middleware::from_fn(headers))
+        .layer(axum::middleware::from_fn(move |req, next| headers(req, next, hsts)))
         .with_state(shared)
 }
 
 /// Security headers on every response, and the server time (`Server-Timing`) that the
 /// benchmark reads.
-async fn headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn headers(req: axum::extract::Request, next: axum::middleware::Next, hsts: bool) -> Response {
     let t = Instant::now();
     let mut r = next.run(req).await;
     let h = r.headers_mut();
+    if hsts {
+        // Served over HTTPS: browsers must never come back in plain HTTP.
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
@@ -110,12 +118,9 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<(), PlatformError> {
     let app = router(shared);
-    let Some(tls) = tls else {
-        return axum::serve(listener, app).await.map_err(PlatformError::Io);
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -123,8 +128,12 @@ pub async fn serve(
             }
         };
         let acceptor = acceptor.clone();
-        let app = app.clone();
+        let app = app.clone().layer(axum::Extension(Peer(peer)));
         tokio::spawn(async move {
+            let Some(acceptor) = acceptor else {
+                serve_connection(hyper_util::rt::TokioIo::new(stream), app).await;
+                return;
+            };
             // A browser that came in plain HTTP is sent to the HTTPS address.
             let mut first = [0u8; 1];
             match tokio::time::timeout(std::time::Duration::from_secs(10), stream.peek(&mut first))
@@ -143,13 +152,42 @@ pub async fn serve(
             else {
                 return;
             };
-            let svc = hyper_util::service::TowerToHyperService::new(app);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
+            serve_connection(hyper_util::rt::TokioIo::new(tls), app).await;
         });
     }
+}
+
+/// How long a client may take to send a request's headers, and how long a kept-alive
+/// connection may stay idle: a connection that sends nothing is closed. 20 s, or
+/// `ATMP_WEB_HEADER_TIMEOUT_SECONDS` (the tests shorten it).
+fn header_timeout() -> std::time::Duration {
+    static T: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        std::time::Duration::from_secs(
+            std::env::var("ATMP_WEB_HEADER_TIMEOUT_SECONDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(20u64)
+                .max(1),
+        )
+    })
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection, with the timeouts above.
+async fn serve_connection<I>(io: I, app: Router)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper_util::service::TowerToHyperService::new(app);
+    let mut b = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout());
+    b.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(header_timeout()))
+        .keep_alive_timeout(header_timeout());
+    let _ = b.serve_connection_with_upgrades(io, svc).await;
 }
 
 /// Answers a plain-HTTP request on the HTTPS port with a redirection to the same path over
@@ -592,13 +630,30 @@ async fn login_form(State(app): State<App>) -> Response {
     r
 }
 
-async fn login(State(app): State<App>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+async fn login(
+    State(app): State<App>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
     // Login CSRF: the form's token must match the cookie set with the form.
     if !same_token(cookie(&headers, LOGIN_COOKIE).unwrap_or(""), &f.csrf) {
         return csrf_refused();
     }
+    let source = client_address(&app, peer.map(|p| p.0 .0), &headers);
     let login = f.login.trim().to_string();
-    if blocked(&app, &login) {
+    if address_blocked(&app, &source) {
+        tracing::warn!("web login refused: too many failures from this address");
+        return login_refused(
+            &app,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Trop d'essais infructueux depuis cette adresse : réessayez dans quelques minutes.",
+        );
+    }
+    // The block of an identifier applies to the address that failed: a stranger elsewhere
+    // cannot lock its owner out.
+    let login_key = format!("{}|{source}", login.to_lowercase());
+    if blocked(&app, &login_key) {
         tracing::warn!("web login refused: too many failures");
         return login_refused(
             &app,
@@ -625,7 +680,8 @@ async fn login(State(app): State<App>, headers: HeaderMap, Form(f): Form<LoginFo
     .unwrap_or(false);
     let Some(user) = user.filter(|_| ok) else {
         tracing::warn!("web login refused");
-        failed_login(&app, &login);
+        failed_login(&app, &login_key);
+        failed_login(&app, &address_key(&source));
         return login_refused(
             &app,
             StatusCode::UNAUTHORIZED,
@@ -635,7 +691,7 @@ async fn login(State(app): State<App>, headers: HeaderMap, Form(f): Form<LoginFo
     app.login_failures
         .lock()
         .expect("failures")
-        .remove(&login.to_lowercase());
+        .remove(&login_key);
     let token = auth::token(32);
     let h = auth::token_hash(&token);
     let csrf = auth::token(24);
@@ -666,17 +722,51 @@ async fn login(State(app): State<App>, headers: HeaderMap, Form(f): Form<LoginFo
 const MAX_FAILURES: u32 = 5;
 const BLOCK: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Whether an identifier is blocked after too many failures.
-fn blocked(app: &App, login: &str) -> bool {
-    let mut m = app.login_failures.lock().expect("failures");
-    m.retain(|_, (_, t)| t.elapsed() < BLOCK);
-    m.get(&login.to_lowercase())
-        .is_some_and(|(n, _)| *n >= MAX_FAILURES)
+/// Failed logins from one address, whatever the identifiers, before it is refused.
+const MAX_ADDRESS_FAILURES: u32 = 10;
+
+/// The connection's peer, put in each request by the accept loop.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// The address a login comes from: the TCP peer; behind the TLS reverse proxy that
+/// `web = false` declares, the last address the proxy appended to `X-Forwarded-For`.
+fn client_address(app: &App, peer: Option<std::net::SocketAddr>, headers: &HeaderMap) -> String {
+    if !app.config.web_tls {
+        if let Some(last) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim)
+            .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+        {
+            return last.to_string();
+        }
+    }
+    peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "inconnue".into())
 }
 
-fn failed_login(app: &App, login: &str) {
+fn address_key(source: &str) -> String {
+    format!("@{source}")
+}
+
+fn address_blocked(app: &App, source: &str) -> bool {
     let mut m = app.login_failures.lock().expect("failures");
-    let e = m.entry(login.to_lowercase()).or_insert((0, Instant::now()));
+    m.retain(|_, (_, t)| t.elapsed() < BLOCK);
+    m.get(&address_key(source))
+        .is_some_and(|(n, _)| *n >= MAX_ADDRESS_FAILURES)
+}
+
+/// Whether a key (identifier and address) is blocked after too many failures.
+fn blocked(app: &App, key: &str) -> bool {
+    let mut m = app.login_failures.lock().expect("failures");
+    m.retain(|_, (_, t)| t.elapsed() < BLOCK);
+    m.get(key).is_some_and(|(n, _)| *n >= MAX_FAILURES)
+}
+
+fn failed_login(app: &App, key: &str) {
+    let mut m = app.login_failures.lock().expect("failures");
+    let e = m.entry(key.to_string()).or_insert((0, Instant::now()));
     e.0 += 1;
 }
 

@@ -381,9 +381,16 @@ pub fn csrf_of(html: &str) -> String {
 
 impl Web {
     pub fn new(p: &Platform) -> Web {
+        Web::from_address(p, None)
+    }
+
+    /// A client whose connections leave from this local address (127.0.0.2…: another
+    /// machine, as the platform sees it).
+    pub fn from_address(p: &Platform, local: Option<std::net::IpAddr>) -> Web {
         let cert = reqwest::Certificate::from_pem(&std::fs::read(p.cert()).unwrap()).unwrap();
         Web {
             client: reqwest::blocking::Client::builder()
+                .local_address(local)
                 .add_root_certificate(cert)
                 .cookie_store(true)
                 .timeout(Duration::from_secs(60))

@@ -418,6 +418,29 @@ fn forms_need_their_csrf_token_and_admin_pages_manage_the_platform() {
     let r = Web::new(&p).login("valbrune", "un-mot-de-passe-long");
     assert_eq!(r.status(), 429);
     assert!(r.text().unwrap().contains("Trop d&#39;essais infructueux"));
+    // That block holds for the address that failed only: the user, from another machine,
+    // still logs in.
+    let elsewhere: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let r = Web::from_address(&p, Some(elsewhere)).login("valbrune", "un-mot-de-passe-long");
+    assert_eq!(r.status(), 200, "locked out by a stranger");
+    // One address that tries many identifiers is refused after ten failures, even with a
+    // right password; the other addresses are not.
+    let stranger: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    for i in 0..10 {
+        let r = Web::from_address(&p, Some(stranger)).login(&format!("inconnu{i}"), "x");
+        assert_eq!(r.status(), 401, "attempt {i}");
+    }
+    let r = Web::from_address(&p, Some(stranger)).login("valbrune", "un-mot-de-passe-long");
+    assert_eq!(r.status(), 429);
+    assert!(r.text().unwrap().contains("depuis cette adresse"));
+    let r = Web::from_address(&p, Some(elsewhere)).login("valbrune", "un-mot-de-passe-long");
+    assert_eq!(r.status(), 200);
+    // Over HTTPS, browsers are told never to come back in plain HTTP.
+    let r = Web::new(&p).get("/connexion");
+    assert_eq!(
+        r.headers().get("strict-transport-security").map(|v| v.to_str().unwrap()),
+        Some("max-age=31536000")
+    );
 
     // The nomenclature page lists the shipped lists, and loads a CSV.
     let page = admin.text("/admin/nomenclatures");
@@ -1205,10 +1228,25 @@ fn received_file_without_job_is_recovered_at_start() {
 /// its cookies then lose `Secure`, the rest is the same.
 #[test]
 fn plain_http_web_behind_a_proxy() {
-    let mut p = Platform::new(&[("ATMP_WEB_TLS", "false")]);
+    let mut p = Platform::new(&[("ATMP_WEB_TLS", "false"), ("ATMP_WEB_HEADER_TIMEOUT_SECONDS", "1")]);
     p.setup();
     p.start(&[]);
     let url = p.url.replace("https://", "http://");
+    // A client that never finishes its headers is not kept: the server closes it (and says
+    // nothing of HSTS over plain HTTP).
+    {
+        use std::io::{Read, Write};
+        let addr = url.trim_start_matches("http://").to_string();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(15))).unwrap();
+        s.write_all(b"GET /connexion HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let mut buf = Vec::new();
+        let r = s.read_to_end(&mut buf);
+        assert!(r.is_ok(), "connection kept open: {r:?}");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    assert!(reqwest::blocking::get(format!("{url}/connexion")).unwrap().headers().get("strict-transport-security").is_none());
     let c = reqwest::blocking::Client::builder()
         .cookie_store(true)
         .build()
