@@ -40,6 +40,13 @@ impl fmt::Display for Sender {
     }
 }
 
+impl Sender {
+    /// The sender's folder.
+    pub(crate) fn home_dir(&self) -> &Path {
+        &self.home
+    }
+}
+
 impl UserDetail for Sender {
     fn home(&self) -> Option<&Path> {
         Some(&self.home)
@@ -196,9 +203,14 @@ pub async fn run(
     let root = shared.ftp_root();
     std::fs::create_dir_all(&root)?;
     let fs_root = root.clone();
+    let (max_file, quota) = (shared.config.limits.max_file, shared.config.sender_quota);
     let server =
-        libunftp::ServerBuilder::<unftp_sbe_fs::Filesystem, Sender>::with_user_detail_provider(
-            Box::new(move || unftp_sbe_fs::Filesystem::new(fs_root.clone()).expect("ftp root")),
+        libunftp::ServerBuilder::<crate::ftps_storage::Guarded, Sender>::with_user_detail_provider(
+            Box::new(move || crate::ftps_storage::Guarded {
+                inner: unftp_sbe_fs::Filesystem::new(fs_root.clone()).expect("ftp root"),
+                max_file,
+                quota,
+            }),
             Arc::new(SenderHome { root: root.clone() }),
         )
         .authenticator(Arc::new(SenderAuth {

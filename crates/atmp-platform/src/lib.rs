@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod ftps;
+mod ftps_storage;
 pub mod mail;
 pub mod tls;
 pub mod web;

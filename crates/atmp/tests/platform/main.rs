@@ -894,6 +894,55 @@ fn files_under_data_are_not_readable_by_another_local_user() {
     assert!(p.stderr().contains("accessible à d'autres utilisateurs"), "{}", p.stderr());
 }
 
+/// The FTPS intake's limits: no sub-folder, no strange name, `retours/` read-only, an
+/// upload over the maximum size or the sender's quota stopped and removed.
+#[test]
+fn ftps_intake_limits() {
+    let mut p = Platform::new(&[("ATMP_MAX_FILE_SIZE", "64K"), ("ATMP_SENDER_QUOTA", "150K")]);
+    p.setup();
+    p.start(&[]);
+    p.upload("SOFIVAL", PW_SOFIVAL, "services.xml", &example("services.xml"));
+    p.wait_jobs(1);
+    let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
+    let retours = ftp.nlst(Some("retours")).unwrap();
+    assert!(!retours.is_empty());
+    let one = retours[0].rsplit('/').next().unwrap().to_string();
+    // The sender cannot create folders, nor touch its results.
+    assert!(ftp.mkdir("sous-dossier").is_err());
+    assert!(ftp.rm(&format!("retours/{one}")).is_err());
+    assert!(ftp.rename(format!("retours/{one}").as_str(), "vole.log").is_err());
+    assert!(ftp.put_file(&format!("retours/{one}"), &mut &b"faux"[..]).is_err());
+    assert!(ftp.put_file("retours/nouveau.log", &mut &b"faux"[..]).is_err());
+    assert!(ftp.cwd("retours").is_ok());
+    assert!(ftp.put_file("dedans.log", &mut &b"faux"[..]).is_err());
+    assert!(ftp.cwd("/").is_ok());
+    assert_eq!(ftp.nlst(Some("retours")).unwrap().len(), retours.len());
+    // A name with a backslash or a control character is refused at once.
+    assert!(ftp.put_file("a\\b.xml", &mut &b"x"[..]).is_err());
+    assert!(ftp.put_file("a\u{1}b.xml", &mut &b"x"[..]).is_err());
+    drop(ftp);
+    // A file over the maximum size is stopped and removed; nothing is queued.
+    let big = vec![b' '; 100 * 1024];
+    let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
+    assert!(ftp.put_file("gros.xml", &mut &big[..]).is_err(), "a 100 KB file passed a 64 KB limit");
+    drop(ftp);
+    let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
+    let root = ftp.nlst(None).unwrap();
+    assert!(!root.iter().any(|n| n.contains("gros.xml")), "{root:?}");
+    // The quota: two files of 60 KB wait under temporary names, a third is refused.
+    let part = vec![b' '; 60 * 1024];
+    ftp.put_file("a.xml.part", &mut &part[..]).unwrap();
+    ftp.put_file("b.xml.part", &mut &part[..]).unwrap();
+    assert!(ftp.put_file("c.xml.part", &mut &part[..]).is_err(), "quota not applied");
+    drop(ftp);
+    // Removing one makes room again.
+    let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
+    ftp.rm("a.xml.part").unwrap();
+    ftp.put_file("c.xml.part", &mut &part[..]).unwrap();
+    let _ = ftp.quit();
+    assert_eq!(p.sql("SELECT count(*) FROM job"), 1);
+}
+
 /// An upload cut before its end is never integrated: no job, nothing stored.
 #[test]
 fn cut_upload_is_never_integrated() {
