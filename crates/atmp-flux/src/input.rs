@@ -157,7 +157,7 @@ impl Read for GzErrors {
             } else if self.gz {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("données gzip corrompues ou tronquées ({e})"),
+                    "données gzip corrompues ou tronquées".to_string(),
                 )
             } else {
                 e
