@@ -82,3 +82,70 @@ fn corpus_agreement() {
         }
     }
 }
+
+/// Well-formedness (FORMAT.md §1): atmp's scan and xmllint (libxml2, no DTD loaded, no
+/// network) agree on every document of this corpus, the tricky well-formed ones and the
+/// ill-formed ones.
+#[test]
+fn xmllint_and_atmp_agree_on_well_formedness() {
+    let well_formed = [
+        "<a>]] > ]>]</a>",
+        "<a b='x>y' c=\"&amp;&#233;&#x20AC;\"/>",
+        "<a><![CDATA[ <&]] ]]><!-- - --><?pi x?></a>",
+        "<?xml version='1.0'?><?xml-stylesheet href='x'?><a/>",
+        "\u{FEFF}<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<é:ß-1.x/>",
+        "<a>\t\r\n&#9;&#10;&#13;\u{10000}\u{E000}\u{FFFD}</a>",
+    ];
+    let ill_formed = [
+        "<a>\u{0}</a>",
+        "<a>\u{1}</a>",
+        "<a>\u{1F}</a>",
+        "<a>\u{FFFF}</a>",
+        "<a>\u{FFFE}</a>",
+        "<a>&#0;</a>",
+        "<a>&#xFFFF;</a>",
+        "<a>&#xD800;</a>",
+        "<a b='&#1;'/>",
+        "<a>x]]>y</a>",
+        "<a><!-- a -- b --></a>",
+        "<a><!-- a ---></a>",
+        "<1a/>",
+        "<a 2b='1'/>",
+        "<a$/>",
+        "<a><?xml version='1.0'?></a>",
+        " <?xml version='1.0'?><a/>",
+        "<a b='<'/>",
+        "<a b='1' b='2'/>",
+        "<a b='1'c='2'/>",
+        "<a b=1/>",
+        "<a>&foo;</a>",
+        "<a>a & b</a>",
+        "<a><!x></a>",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let xmllint_ok = |doc: &str| {
+        let f = dir.path().join("doc.xml");
+        std::fs::write(&f, doc).unwrap();
+        Command::new("xmllint")
+            .args(["--noout", "--nonet"])
+            .arg(&f)
+            .output()
+            .expect("xmllint is installed by scripts/test")
+            .status
+            .success()
+    };
+    let atmp_ok = |doc: &str| {
+        let mut s = atmp_flux::scan::Scanner::new(atmp_flux::Limits::default());
+        let n = s.feed(doc.as_bytes());
+        s.finish();
+        n == doc.len() && s.error().is_none()
+    };
+    for doc in well_formed {
+        assert!(xmllint_ok(doc), "xmllint refuses {doc:?}");
+        assert!(atmp_ok(doc), "atmp refuses {doc:?}");
+    }
+    for doc in ill_formed {
+        assert!(!xmllint_ok(doc), "xmllint accepts {doc:?}");
+        assert!(!atmp_ok(doc), "atmp accepts {doc:?}");
+    }
+}

@@ -258,3 +258,20 @@ fn gzip_and_latin1_files_import_like_the_plain_ones() {
     let (j, code) = env.import(&p, Some("SOFIVAL"));
     assert_eq!((j["result"].as_str(), code), (Some("echoue"), 1), "{j}");
 }
+
+/// An e-mail address is checked when it is entered: one with a line break (which would
+/// forge mail headers) or of the wrong shape is refused, in French, and nothing is stored.
+#[test]
+fn user_email_is_checked_at_entry() {
+    let env = Env::new();
+    for bad in ["agent@mairie.fr\r\nBcc: x@y.fr", "pas-une-adresse", "a b@mairie.fr"] {
+        let o = env.run(&["utilisateur", "add", "--login", "agent", "--role", "plateforme", "--email", bad]);
+        assert_eq!(o.status.code(), Some(1), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("adresse électronique invalide"), "{err}");
+    }
+    let o = env.run(&["--json", "utilisateur", "list"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("\"agent\""), "stored anyway");
+    let o = env.run(&["utilisateur", "add", "--login", "agent", "--role", "plateforme", "--email", "agent@mairie.fr"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
