@@ -909,9 +909,9 @@ fn ftps_intake_limits() {
     let one = retours[0].rsplit('/').next().unwrap().to_string();
     // The sender cannot create folders, nor touch its results.
     assert!(ftp.mkdir("sous-dossier").is_err());
-    assert!(ftp.rm(&format!("retours/{one}")).is_err());
+    assert!(ftp.rm(format!("retours/{one}")).is_err());
     assert!(ftp.rename(format!("retours/{one}").as_str(), "vole.log").is_err());
-    assert!(ftp.put_file(&format!("retours/{one}"), &mut &b"faux"[..]).is_err());
+    assert!(ftp.put_file(format!("retours/{one}"), &mut &b"faux"[..]).is_err());
     assert!(ftp.put_file("retours/nouveau.log", &mut &b"faux"[..]).is_err());
     assert!(ftp.cwd("retours").is_ok());
     assert!(ftp.put_file("dedans.log", &mut &b"faux"[..]).is_err());
