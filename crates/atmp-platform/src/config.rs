@@ -45,6 +45,8 @@ pub struct Config {
     pub sender_quota: u64,
     /// The most FTPS connections at once from one address.
     pub max_connections_per_ip: usize,
+    /// Seconds an FTPS connection may stay without logging in.
+    pub ftps_login_timeout: u64,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             limits: atmp_flux::Limits::default(),
             sender_quota: 4 << 30,
             max_connections_per_ip: 16,
+            ftps_login_timeout: 30,
         }
     }
 }
@@ -288,6 +291,20 @@ impl Config {
         }
         if let Some(v) = env("ATMP_MAX_DECOMPRESSED_SIZE") {
             c.limits.max_decoded = size("ATMP_MAX_DECOMPRESSED_SIZE", &v)?;
+        }
+        if let Some(v) = env("ATMP_FTPS_LOGIN_TIMEOUT_SECONDS") {
+            c.ftps_login_timeout = v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                PlatformError::Config(format!(
+                    "ATMP_FTPS_LOGIN_TIMEOUT_SECONDS : « {v} » attendu un nombre de secondes"
+                ))
+            })?;
+        }
+        if let Some(v) = env("ATMP_FTPS_MAX_CONNECTIONS_PER_IP") {
+            c.max_connections_per_ip = v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                PlatformError::Config(format!(
+                    "ATMP_FTPS_MAX_CONNECTIONS_PER_IP : « {v} » attendu un nombre"
+                ))
+            })?;
         }
         if let Some(v) = env("ATMP_SENDER_QUOTA") {
             c.sender_quota = size("ATMP_SENDER_QUOTA", &v)?;

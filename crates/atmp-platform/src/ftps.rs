@@ -224,6 +224,10 @@ pub async fn run(
         )
         .passive_ports(shared.config.passive_ports.clone())
         .idle_session_timeout(600)
+        // A connection that does not log in within 30 s is closed; one address holds at most
+        // `connexions_par_adresse` connections at once.
+        .login_timeout(shared.config.ftps_login_timeout)
+        .max_connections_per_ip(shared.config.max_connections_per_ip)
         // Five wrong passwords for an account from one address block it for five minutes.
         .failed_logins_policy(libunftp::options::FailedLoginsPolicy::new(
             5,

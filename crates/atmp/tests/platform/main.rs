@@ -943,6 +943,61 @@ fn ftps_intake_limits() {
     assert_eq!(p.sql("SELECT count(*) FROM job"), 1);
 }
 
+/// FTPS connections: a connection that never logs in is closed after the login timeout, and
+/// one address holds at most so many connections at once (the others are served).
+#[test]
+fn ftps_connections_are_limited_per_address_and_before_login() {
+    use std::io::{BufRead, BufReader};
+    let mut p = Platform::new(&[
+        ("ATMP_FTPS_MAX_CONNECTIONS_PER_IP", "3"),
+        ("ATMP_FTPS_LOGIN_TIMEOUT_SECONDS", "2"),
+    ]);
+    p.setup();
+    p.start(&[]);
+    let port: u16 = p.ftps.rsplit(':').next().unwrap().parse().unwrap();
+    let connect = |from: &str| {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&format!("{from}:0").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        sock.connect(&format!("127.0.0.1:{port}").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        let s: std::net::TcpStream = sock.into();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(15))).unwrap();
+        let mut r = BufReader::new(s);
+        let mut first = String::new();
+        r.read_line(&mut first).unwrap();
+        (r, first)
+    };
+    // Hold three connections (the start-up probes of the harness may still hold a place
+    // for a moment: a refused one is tried again).
+    let mut held = Vec::new();
+    let t = std::time::Instant::now();
+    while held.len() < 3 {
+        let (r, first) = connect("127.0.0.1");
+        if first.starts_with("220") {
+            held.push(r);
+        } else {
+            assert!(first.starts_with("421") && t.elapsed().as_secs() < 10, "{first}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let (_, refused) = connect("127.0.0.1");
+    assert!(refused.starts_with("421"), "a fourth connection from one address: {refused}");
+    let (_, other) = connect("127.0.0.2");
+    assert!(other.starts_with("220"), "another address is served: {other}");
+    // None of them logs in: each is closed by the server after the login timeout.
+    for mut r in held {
+        let mut rest = String::new();
+        let n = std::io::Read::read_to_string(&mut r, &mut rest);
+        assert!(n.is_ok(), "still open after the login timeout: {n:?}");
+    }
+    // Their places are free again.
+    let (_, again) = connect("127.0.0.1");
+    assert!(again.starts_with("220"), "{again}");
+    // A sender that logs in is not hurried by the login timeout.
+    let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(ftp.pwd().is_ok());
+}
+
 /// An upload cut before its end is never integrated: no job, nothing stored.
 #[test]
 fn cut_upload_is_never_integrated() {

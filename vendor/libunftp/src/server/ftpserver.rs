@@ -71,6 +71,8 @@ where
     ftps_required_control_chan: FtpsRequired,
     ftps_required_data_chan: FtpsRequired,
     idle_session_timeout: std::time::Duration,
+    login_timeout: std::time::Duration,
+    max_connections_per_ip: usize,
     listener_mode: ListenerMode,
     logger: slog::Logger,
     site_md5: SiteMd5,
@@ -105,6 +107,8 @@ where
     ftps_client_auth: FtpsClientAuth,
     ftps_trust_store: PathBuf,
     idle_session_timeout: std::time::Duration,
+    login_timeout: std::time::Duration,
+    max_connections_per_ip: usize,
     listener_mode: ListenerMode,
     logger: slog::Logger,
     site_md5: SiteMd5,
@@ -151,6 +155,8 @@ where
             ftps_mode: FtpsConfig::Off,
             collect_metrics: false,
             idle_session_timeout: Duration::from_secs(DEFAULT_IDLE_SESSION_TIMEOUT_SECS),
+            login_timeout: Duration::from_secs(DEFAULT_IDLE_SESSION_TIMEOUT_SECS),
+            max_connections_per_ip: usize::MAX,
             listener_mode: ListenerMode::Legacy,
             logger: slog::Logger::root(slog_stdlog::StdLog {}.fuse(), slog::o!()),
             ftps_required_control_chan: options::DEFAULT_FTPS_REQUIRE,
@@ -231,6 +237,8 @@ where
             ftps_client_auth: self.ftps_client_auth,
             ftps_trust_store: self.ftps_trust_store,
             idle_session_timeout: self.idle_session_timeout,
+            login_timeout: self.login_timeout,
+            max_connections_per_ip: self.max_connections_per_ip,
             listener_mode: self.listener_mode,
             logger: self.logger,
             site_md5: self.site_md5,
@@ -284,6 +292,8 @@ where
             ftps_mode: FtpsConfig::Off,
             collect_metrics: false,
             idle_session_timeout: Duration::from_secs(DEFAULT_IDLE_SESSION_TIMEOUT_SECS),
+            login_timeout: Duration::from_secs(DEFAULT_IDLE_SESSION_TIMEOUT_SECS),
+            max_connections_per_ip: usize::MAX,
             listener_mode: ListenerMode::Legacy,
             logger: slog::Logger::root(slog_stdlog::StdLog {}.fuse(), slog::o!()),
             ftps_required_control_chan: options::DEFAULT_FTPS_REQUIRE,
@@ -372,6 +382,8 @@ where
             ftps_required_control_chan: self.ftps_required_control_chan,
             ftps_required_data_chan: self.ftps_required_data_chan,
             idle_session_timeout: self.idle_session_timeout,
+            login_timeout: self.login_timeout,
+            max_connections_per_ip: self.max_connections_per_ip,
             listener_mode: self.listener_mode,
             logger: self.logger,
             site_md5: self.site_md5,
@@ -541,6 +553,20 @@ where
     /// ```
     pub fn idle_session_timeout(mut self, secs: u64) -> Self {
         self.idle_session_timeout = Duration::from_secs(secs);
+        self
+    }
+
+    /// atmp patch: how long a connection may stay without logging in (default: the idle
+    /// session timeout).
+    pub fn login_timeout(mut self, secs: u64) -> Self {
+        self.login_timeout = Duration::from_secs(secs);
+        self
+    }
+
+    /// atmp patch: the most control connections at once from one IP address (legacy
+    /// listener mode); the next ones get `421` and are closed.
+    pub fn max_connections_per_ip(mut self, n: usize) -> Self {
+        self.max_connections_per_ip = n.max(1);
         self
     }
 
@@ -1063,6 +1089,8 @@ where
             collect_metrics: server.collect_metrics,
             greeting: server.greeting,
             idle_session_timeout: server.idle_session_timeout,
+            login_timeout: server.login_timeout,
+            max_connections_per_ip: server.max_connections_per_ip,
             passive_ports: server.passive_ports.clone(),
             passive_host: server.passive_host.clone(),
             logger: server.logger.new(slog::o!()),

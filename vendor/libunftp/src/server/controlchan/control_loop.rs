@@ -63,6 +63,7 @@ where
     pub ftps_config: FtpsConfig,
     pub collect_metrics: bool,
     pub idle_session_timeout: Duration,
+    pub login_timeout: Duration,
     pub logger: slog::Logger,
     pub ftps_required_control_chan: FtpsRequired,
     pub ftps_required_data_chan: FtpsRequired,
@@ -99,6 +100,7 @@ where
         ftps_required_data_chan,
         collect_metrics,
         idle_session_timeout,
+        login_timeout,
         logger,
         site_md5: sitemd5,
         site_handlers,
@@ -193,7 +195,9 @@ where
             let incoming = {
                 #[allow(unused_assignments)]
                 let mut incoming = None;
-                let mut timeout_delay = Box::pin(tokio::time::sleep(idle_session_timeout));
+                // atmp patch: a connection that has not logged in gets the shorter login timeout.
+                let logged_in = matches!(shared_session.lock().await.state, crate::server::session::SessionState::WaitCmd);
+                let mut timeout_delay = Box::pin(tokio::time::sleep(if logged_in { idle_session_timeout } else { login_timeout }));
                 tokio::select! {
                     // atmp patch: internal messages first (see commands/auth.rs).
                     biased;

@@ -44,22 +44,67 @@ where
             connection_helper_args,
         } = self;
         let listener = TcpListener::bind(bind_address).await?;
+        // atmp patch: control connections open per IP address.
+        let per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
+        let max_per_ip = options.max_connections_per_ip;
         loop {
             let shutdown_listener = shutdown_topic.subscribe().await;
             match listener.accept().await {
-                Ok((tcp_stream, socket_addr)) => {
+                Ok((mut tcp_stream, socket_addr)) => {
                     slog::info!(logger, "Incoming control connection from {:?}", socket_addr);
+                    let ip = socket_addr.ip();
+                    let over = {
+                        let mut m = per_ip.lock().expect("per-IP counts");
+                        let n = m.entry(ip).or_insert(0);
+                        if *n >= max_per_ip {
+                            true
+                        } else {
+                            *n += 1;
+                            false
+                        }
+                    };
+                    if over {
+                        slog::warn!(logger, "Too many control connections from {:?}", ip);
+                        tokio::spawn(async move {
+                            use tokio::io::AsyncWriteExt;
+                            let _ = tcp_stream.write_all(b"421 Trop de connexions depuis votre adresse, reessayez plus tard.\r\n").await;
+                            let _ = tcp_stream.shutdown().await;
+                        });
+                        continue;
+                    }
+                    let release = {
+                        let per_ip = per_ip.clone();
+                        move || {
+                            let mut m = per_ip.lock().expect("per-IP counts");
+                            if let Some(n) = m.get_mut(&ip) {
+                                *n -= 1;
+                                if *n == 0 {
+                                    m.remove(&ip);
+                                }
+                            }
+                        }
+                    };
                     if let Some(helper) = connection_helper.as_ref() {
                         slog::info!(logger, "Spawning connection helper: {:?} {:?}", helper, connection_helper_args);
                         #[cfg(unix)]
                         Self::spawn_helper(&logger, helper, &connection_helper_args, &tcp_stream, socket_addr);
+                        release();
                         #[cfg(not(unix))]
                         unimplemented!()
                     } else {
                         let result =
                             controlchan::spawn_loop::<Storage, User>((&options).into(), tcp_stream, None, None, shutdown_listener, failed_logins.clone()).await;
-                        if let Err(err) = result {
-                            slog::error!(logger, "Could not spawn control channel loop for connection from {:?}: {:?}", socket_addr, err);
+                        match result {
+                            Ok(handle) => {
+                                tokio::spawn(async move {
+                                    let _ = handle.await;
+                                    release();
+                                });
+                            }
+                            Err(err) => {
+                                release();
+                                slog::error!(logger, "Could not spawn control channel loop for connection from {:?}: {:?}", socket_addr, err);
+                            }
                         }
                     }
                 }
