@@ -72,6 +72,7 @@ impl Authenticator for SenderAuth {
         let password = creds.password.clone().unwrap_or_default();
         let shared = self.shared.clone();
         let code = username.to_string();
+        let address = creds.source_ip.to_string();
         let ok = tokio::task::spawn_blocking(move || {
             let hash = shared
                 .with_store(|s| s.emetteur_password(&code))
@@ -79,7 +80,17 @@ impl Authenticator for SenderAuth {
                 .flatten();
             // Same work whether or not the sender exists.
             let hash = hash.unwrap_or_else(|| crate::auth::hash_password("-"));
-            crate::auth::verify_password(&password, &hash)
+            let ok = crate::auth::verify_password(&password, &hash);
+            crate::record_audit(
+                &shared,
+                atmp_store::AuditEvent {
+                    actor: format!("émetteur {code}"),
+                    action: if ok { "connexion_ftps" } else { "connexion_ftps_refusee" }.into(),
+                    detail: String::new(),
+                    address,
+                },
+            );
+            ok
         })
         .await
         .unwrap_or(false);

@@ -134,6 +134,22 @@ impl Shared {
     }
 }
 
+/// Records an event of the audit trail on a thread of its own: the caller (a web request, an
+/// FTPS login) never waits for the base's writer. A failure is traced.
+pub fn record_audit(shared: &Arc<Shared>, e: atmp_store::AuditEvent) {
+    let shared = shared.clone();
+    let r = std::thread::Builder::new()
+        .name("atmp-audit".into())
+        .spawn(move || {
+            if let Err(err) = shared.with_store(|s| s.add_audit(&e)) {
+                tracing::error!(error = %err, action = %e.action, "audit event not recorded");
+            }
+        });
+    if let Err(err) = r {
+        tracing::error!(error = %err, "audit thread not started");
+    }
+}
+
 /// The folders of the data folder (itself included, two levels deep) that other local
 /// users may enter or read, with their mode.
 pub fn wide_folders(data_dir: &Path) -> Vec<(PathBuf, u32)> {

@@ -72,6 +72,7 @@ pub fn router(shared: App) -> Router {
             "/admin/nomenclatures",
             get(nomenclatures).post(nomenclature_load),
         )
+        .route("/admin/journal", get(journal))
         .fallback(|| async { not_found() })
         .layer(axum::middleware::from_fn(move |req, next| headers(req, next, hsts)))
         .with_state(shared)
@@ -360,6 +361,8 @@ pub struct Auth {
     pub user: Utilisateur,
     csrf: String,
     token_hash: String,
+    /// Where the request comes from (for the audit trail).
+    address: String,
 }
 
 /// What the layout shows of the user.
@@ -482,11 +485,34 @@ impl FromRequestParts<App> for Auth {
         {
             return Err(Redirect::to("/mot-de-passe").into_response());
         }
+        let peer = parts.extensions.get::<Peer>().map(|p| p.0);
         Ok(Auth {
             user,
             csrf,
             token_hash: h,
+            address: client_address(app, peer, &parts.headers),
         })
+    }
+}
+
+/// Records an event of the audit trail, without making the request wait (SQLite has one
+/// writer, which a large integration holds for a while); a failure is traced, never shown.
+async fn audit(app: &App, actor: &str, action: &'static str, detail: String, address: &str) {
+    crate::record_audit(
+        app,
+        atmp_store::AuditEvent {
+            actor: actor.chars().take(64).collect(),
+            action: action.into(),
+            detail,
+            address: address.into(),
+        },
+    );
+}
+
+impl Auth {
+    /// Records what this user did.
+    async fn audit(&self, app: &App, action: &'static str, detail: String) {
+        audit(app, &self.user.login, action, detail, &self.address).await;
     }
 }
 
@@ -644,6 +670,7 @@ async fn login(
     let login = f.login.trim().to_string();
     if address_blocked(&app, &source) {
         tracing::warn!("web login refused: too many failures from this address");
+        audit(&app, &login, "connexion_refusee", "adresse bloquée après trop d'échecs".into(), &source).await;
         return login_refused(
             &app,
             StatusCode::TOO_MANY_REQUESTS,
@@ -655,6 +682,7 @@ async fn login(
     let login_key = format!("{}|{source}", login.to_lowercase());
     if blocked(&app, &login_key) {
         tracing::warn!("web login refused: too many failures");
+        audit(&app, &login, "connexion_refusee", "identifiant bloqué après trop d'échecs".into(), &source).await;
         return login_refused(
             &app,
             StatusCode::TOO_MANY_REQUESTS,
@@ -680,6 +708,7 @@ async fn login(
     .unwrap_or(false);
     let Some(user) = user.filter(|_| ok) else {
         tracing::warn!("web login refused");
+        audit(&app, &login, "connexion_refusee", "identifiant ou mot de passe incorrect".into(), &source).await;
         failed_login(&app, &login_key);
         failed_login(&app, &address_key(&source));
         return login_refused(
@@ -703,6 +732,7 @@ async fn login(
         return r;
     }
     tracing::info!(user = uid, "web login");
+    audit(&app, &user.login, "connexion", String::new(), &source).await;
     let to = if user.doit_changer {
         "/mot-de-passe"
     } else {
@@ -801,6 +831,7 @@ async fn logout(State(app): State<App>, a: Auth, Form(f): Form<CsrfOnly>) -> Res
     if let Err(r) = db(&app, move |s| s.delete_session(&h)).await {
         return r;
     }
+    a.audit(&app, "deconnexion", String::new()).await;
     let mut r = Redirect::to("/connexion").into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, set_cookie(&app, COOKIE, "", 0));
@@ -875,6 +906,7 @@ async fn password_change(State(app): State<App>, a: Auth, Form(f): Form<Password
     {
         return r;
     }
+    a.audit(&app, "mot_de_passe", "changement de son mot de passe".into()).await;
     let t = PasswordT {
         force: false,
         csrf: a.csrf.clone(),
@@ -1293,6 +1325,7 @@ async fn download_log(
         Ok(f) => f,
         Err(e) => return internal(e),
     };
+    a.audit(&app, "telechargement_journal", format!("import {id}, journal {log} ({kind})")).await;
     let who = if l.global {
         format!("{}-global", l.collectivite_siret)
     } else {
@@ -1366,6 +1399,7 @@ async fn download_receipt(State(app): State<App>, a: Auth, Path(id): Path<String
         None => None,
     };
     let body = crate::worker::receipt(job.as_ref(), id, &row, &logs);
+    a.audit(&app, "telechargement_accuse", format!("import {id}")).await;
     (
         [
             (
@@ -1441,11 +1475,19 @@ struct CollectiviteForm {
 /// Runs an admin change; the page shows its message or its error.
 async fn change(
     app: &App,
+    who: &Auth,
+    action: &'static str,
+    detail: String,
     f: impl FnOnce(&mut dyn atmp_store::Store) -> Result<String, StoreError> + Send + 'static,
 ) -> Result<String, String> {
-    let app = app.clone();
-    match tokio::task::spawn_blocking(move || app.with_store(f)).await {
-        Ok(Ok(m)) => Ok(m),
+    let app2 = app.clone();
+    match tokio::task::spawn_blocking(move || app2.with_store(f)).await {
+        Ok(Ok(m)) => {
+            // Every management change is in the audit trail (never the message: it may hold
+            // a one-time password).
+            who.audit(app, action, detail).await;
+            Ok(m)
+        }
         Ok(Err(StoreError::Invalid(m))) => Err(capitalize(&m)),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "admin change failed");
@@ -1486,7 +1528,8 @@ async fn collectivite_add(
         if nom.is_empty() {
             return Err("Le nom est obligatoire.".to_string());
         }
-        change(&app, move |st| {
+        let detail = format!("création de la collectivité {}", s.as_str());
+        change(&app, &a, "collectivite", detail, move |st| {
             if st.collectivite(s.as_str())?.is_some() {
                 return Err(StoreError::Invalid(format!(
                     "la collectivité {} existe déjà",
@@ -1520,7 +1563,8 @@ async fn collectivite_attach(
     }
     let s = f.siret.trim().to_string();
     let cdg = f.cdg.trim().to_string();
-    let r = change(&app, move |st| {
+    let detail = format!("rattachement de {s} au CDG « {cdg} »");
+    let r = change(&app, &a, "collectivite", detail, move |st| {
         st.set_cdg(&s, (!cdg.is_empty()).then_some(cdg.as_str()))?;
         Ok(if cdg.is_empty() {
             format!("Collectivité {s} détachée de son CDG.")
@@ -1623,7 +1667,8 @@ async fn service_add(
     let r = if code.is_empty() || code.len() > 50 {
         Err("Le code du service est obligatoire (50 caractères au plus).".to_string())
     } else {
-        change(&app, move |st| {
+        let detail = format!("service {code} de la collectivité {siret}");
+        change(&app, &a, "service", detail, move |st| {
             let c = st
                 .collectivite(&s2)?
                 .ok_or_else(|| StoreError::Invalid(format!("la collectivité {s2} n'existe pas")))?;
@@ -1743,7 +1788,8 @@ async fn emetteur_add(State(app): State<App>, a: Auth, Form(f): Form<EmetteurFor
             .await
             .unwrap_or_default();
         let nom = f.nom.trim().to_string();
-        change(&app, move |st| {
+        let detail = format!("création de l'émetteur {code} et de son compte FTPS");
+        change(&app, &a, "emetteur", detail, move |st| {
             if st.emetteur(&code)?.is_some() {
                 return Err(StoreError::Invalid(format!(
                     "l'émetteur {code} existe déjà"
@@ -1775,7 +1821,8 @@ async fn emetteur_password(
         let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
             .await
             .unwrap_or_default();
-        change(&app, move |st| {
+        let detail = format!("nouveau mot de passe FTPS de l'émetteur {code}");
+        change(&app, &a, "emetteur", detail, move |st| {
             st.set_emetteur_password(&code, &hash)?;
             Ok(format!("Mot de passe FTPS de {code} changé."))
         })
@@ -1869,7 +1916,11 @@ async fn autorisation_set(
                 f.siret.trim().to_string(),
                 f.reference.trim().to_string(),
             );
-            change(&app, move |store| {
+            let detail = format!(
+                "autorisation de {e} pour {s} : {} (référence « {reference} »)",
+                st.code()
+            );
+            change(&app, &a, "autorisation", detail, move |store| {
                 store.set_autorisation(
                     &e,
                     &s,
@@ -2046,7 +2097,13 @@ async fn utilisateur_add(
                 email: email.clone().ok().flatten(),
                 doit_changer: true,
             };
-            change(&app, move |s| {
+            let detail = format!(
+                "création de l'utilisateur {} (rôle {}{})",
+                u.login,
+                u.role.code(),
+                u.collectivite.as_deref().map(|c| format!(", collectivité {c}")).unwrap_or_default()
+            );
+            change(&app, &a, "utilisateur", detail, move |s| {
                 let created = s.add_utilisateur(&u)?;
                 Ok(format!(
                     "Utilisateur {} créé. Mot de passe à usage unique, affiché une seule fois : {pw}",
@@ -2086,7 +2143,12 @@ async fn utilisateur_actif(State(app): State<App>, a: Auth, Form(f): Form<ActifF
     let r = if target.id == a.user.id {
         Err("Vous ne pouvez pas désactiver votre propre compte.".to_string())
     } else {
-        change(&app, move |s| {
+        let detail = format!(
+            "{} de l'utilisateur {}",
+            if f.actif == 1 { "réactivation" } else { "désactivation" },
+            target.login
+        );
+        change(&app, &a, "utilisateur", detail, move |s| {
             s.set_utilisateur_actif(target.id, f.actif == 1)?;
             Ok(if f.actif == 1 {
                 "Utilisateur réactivé.".into()
@@ -2147,6 +2209,65 @@ async fn nomenclatures_page(
             .collect(),
     };
     render(status, &t)
+}
+
+#[derive(Template)]
+#[template(path = "journal.html")]
+struct JournalT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    rows: Vec<(String, String, String, String, String)>,
+    total: u64,
+    first: u64,
+    last: u64,
+    page: u64,
+    pages: u64,
+}
+
+/// Events per page of the audit trail.
+const AUDIT_PAGE: u64 = 100;
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page: Option<u64>,
+}
+
+/// The audit trail, for the platform administrator only.
+async fn journal(State(app): State<App>, a: Auth, Query(q): Query<PageQuery>) -> Response {
+    if let Err(r) = a.admin() {
+        return r;
+    }
+    let page = q.page.unwrap_or(1).max(1);
+    let (total, rows) = match db(&app, move |s| s.audit_page((page - 1) * AUDIT_PAGE, AUDIT_PAGE)).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let pages = total.div_ceil(AUDIT_PAGE).max(1);
+    let first = if rows.is_empty() { 0 } else { (page - 1) * AUDIT_PAGE + 1 };
+    let t = JournalT {
+        user: Some(a.nav()),
+        message: None,
+        error: None,
+        first,
+        last: first + rows.len().saturating_sub(1) as u64,
+        rows: rows
+            .into_iter()
+            .map(|r| {
+                (
+                    fr_datetime(&r.at),
+                    r.event.actor,
+                    r.event.action,
+                    r.event.detail,
+                    r.event.address,
+                )
+            })
+            .collect(),
+        total,
+        page,
+        pages,
+    };
+    render(StatusCode::OK, &t)
 }
 
 async fn nomenclatures(State(app): State<App>, a: Auth) -> Response {
@@ -2217,7 +2338,8 @@ async fn nomenclature_load(State(app): State<App>, a: Auth, mut mp: Multipart) -
         })?;
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         let n = entries.len();
-        change(&app, move |s| {
+        let detail = format!("chargement des nomenclatures, version {version}, {n} code(s), SHA-256 {sha}");
+        change(&app, &a, "nomenclature", detail, move |s| {
             s.replace_nomenclatures(&entries, &version, &sha)?;
             Ok(format!("Version {version} chargée : {n} codes."))
         })

@@ -213,6 +213,26 @@ pub struct Found {
     pub cells: Vec<Cell>,
 }
 
+/// One event of the audit trail: who (a login, `émetteur CODE`, or `système`), what (a
+/// stable code: `connexion`, `connexion_refusee`, `telechargement_journal`, `utilisateur`…),
+/// the detail (ids and codes; never a NIR nor an agent's name), and from which address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+    pub address: String,
+}
+
+/// A recorded [`AuditEvent`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRow {
+    pub id: i64,
+    /// Local time, `YYYY-MM-DDTHH:MM:SS`.
+    pub at: String,
+    pub event: AuditEvent,
+}
+
 /// The storage of atmp: reference data, import history, and file transactions.
 pub trait Store: Send {
     /// Creates a collectivité (attached to the CDG `cdg` if given, which must exist).
@@ -295,6 +315,10 @@ pub trait Store: Send {
     fn utilisateur_by_id(&mut self, id: i64) -> Result<Option<Utilisateur>>;
     /// Every user, by login.
     fn utilisateurs(&mut self) -> Result<Vec<Utilisateur>>;
+    /// Records an event of the audit trail (with the current time).
+    fn add_audit(&mut self, e: &AuditEvent) -> Result<()>;
+    /// The audit trail, newest first: its size and one page.
+    fn audit_page(&mut self, offset: u64, limit: u64) -> Result<(u64, Vec<AuditRow>)>;
     /// How many users exist (none: the first start creates the administrator).
     fn count_utilisateurs(&mut self) -> Result<u64>;
     /// Sets a user's password hash; `doit_changer`: must change it at next login.

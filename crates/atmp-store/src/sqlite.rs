@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Statement, ToSql};
 
 use atmp_model::{Nomenclature, NomenclatureEntry, Nomenclatures, Siret};
 
-use crate::{
+use crate::{AuditEvent, AuditRow, 
     now, Autorisation, Cell, Collectivite, Emetteur, FileTx, FindId, Found, ImportLog, ImportRow,
     InsertId, Job, Mail, NewMail, NewUtilisateur, Result, Role, Scope, Store, StoreError,
     SuiviQuery, SuiviRow, Table, Utilisateur,
@@ -18,6 +18,7 @@ use crate::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_platform.sql"),
+    include_str!("../migrations/sqlite/0003_audit.sql"),
 ];
 
 /// The columns of `import` read by [`import_row`].
@@ -655,6 +656,38 @@ impl Store for SqliteStore {
 
     fn utilisateurs(&mut self) -> Result<Vec<Utilisateur>> {
         self.utilisateur_where("?1 = 1", &1)
+    }
+
+    fn add_audit(&mut self, e: &AuditEvent) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO audit (at, actor, action, detail, address) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![now(), e.actor, e.action, e.detail, e.address],
+        )?;
+        Ok(())
+    }
+
+    fn audit_page(&mut self, offset: u64, limit: u64) -> Result<(u64, Vec<AuditRow>)> {
+        let total: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, at, actor, action, detail, address FROM audit ORDER BY id DESC LIMIT ?1 OFFSET ?2",
+        )?;
+        let rows = st
+            .query_map(params![limit as i64, offset as i64], |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    event: AuditEvent {
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        detail: r.get(4)?,
+                        address: r.get(5)?,
+                    },
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok((total as u64, rows))
     }
 
     fn count_utilisateurs(&mut self) -> Result<u64> {

@@ -421,6 +421,18 @@ impl Web {
             .unwrap()
     }
 
+    /// A page, fetched again until it holds `needle` (events recorded in the background).
+    pub fn text_with(&self, path: &str, needle: &str) -> String {
+        let t = Instant::now();
+        loop {
+            let page = self.text(path);
+            if page.contains(needle) || t.elapsed() > Duration::from_secs(20) {
+                return page;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn text(&self, path: &str) -> String {
         let r = self.get(path);
         assert_eq!(r.status(), 200, "GET {path}");

@@ -223,6 +223,13 @@ fn examples_over_ftps_then_tracking_table_by_role() {
     let whole: serde_json::Value = serde_json::from_str(&p.web("cdg", PW_USERS).text(&format!("/imports/{cdg_import}/accuse"))).unwrap();
     assert!(whole["accuse_de_reception"]["compteurs"]["agents"].is_object(), "{whole}");
     assert_eq!(whole["accuse_de_reception"]["journaux"].as_array().unwrap().len(), 3);
+    // Downloads are in the audit trail, with who and which import.
+    let journal = p
+        .web("plateforme", PW_USERS)
+        .text_with("/admin/journal", &format!("import {cdg_import}</td>"));
+    assert!(journal.contains("telechargement_accuse"), "{journal}");
+    assert!(journal.contains("telechargement_journal"), "{journal}");
+    assert!(journal.contains(&format!("<td>commune</td><td>telechargement_accuse</td><td>import {cdg_import}</td>")), "{journal}");
     for id in 1..=3 {
         if id != cdg_import {
             assert_eq!(commune.status(&format!("/imports/{id}")), 404);
@@ -441,6 +448,33 @@ fn forms_need_their_csrf_token_and_admin_pages_manage_the_platform() {
         r.headers().get("strict-transport-security").map(|v| v.to_str().unwrap()),
         Some("max-age=31536000")
     );
+    // The audit trail: who did what, when, from where; for the platform administrator
+    // only, and never a one-time password.
+    let t = std::time::Instant::now();
+    let journal = loop {
+        let page = admin.text("/admin/journal");
+        if page.contains("adresse bloquée") || t.elapsed().as_secs() > 20 {
+            break page;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    for expected in [
+        "connexion_refusee",
+        "identifiant ou mot de passe incorrect",
+        "identifiant bloqué après trop d&#39;échecs",
+        "adresse bloquée après trop d&#39;échecs",
+        "127.0.0.3",
+        "création de la collectivité",
+        "création de l&#39;émetteur",
+        "création de l&#39;utilisateur valbrune",
+        "mot_de_passe",
+        "deconnexion",
+        "connexion_ftps",
+    ] {
+        assert!(journal.contains(expected), "{expected} missing from the audit trail:\n{journal}");
+    }
+    assert!(!journal.contains(&one_time), "a one-time password in the audit trail");
+    assert_eq!(p.web("sdis", PW_USERS).status("/admin/journal"), 403);
 
     // The nomenclature page lists the shipped lists, and loads a CSV.
     let page = admin.text("/admin/nomenclatures");
