@@ -2121,7 +2121,11 @@ async fn utilisateur_add(
 struct ActifForm {
     #[serde(default)]
     csrf: String,
+    // Defaults, so that a form missing a field is refused by the handler (its token, then
+    // an unknown user), in French, rather than by the extractor in English.
+    #[serde(default)]
     id: i64,
+    #[serde(default)]
     actif: u8,
 }
 

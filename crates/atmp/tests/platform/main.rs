@@ -1032,6 +1032,130 @@ fn ftps_connections_are_limited_per_address_and_before_login() {
     assert!(ftp.pwd().is_ok());
 }
 
+/// The access matrix: every role (and no session) × every page, download and form, with the
+/// status each must get. What a user may not see answers 404; what a role may not do, 403;
+/// no session, a redirection to the login page; a form without its token, 403.
+#[test]
+fn access_matrix_every_role_every_page() {
+    let mut p = Platform::new(&[]);
+    p.setup();
+    p.start(&[]);
+    p.upload("SOFIVAL", PW_SOFIVAL, "services.xml", &example("services.xml"));
+    p.upload("CDGVAUCL", PW_CDGVAUCL, "cdg-groupe.xml", &example("cdg-groupe.xml"));
+    p.wait_jobs(2);
+    let sdis_import = p.sql("SELECT import_id FROM job WHERE file_name = 'services.xml'");
+    let cdg_import = p.sql("SELECT import_id FROM job WHERE file_name = 'cdg-groupe.xml'");
+    let log_of = |siret: &str, global: bool| {
+        p.sql(&format!(
+            "SELECT id FROM import_log WHERE collectivite_siret = '{siret}' AND global = {}",
+            global as i32
+        ))
+    };
+    let (sdis_log, global_log, commune_log, ccas_log) =
+        (log_of(SDIS, false), log_of(CDG, true), log_of(COMMUNE, false), log_of(CCAS, false));
+    // A client per role that does not follow redirections.
+    let cert = reqwest::Certificate::from_pem(&std::fs::read(p.cert()).unwrap()).unwrap();
+    let url = p.url.replace("127.0.0.1", "localhost");
+    let client = |login: Option<&str>| {
+        let c = reqwest::blocking::Client::builder()
+            .add_root_certificate(cert.clone())
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        if let Some(login) = login {
+            let page = c.get(format!("{url}/connexion")).send().unwrap().text().unwrap();
+            let r = c
+                .post(format!("{url}/connexion"))
+                .form(&[("csrf", csrf_of(&page).as_str()), ("login", login), ("password", PW_USERS)])
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 303, "login {login}");
+        }
+        c
+    };
+    let roles = ["anonyme", "plateforme", "cdg", "sdis", "commune"];
+    let clients: Vec<_> = roles
+        .iter()
+        .map(|r| client((*r != "anonyme").then_some(*r)))
+        .collect();
+    // Expected statuses, in the order of `roles`.
+    const R: u16 = 303; // to the login page
+    let logs = |id: i64, log: i64, expected: [u16; 5]| {
+        ["complet", "erreurs"].map(|k| (format!("/imports/{id}/journaux/{log}/{k}"), expected))
+    };
+    let mut gets: Vec<(String, [u16; 5])> = vec![
+        ("/sante".into(), [200, 200, 200, 200, 200]),
+        ("/connexion".into(), [200, 200, 200, 200, 200]),
+        ("/suivi".into(), [R, 200, 200, 200, 200]),
+        ("/mot-de-passe".into(), [R, 200, 200, 200, 200]),
+        (format!("/imports/{sdis_import}"), [R, 200, 404, 200, 404]),
+        (format!("/imports/{sdis_import}/accuse"), [R, 200, 404, 200, 404]),
+        (format!("/imports/{cdg_import}"), [R, 200, 200, 404, 200]),
+        (format!("/imports/{cdg_import}/accuse"), [R, 200, 200, 404, 200]),
+        ("/imports/9999".into(), [R, 404, 404, 404, 404]),
+        ("/imports/abc".into(), [R, 404, 404, 404, 404]),
+        (format!("/imports/{cdg_import}/journaux/{sdis_log}/complet"), [R, 404, 404, 404, 404]),
+        (format!("/imports/{cdg_import}/journaux/{commune_log}/autre"), [R, 404, 404, 404, 404]),
+        ("/admin/collectivites".into(), [R, 200, 200, 200, 403]),
+        (format!("/admin/collectivites/{SDIS}/services"), [R, 200, 404, 200, 403]),
+        (format!("/admin/collectivites/{COMMUNE}/services"), [R, 200, 200, 404, 403]),
+        ("/admin/utilisateurs".into(), [R, 200, 200, 200, 403]),
+        ("/admin/emetteurs".into(), [R, 200, 403, 403, 403]),
+        ("/admin/autorisations".into(), [R, 200, 403, 403, 403]),
+        ("/admin/nomenclatures".into(), [R, 200, 403, 403, 403]),
+        ("/admin/journal".into(), [R, 200, 403, 403, 403]),
+        ("/nulle-part".into(), [404, 404, 404, 404, 404]),
+    ];
+    gets.extend(logs(sdis_import, sdis_log, [R, 200, 404, 200, 404]));
+    gets.extend(logs(cdg_import, global_log, [R, 200, 200, 404, 404]));
+    gets.extend(logs(cdg_import, commune_log, [R, 200, 200, 404, 200]));
+    gets.extend(logs(cdg_import, ccas_log, [R, 200, 200, 404, 404]));
+    let mut wrong = Vec::new();
+    for (path, expected) in &gets {
+        for (i, c) in clients.iter().enumerate() {
+            let got = c.get(format!("{url}{path}")).send().unwrap().status().as_u16();
+            if got != expected[i] {
+                wrong.push(format!("GET {path} as {}: {got}, expected {}", roles[i], expected[i]));
+            }
+        }
+    }
+    // Every form, posted without its token: refused (or the login page without a session),
+    // and nothing changes.
+    let posts = [
+        "/connexion",
+        "/deconnexion",
+        "/mot-de-passe",
+        "/admin/collectivites",
+        "/admin/collectivites/rattacher",
+        &format!("/admin/collectivites/{SDIS}/services"),
+        "/admin/emetteurs",
+        "/admin/emetteurs/mot-de-passe",
+        "/admin/autorisations",
+        "/admin/utilisateurs",
+        "/admin/utilisateurs/actif",
+    ];
+    let before = p.sql("SELECT (SELECT count(*) FROM collectivite) + (SELECT count(*) FROM utilisateur) + (SELECT count(*) FROM emetteur) + (SELECT count(*) FROM service)");
+    for path in posts {
+        for (i, c) in clients.iter().enumerate() {
+            let got = c
+                .post(format!("{url}{path}"))
+                .form(&[("siret", "73282932000074"), ("nom", "X"), ("login", "x"), ("code", "X")])
+                .send()
+                .unwrap()
+                .status()
+                .as_u16();
+            let expected = if roles[i] == "anonyme" && path != "/connexion" { R } else { 403 };
+            if got != expected {
+                wrong.push(format!("POST {path} as {}: {got}, expected {expected}", roles[i]));
+            }
+        }
+    }
+    let after = p.sql("SELECT (SELECT count(*) FROM collectivite) + (SELECT count(*) FROM utilisateur) + (SELECT count(*) FROM emetteur) + (SELECT count(*) FROM service)");
+    assert_eq!(before, after, "a form without its token changed something");
+    assert!(wrong.is_empty(), "{} wrong answer(s):\n{}", wrong.len(), wrong.join("\n"));
+}
+
 /// An upload cut before its end is never integrated: no job, nothing stored.
 #[test]
 fn cut_upload_is_never_integrated() {
