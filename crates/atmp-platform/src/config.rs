@@ -47,6 +47,12 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Seconds an FTPS connection may stay without logging in.
     pub ftps_login_timeout: u64,
+    /// Days a received file is kept after its reception (0: purged at the next purge).
+    pub retention_received_days: u32,
+    /// Days the logs of an import are kept after its end.
+    pub retention_logs_days: u32,
+    /// Time between two purges (a day).
+    pub purge_interval: std::time::Duration,
 }
 
 impl Default for Config {
@@ -70,6 +76,9 @@ impl Default for Config {
             sender_quota: 4 << 30,
             max_connections_per_ip: 16,
             ftps_login_timeout: 30,
+            retention_received_days: 90,
+            retention_logs_days: 730,
+            purge_interval: crate::retention::DAILY,
         }
     }
 }
@@ -81,6 +90,14 @@ struct FileConfig {
     tls: TlsSection,
     mail: MailSection,
     limites: LimitesSection,
+    conservation: ConservationSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct ConservationSection {
+    fichiers_recus_jours: Option<u32>,
+    journaux_jours: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,6 +262,12 @@ impl Config {
             if let Some(v) = f.limites.connexions_par_adresse {
                 c.max_connections_per_ip = v.max(1);
             }
+            if let Some(v) = f.conservation.fichiers_recus_jours {
+                c.retention_received_days = v;
+            }
+            if let Some(v) = f.conservation.journaux_jours {
+                c.retention_logs_days = v;
+            }
         }
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if let Some(v) = env("ATMP_DATA") {
@@ -305,6 +328,25 @@ impl Config {
                     "ATMP_FTPS_MAX_CONNECTIONS_PER_IP : « {v} » attendu un nombre"
                 ))
             })?;
+        }
+        let days = |k: &str, v: &str| {
+            v.parse::<u32>().map_err(|_| {
+                PlatformError::Config(format!("{k} : « {v} » attendu un nombre de jours"))
+            })
+        };
+        if let Some(v) = env("ATMP_RETENTION_RECEIVED_DAYS") {
+            c.retention_received_days = days("ATMP_RETENTION_RECEIVED_DAYS", &v)?;
+        }
+        if let Some(v) = env("ATMP_RETENTION_LOGS_DAYS") {
+            c.retention_logs_days = days("ATMP_RETENTION_LOGS_DAYS", &v)?;
+        }
+        if let Some(v) = env("ATMP_PURGE_INTERVAL_SECONDS") {
+            let n = v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                PlatformError::Config(format!(
+                    "ATMP_PURGE_INTERVAL_SECONDS : « {v} » attendu un nombre de secondes"
+                ))
+            })?;
+            c.purge_interval = std::time::Duration::from_secs(n);
         }
         if let Some(v) = env("ATMP_SENDER_QUOTA") {
             c.sender_quota = size("ATMP_SENDER_QUOTA", &v)?;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod ftps;
 mod ftps_storage;
+pub mod retention;
 pub mod mail;
 pub mod tls;
 pub mod web;
@@ -328,6 +329,10 @@ impl Application {
         std::thread::Builder::new()
             .name("atmp-worker".into())
             .spawn(move || worker::run(s2, rx))?;
+        let s3 = shared.clone();
+        std::thread::Builder::new()
+            .name("atmp-conservation".into())
+            .spawn(move || retention::run(s3))?;
         let tls_cfg = if shared.config.web_tls {
             Some(tls::server_config(&self.cert, &self.key)?)
         } else {

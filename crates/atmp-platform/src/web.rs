@@ -625,6 +625,10 @@ struct ImportT {
     rejets_total: usize,
     rejets_page: usize,
     rejets_pages: usize,
+    /// What the retention purge removed of this import, said in French.
+    purges: Vec<String>,
+    /// The logs were purged: no download links.
+    logs_purged: bool,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1246,7 +1250,29 @@ async fn import_page(
             Err(r) => return r,
         }
     };
-    let error_paths: Vec<String> = logs.iter().map(|(_, l)| l.erreurs_path.clone()).collect();
+    let purged = match db(&app, move |s| s.purges_of(id)).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let logs_purged = purged.iter().any(|(k, _)| *k == atmp_store::PurgeKind::Journaux);
+    let purges: Vec<String> = purged
+        .iter()
+        .map(|(k, at)| match k {
+            atmp_store::PurgeKind::FichierRecu => format!(
+                "Fichier reçu supprimé le {} (durée de conservation atteinte).",
+                fr_datetime(at)
+            ),
+            atmp_store::PurgeKind::Journaux => format!(
+                "Journaux supprimés le {} (durée de conservation atteinte).",
+                fr_datetime(at)
+            ),
+        })
+        .collect();
+    let error_paths: Vec<String> = if logs_purged {
+        Vec::new()
+    } else {
+        logs.iter().map(|(_, l)| l.erreurs_path.clone()).collect()
+    };
     let offset = (rejets_page - 1) * REJETS_PAGE;
     let (rejets, rejets_total) =
         tokio::task::spawn_blocking(move || rejets(&error_paths, offset, REJETS_PAGE))
@@ -1293,6 +1319,8 @@ async fn import_page(
         rejets_total,
         rejets_page,
         rejets_pages: rejets_total.div_ceil(REJETS_PAGE).max(1),
+        purges,
+        logs_purged,
     };
     render(StatusCode::OK, &t)
 }
@@ -1316,6 +1344,21 @@ async fn download_log(
     let Some((_, l)) = logs.iter().find(|(lid, _)| *lid == log) else {
         return not_found();
     };
+    let purged = match db(&app, move |s| s.purges_of(id)).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if let Some((_, at)) = purged.iter().find(|(k, _)| *k == atmp_store::PurgeKind::Journaux) {
+        return page_simple(
+            StatusCode::GONE,
+            Some(a.nav()),
+            "Journal supprimé",
+            &format!(
+                "Ce journal a été supprimé le {} : sa durée de conservation était atteinte.",
+                fr_datetime(at)
+            ),
+        );
+    }
     let path = if kind == "complet" {
         &l.complet_path
     } else {

@@ -360,20 +360,21 @@ fn publish_retours(
         )?;
     }
     write_atomic(
-        &dir.join(format!(
-            "{}_{}_accuse.json",
-            safe_stem(&job.file_name),
-            job.id
-        )),
+        &dir.join(receipt_name(job)),
         receipt(Some(job), import_id, row, logs).as_bytes(),
     )?;
     Ok(())
 }
 
+/// The name of a job's receipt in the sender's `retours/`.
+pub(crate) fn receipt_name(job: &Job) -> String {
+    format!("{}_{}_accuse.json", safe_stem(&job.file_name), job.id)
+}
+
 /// The name of a log in the sender's `retours/`: `<file>_<job>_<SIRET>_<kind>.log`, with
 /// `<SIRET>-global` for a CDG's global pair and `fichier` for a file rejected before its
 /// first block.
-fn retours_name(job: &Job, l: &ImportLog, kind: &str) -> String {
+pub(crate) fn retours_name(job: &Job, l: &ImportLog, kind: &str) -> String {
     let who = if l.global {
         format!("{}-global", l.collectivite_siret)
     } else if l.collectivite_siret.is_empty() {

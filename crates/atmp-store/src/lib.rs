@@ -213,6 +213,41 @@ pub struct Found {
     pub cells: Vec<Cell>,
 }
 
+/// What the retention purge removes of an old import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurgeKind {
+    /// The file as received (kept under `recus/`).
+    FichierRecu,
+    /// Its logs, and their copies in the sender's `retours/`.
+    Journaux,
+}
+
+impl PurgeKind {
+    /// The stored code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PurgeKind::FichierRecu => "fichier_recu",
+            PurgeKind::Journaux => "journaux",
+        }
+    }
+
+    /// The kind of a stored code.
+    pub fn parse(s: &str) -> Option<PurgeKind> {
+        [PurgeKind::FichierRecu, PurgeKind::Journaux]
+            .into_iter()
+            .find(|k| k.code() == s)
+    }
+}
+
+/// An import with something to purge: its job (if it came through the platform) and the
+/// received file's path (for [`PurgeKind::FichierRecu`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurgeCandidate {
+    pub import_id: i64,
+    pub job_id: Option<i64>,
+    pub stored_path: String,
+}
+
 /// One event of the audit trail: who (a login, `émetteur CODE`, or `système`), what (a
 /// stable code: `connexion`, `connexion_refusee`, `telechargement_journal`, `utilisateur`…),
 /// the detail (ids and codes; never a NIR nor an agent's name), and from which address.
@@ -315,6 +350,13 @@ pub trait Store: Send {
     fn utilisateur_by_id(&mut self, id: i64) -> Result<Option<Utilisateur>>;
     /// Every user, by login.
     fn utilisateurs(&mut self) -> Result<Vec<Utilisateur>>;
+    /// The imports whose received file (or logs) is older than `before` (local time,
+    /// `YYYY-MM-DDTHH:MM:SS`) and not purged yet.
+    fn purge_candidates(&mut self, what: PurgeKind, before: &str) -> Result<Vec<PurgeCandidate>>;
+    /// Records that this part of an import was purged, now (once).
+    fn record_purge(&mut self, import_id: i64, what: PurgeKind) -> Result<()>;
+    /// What was purged of an import, and when.
+    fn purges_of(&mut self, import_id: i64) -> Result<Vec<(PurgeKind, String)>>;
     /// Records an event of the audit trail (with the current time).
     fn add_audit(&mut self, e: &AuditEvent) -> Result<()>;
     /// The audit trail, newest first: its size and one page.

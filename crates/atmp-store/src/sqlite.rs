@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Statement, ToSql};
 
 use atmp_model::{Nomenclature, NomenclatureEntry, Nomenclatures, Siret};
 
-use crate::{AuditEvent, AuditRow, 
+use crate::{AuditEvent, AuditRow, PurgeCandidate, PurgeKind, 
     now, Autorisation, Cell, Collectivite, Emetteur, FileTx, FindId, Found, ImportLog, ImportRow,
     InsertId, Job, Mail, NewMail, NewUtilisateur, Result, Role, Scope, Store, StoreError,
     SuiviQuery, SuiviRow, Table, Utilisateur,
@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_platform.sql"),
     include_str!("../migrations/sqlite/0003_audit.sql"),
+    include_str!("../migrations/sqlite/0004_purge.sql"),
 ];
 
 /// The columns of `import` read by [`import_row`].
@@ -656,6 +657,57 @@ impl Store for SqliteStore {
 
     fn utilisateurs(&mut self) -> Result<Vec<Utilisateur>> {
         self.utilisateur_where("?1 = 1", &1)
+    }
+
+    fn purge_candidates(&mut self, what: PurgeKind, before: &str) -> Result<Vec<PurgeCandidate>> {
+        // Received files: by the date they were received; logs: by the end of the import.
+        let sql = match what {
+            PurgeKind::FichierRecu => {
+                "SELECT j.import_id, j.id, j.stored_path FROM job j \
+                 WHERE j.state = 'fait' AND j.import_id IS NOT NULL AND j.received_at < ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM purge p WHERE p.import_id = j.import_id AND p.what = 'fichier_recu') \
+                 ORDER BY j.id"
+            }
+            PurgeKind::Journaux => {
+                "SELECT i.id, (SELECT j.id FROM job j WHERE j.import_id = i.id), '' FROM import i \
+                 WHERE i.result <> 'en_cours' AND coalesce(i.finished_at, i.started_at) < ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM job j WHERE j.import_id = i.id AND j.state <> 'fait') \
+                 AND NOT EXISTS (SELECT 1 FROM purge p WHERE p.import_id = i.id AND p.what = 'journaux') \
+                 ORDER BY i.id"
+            }
+        };
+        let mut st = self.conn.prepare_cached(sql)?;
+        let rows = st
+            .query_map([before], |r| {
+                Ok(PurgeCandidate {
+                    import_id: r.get(0)?,
+                    job_id: r.get(1)?,
+                    stored_path: r.get(2)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn record_purge(&mut self, import_id: i64, what: PurgeKind) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO purge (import_id, what, purged_at) VALUES (?1, ?2, ?3)",
+            params![import_id, what.code(), now()],
+        )?;
+        Ok(())
+    }
+
+    fn purges_of(&mut self, import_id: i64) -> Result<Vec<(PurgeKind, String)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT what, purged_at FROM purge WHERE import_id = ?1 ORDER BY id")?;
+        let rows = st
+            .query_map([import_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(w, at)| PurgeKind::parse(&w).map(|k| (k, at)))
+            .collect())
     }
 
     fn add_audit(&mut self, e: &AuditEvent) -> Result<()> {

@@ -1156,6 +1156,52 @@ fn access_matrix_every_role_every_page() {
     assert!(wrong.is_empty(), "{} wrong answer(s):\n{}", wrong.len(), wrong.join("\n"));
 }
 
+/// Retention: past their time, the received file and the logs (with their copies in
+/// `retours/`) are deleted; the import stays in the tracking table, whose page says what was
+/// purged and when; a purged log answers 410 in French.
+#[test]
+fn retention_purges_old_files_and_keeps_the_tracking_table_whole() {
+    let mut p = Platform::new(&[
+        ("ATMP_RETENTION_RECEIVED_DAYS", "0"),
+        ("ATMP_RETENTION_LOGS_DAYS", "0"),
+        ("ATMP_PURGE_INTERVAL_SECONDS", "1"),
+    ]);
+    p.setup();
+    p.start(&[]);
+    p.upload("SOFIVAL", PW_SOFIVAL, "services.xml", &example("services.xml"));
+    p.wait_jobs(1);
+    let id = p.sql("SELECT import_id FROM job WHERE id = 1");
+    let t = std::time::Instant::now();
+    while p.sql("SELECT count(*) FROM purge") < 2 {
+        assert!(t.elapsed().as_secs() < 30, "no purge: {}", p.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The files are gone from the disk.
+    let received: Vec<_> = std::fs::read_dir(p.data().join("recus/SOFIVAL")).unwrap().collect();
+    assert!(received.is_empty(), "{received:?}");
+    let logs: Vec<_> = std::fs::read_dir(p.data().join("journaux")).unwrap().collect();
+    assert!(logs.is_empty(), "{logs:?}");
+    let retours: Vec<_> = std::fs::read_dir(p.data().join("ftp/SOFIVAL/retours")).unwrap().collect();
+    assert!(retours.is_empty(), "{retours:?}");
+    // The base still knows the import and the data it brought.
+    assert_eq!(p.sql("SELECT count(*) FROM import"), 1);
+    assert_eq!(p.sql("SELECT count(*) FROM service"), 6);
+    let admin = p.web("plateforme", PW_USERS);
+    let rows = suivi_rows(&admin.text("/suivi"));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let page = admin.text(&format!("/imports/{id}"));
+    assert!(page.contains("Fichier reçu supprimé le"), "{page}");
+    assert!(page.contains("Journaux supprimés le"), "{page}");
+    assert!(!page.contains("/journaux/"), "a link to a purged log: {page}");
+    let log = p.sql("SELECT id FROM import_log LIMIT 1");
+    let r = admin.get(&format!("/imports/{id}/journaux/{log}/complet"));
+    assert_eq!(r.status(), 410);
+    assert!(r.text().unwrap().contains("durée de conservation"));
+    // A purge run again finds nothing more to do, and records nothing twice.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(p.sql("SELECT count(*) FROM purge"), 2);
+}
+
 /// An upload cut before its end is never integrated: no job, nothing stored.
 #[test]
 fn cut_upload_is_never_integrated() {
