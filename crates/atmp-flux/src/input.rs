@@ -59,7 +59,9 @@ pub fn open_reader(
         max: limits.max_file,
     };
     let mut raw = BufReader::with_capacity(BUF, raw);
-    let head = raw.fill_buf().map_err(|e| passed_ref(&e).unwrap_or_else(|| io_err(e)))?;
+    let head = raw
+        .fill_buf()
+        .map_err(|e| passed_ref(&e).unwrap_or_else(|| io_err(e)))?;
     let gz = head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b;
     let mut decoded: Box<dyn Read + Send> = if gz {
         Box::new(flate2::bufread::MultiGzDecoder::new(raw))

@@ -289,10 +289,7 @@ fn check_pieces(pieces: &mut Pieces<()>, out: &mut Validation) -> Result<(), Flu
     loop {
         match pieces.next_piece() {
             Piece::Header(h) => header = Some(h?),
-            Piece::End {
-                agents,
-                evenements,
-            } => {
+            Piece::End { agents, evenements } => {
                 return header
                     .expect("a complete file has a header")
                     .check_totals(agents, evenements)

@@ -244,7 +244,10 @@ impl FluxReader {
 
     fn xml_error(&self, e: quick_xml::Error, at: (u64, u64)) -> FluxError {
         if let quick_xml::Error::Io(io) = &e {
-            if let Some(scan) = io.get_ref().and_then(|r| r.downcast_ref::<crate::scan::ScanError>()) {
+            if let Some(scan) = io
+                .get_ref()
+                .and_then(|r| r.downcast_ref::<crate::scan::ScanError>())
+            {
                 return FluxError {
                     code: scan.code,
                     message: scan.message.clone(),

@@ -61,7 +61,11 @@ pub struct ScanError {
 
 impl fmt::Display for ScanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (ligne {}, colonne {})", self.message, self.line, self.column)
+        write!(
+            f,
+            "{} (ligne {}, colonne {})",
+            self.message, self.line, self.column
+        )
     }
 }
 
@@ -328,7 +332,9 @@ impl Scanner {
                 // Fast path: plain ASCII text.
                 let start = i;
                 // Never look past the byte that would break the length limit.
-                let end = buf.len().min(start + (self.limits.max_token - self.token) + 1);
+                let end = buf
+                    .len()
+                    .min(start + (self.limits.max_token - self.token) + 1);
                 while i < end {
                     let b = buf[i];
                     if TEXT_PLAIN[b as usize] {
@@ -448,7 +454,9 @@ impl Scanner {
 
     fn push_name(&mut self, c: u32) {
         let mut tmp = [0u8; 4];
-        let s = char::from_u32(c).unwrap_or('\u{FFFD}').encode_utf8(&mut tmp);
+        let s = char::from_u32(c)
+            .unwrap_or('\u{FFFD}')
+            .encode_utf8(&mut tmp);
         self.name.extend_from_slice(s.as_bytes());
     }
 
@@ -751,7 +759,9 @@ impl Scanner {
 
     fn push_decl(&mut self, c: u32) {
         let mut tmp = [0u8; 4];
-        let s = char::from_u32(c).unwrap_or('\u{FFFD}').encode_utf8(&mut tmp);
+        let s = char::from_u32(c)
+            .unwrap_or('\u{FFFD}')
+            .encode_utf8(&mut tmp);
         self.decl.extend_from_slice(s.as_bytes());
     }
 
@@ -796,7 +806,8 @@ impl Scanner {
         if self.is_decl {
             self.is_decl = false;
             let body = String::from_utf8_lossy(&self.decl);
-            if !body.trim_start().starts_with("version") || !body.starts_with([' ', '\t', '\r', '\n'])
+            if !body.trim_start().starts_with("version")
+                || !body.starts_with([' ', '\t', '\r', '\n'])
             {
                 return self.fail(
                     "XML_DECLARATION",
@@ -842,7 +853,9 @@ impl Scanner {
             ),
             _ => self.fail(
                 "XML_ENTITE",
-                format!("référence à l'entité non déclarée « &{text}; » : aucune entité n'est admise"),
+                format!(
+                    "référence à l'entité non déclarée « &{text}; » : aucune entité n'est admise"
+                ),
             ),
         }
     }
@@ -972,8 +985,8 @@ mod tests {
         for bad in [
             &b"<a>\xff</a>"[..],
             b"<a>\xc3</a>",
-            b"<a>\xc0\xaf</a>",       // overlong
-            b"<a>\xed\xa0\x80</a>",   // surrogate
+            b"<a>\xc0\xaf</a>",         // overlong
+            b"<a>\xed\xa0\x80</a>",     // surrogate
             b"<a>\xf4\x90\x80\x80</a>", // above U+10FFFF
             b"<a>\xc3",
         ] {
@@ -992,27 +1005,49 @@ mod tests {
             ..Limits::default()
         };
         let long = format!("<a>{}</a>", "x".repeat(101));
-        assert_eq!(scan_with(long.as_bytes(), limits).unwrap_err().code, "LIMITE_TEXTE");
+        assert_eq!(
+            scan_with(long.as_bytes(), limits).unwrap_err().code,
+            "LIMITE_TEXTE"
+        );
         let ok = format!("<a>{}</a>", "x".repeat(100));
         assert_eq!(scan_with(ok.as_bytes(), limits), Ok(()));
         let spaces = format!("<a>{}<b/></a>", " \n".repeat(60));
-        assert_eq!(scan_with(spaces.as_bytes(), limits).unwrap_err().code, "LIMITE_TEXTE");
+        assert_eq!(
+            scan_with(spaces.as_bytes(), limits).unwrap_err().code,
+            "LIMITE_TEXTE"
+        );
         let attr = format!("<a b='{}'/>", "é".repeat(51));
-        assert_eq!(scan_with(attr.as_bytes(), limits).unwrap_err().code, "LIMITE_TEXTE");
+        assert_eq!(
+            scan_with(attr.as_bytes(), limits).unwrap_err().code,
+            "LIMITE_TEXTE"
+        );
         let comment = format!("<a><!--{}--></a>", "<".repeat(101));
-        assert_eq!(scan_with(comment.as_bytes(), limits).unwrap_err().code, "LIMITE_TEXTE");
+        assert_eq!(
+            scan_with(comment.as_bytes(), limits).unwrap_err().code,
+            "LIMITE_TEXTE"
+        );
         assert_eq!(scan_with(b"<a><a><a><a/></a></a></a>", limits), Ok(()));
         assert_eq!(
-            scan_with(b"<a><a><a><a><a/></a></a></a></a>", limits).unwrap_err().code,
+            scan_with(b"<a><a><a><a><a/></a></a></a></a>", limits)
+                .unwrap_err()
+                .code,
             "LIMITE_PROFONDEUR"
         );
         assert_eq!(
-            scan_with(b"<a b='1' c='2' d='3' e='4'/>", limits).unwrap_err().code,
+            scan_with(b"<a b='1' c='2' d='3' e='4'/>", limits)
+                .unwrap_err()
+                .code,
             "LIMITE_ATTRIBUTS"
         );
-        assert_eq!(scan_with(b"<abcdefghi/>", limits).unwrap_err().code, "LIMITE_NOM");
+        assert_eq!(
+            scan_with(b"<abcdefghi/>", limits).unwrap_err().code,
+            "LIMITE_NOM"
+        );
         let big = format!("<a>{}</a>", "<b>xxxxxxxx</b>".repeat(100));
-        assert_eq!(scan_with(big.as_bytes(), limits).unwrap_err().code, "LIMITE_TAILLE");
+        assert_eq!(
+            scan_with(big.as_bytes(), limits).unwrap_err().code,
+            "LIMITE_TAILLE"
+        );
     }
 
     #[test]
@@ -1021,7 +1056,10 @@ mod tests {
         assert_eq!((e.line, e.column), (2, 7));
         let long = format!("<a>\n{}</a>", "y".repeat(2 << 20));
         let e = scan(long.as_bytes()).unwrap_err();
-        assert_eq!((e.code, e.line, e.column), ("LIMITE_TEXTE", 2, (1 << 20) as u64));
+        assert_eq!(
+            (e.code, e.line, e.column),
+            ("LIMITE_TEXTE", 2, (1 << 20) as u64)
+        );
     }
 
     #[test]

@@ -27,7 +27,11 @@ pub enum Piece<P> {
     /// thread.
     Record(Box<(Record, P)>),
     /// Non-blank text directly inside a block.
-    Stray { line: u64, column: u64, path: String },
+    Stray {
+        line: u64,
+        column: u64,
+        path: String,
+    },
     /// The end of the current block.
     BlockEnd,
     /// The end of a complete file, with the numbers of `<agent>` and `<evenement>` read.
@@ -164,7 +168,8 @@ fn produce<P>(
             }
             Ok(Some(Item::BlockStart(b))) => (Piece::Block(b), 0),
             Ok(Some(Item::Record { mut node, path })) => {
-                let (type_fichier, date_creation) = ctx.expect("the reader yields the header first");
+                let (type_fichier, date_creation) =
+                    ctx.expect("the reader yields the header first");
                 let c = Context {
                     type_fichier,
                     date_creation: Some(date_creation),

@@ -52,7 +52,10 @@ fn examples_are_valid_for_xmllint_and_atmp() {
     ] {
         let p = examples().join(f);
         assert!(xmllint_valid(&p), "{f}");
-        assert!(validate_path(&p, &n, &atmp_flux::Limits::default()).valid(), "{f}");
+        assert!(
+            validate_path(&p, &n, &atmp_flux::Limits::default()).valid(),
+            "{f}"
+        );
     }
 }
 

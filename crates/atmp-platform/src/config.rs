@@ -323,11 +323,12 @@ impl Config {
             })?;
         }
         if let Some(v) = env("ATMP_FTPS_MAX_CONNECTIONS_PER_IP") {
-            c.max_connections_per_ip = v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                PlatformError::Config(format!(
-                    "ATMP_FTPS_MAX_CONNECTIONS_PER_IP : « {v} » attendu un nombre"
-                ))
-            })?;
+            c.max_connections_per_ip =
+                v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    PlatformError::Config(format!(
+                        "ATMP_FTPS_MAX_CONNECTIONS_PER_IP : « {v} » attendu un nombre"
+                    ))
+                })?;
         }
         let days = |k: &str, v: &str| {
             v.parse::<u32>().map_err(|_| {
@@ -399,7 +400,11 @@ mod tests {
             e.contains("ligne 3 : clé inconnue") && e.contains("httpp"),
             "{e}"
         );
-        std::fs::write(&p, "[limites]\ntaille_max_fichier = \"512M\"\nquota_emetteur = \"3Gio\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "[limites]\ntaille_max_fichier = \"512M\"\nquota_emetteur = \"3Gio\"\n",
+        )
+        .unwrap();
         let c = Config::load(Some(&p)).unwrap();
         assert_eq!((c.limits.max_file, c.sender_quota), (512 << 20, 3 << 30));
         std::fs::write(&p, "[limites]\ntaille_max_fichier = \"beaucoup\"\n").unwrap();

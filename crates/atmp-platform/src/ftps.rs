@@ -85,7 +85,12 @@ impl Authenticator for SenderAuth {
                 &shared,
                 atmp_store::AuditEvent {
                     actor: format!("émetteur {code}"),
-                    action: if ok { "connexion_ftps" } else { "connexion_ftps_refusee" }.into(),
+                    action: if ok {
+                        "connexion_ftps"
+                    } else {
+                        "connexion_ftps_refusee"
+                    }
+                    .into(),
                     detail: String::new(),
                     address,
                 },

@@ -112,7 +112,11 @@ impl StorageBackend<Sender> for Guarded {
         StorageBackend::<Sender>::supported_features(&self.inner)
     }
 
-    async fn metadata<P: AsRef<Path> + Send + Debug>(&self, user: &Sender, path: P) -> Result<Meta> {
+    async fn metadata<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &Sender,
+        path: P,
+    ) -> Result<Meta> {
         self.inner.metadata(user, path).await
     }
 
@@ -133,7 +137,10 @@ impl StorageBackend<Sender> for Guarded {
         self.inner.get(user, path, start_pos).await
     }
 
-    async fn put<P: AsRef<Path> + Send + Debug, R: tokio::io::AsyncRead + Send + Sync + Unpin + 'static>(
+    async fn put<
+        P: AsRef<Path> + Send + Debug,
+        R: tokio::io::AsyncRead + Send + Sync + Unpin + 'static,
+    >(
         &self,
         user: &Sender,
         input: R,
@@ -175,7 +182,12 @@ impl StorageBackend<Sender> for Guarded {
         Err(denied())
     }
 
-    async fn rename<P: AsRef<Path> + Send + Debug>(&self, user: &Sender, from: P, to: P) -> Result<()> {
+    async fn rename<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &Sender,
+        from: P,
+        to: P,
+    ) -> Result<()> {
         writable(from.as_ref())?;
         writable(to.as_ref())?;
         self.inner.rename(user, from, to).await
@@ -202,7 +214,16 @@ mod tests {
         for ok in ["/f.xml", "f.xml", "./f.xml.gz", "/.f.xml.part"] {
             assert!(writable(Path::new(ok)).is_ok(), "{ok}");
         }
-        for bad in ["/retours", "/retours/x.log", "retours/../f.xml", "/a/b.xml", "a\\b.xml", "f\u{1}.xml", "f\n.xml", "/"] {
+        for bad in [
+            "/retours",
+            "/retours/x.log",
+            "retours/../f.xml",
+            "/a/b.xml",
+            "a\\b.xml",
+            "f\u{1}.xml",
+            "f\n.xml",
+            "/",
+        ] {
             assert!(writable(Path::new(bad)).is_err(), "{bad}");
         }
     }

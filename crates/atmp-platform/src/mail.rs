@@ -268,7 +268,9 @@ pub fn parse_email(s: &str) -> Result<String, String> {
     }
     t.parse::<lettre::Address>()
         .map(|a| a.to_string())
-        .map_err(|_| format!("adresse électronique invalide « {t} » (forme attendue : nom@domaine.fr)"))
+        .map_err(|_| {
+            format!("adresse électronique invalide « {t} » (forme attendue : nom@domaine.fr)")
+        })
 }
 
 fn build_message(shared: &Shared, m: &Mail) -> Result<Message, String> {
@@ -415,11 +417,24 @@ mod tests {
             ));
         }
         let m = mask_log(&log);
-        for leak in ["DUPONT", "JEAN", "PIERRE", "GOFF", "YVES", "MARTIN", "ANNE", "28/04", "178069912345675"] {
+        for leak in [
+            "DUPONT",
+            "JEAN",
+            "PIERRE",
+            "GOFF",
+            "YVES",
+            "MARTIN",
+            "ANNE",
+            "28/04",
+            "178069912345675",
+        ] {
             assert!(!m.contains(leak), "{leak} in {m}");
         }
         assert_eq!(m.lines().count(), 3, "{m}");
-        assert!(m.contains("Agent : D. J. - **/**/1978 - 1**************"), "{m}");
+        assert!(
+            m.contains("Agent : D. J. - **/**/1978 - 1**************"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -429,7 +444,13 @@ mod tests {
         assert_eq!(mask_file_name(""), "***");
         assert!(parse_email("agent@mairie.fr").is_ok());
         assert!(parse_email(" agent@mairie.fr ").is_ok());
-        for bad in ["agent@mairie.fr\r\nBcc: x@y.fr", "pas une adresse", "a b@c.fr", "@c.fr", "a@"] {
+        for bad in [
+            "agent@mairie.fr\r\nBcc: x@y.fr",
+            "pas une adresse",
+            "a b@c.fr",
+            "@c.fr",
+            "a@",
+        ] {
             assert!(parse_email(bad).is_err(), "{bad}");
         }
     }

@@ -78,7 +78,11 @@ pub fn purge_once(shared: &Shared, store: &mut dyn Store) -> Result<PurgeReport,
     Ok(report)
 }
 
-fn purge_logs(shared: &Shared, store: &mut dyn Store, c: &PurgeCandidate) -> Result<(), PlatformError> {
+fn purge_logs(
+    shared: &Shared,
+    store: &mut dyn Store,
+    c: &PurgeCandidate,
+) -> Result<(), PlatformError> {
     let Some((_, logs)) = store.import(c.import_id)? else {
         return Ok(());
     };

@@ -74,13 +74,19 @@ pub fn router(shared: App) -> Router {
         )
         .route("/admin/journal", get(journal))
         .fallback(|| async { not_found() })
-        .layer(axum::middleware::from_fn(move |req, next| headers(req, next, hsts)))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            headers(req, next, hsts)
+        }))
         .with_state(shared)
 }
 
 /// Security headers on every response, and the server time (`Server-Timing`) that the
 /// benchmark reads.
-async fn headers(req: axum::extract::Request, next: axum::middleware::Next, hsts: bool) -> Response {
+async fn headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+    hsts: bool,
+) -> Response {
     let t = Instant::now();
     let mut r = next.run(req).await;
     let h = r.headers_mut();
@@ -674,7 +680,14 @@ async fn login(
     let login = f.login.trim().to_string();
     if address_blocked(&app, &source) {
         tracing::warn!("web login refused: too many failures from this address");
-        audit(&app, &login, "connexion_refusee", "adresse bloquée après trop d'échecs".into(), &source).await;
+        audit(
+            &app,
+            &login,
+            "connexion_refusee",
+            "adresse bloquée après trop d'échecs".into(),
+            &source,
+        )
+        .await;
         return login_refused(
             &app,
             StatusCode::TOO_MANY_REQUESTS,
@@ -686,7 +699,14 @@ async fn login(
     let login_key = format!("{}|{source}", login.to_lowercase());
     if blocked(&app, &login_key) {
         tracing::warn!("web login refused: too many failures");
-        audit(&app, &login, "connexion_refusee", "identifiant bloqué après trop d'échecs".into(), &source).await;
+        audit(
+            &app,
+            &login,
+            "connexion_refusee",
+            "identifiant bloqué après trop d'échecs".into(),
+            &source,
+        )
+        .await;
         return login_refused(
             &app,
             StatusCode::TOO_MANY_REQUESTS,
@@ -712,7 +732,14 @@ async fn login(
     .unwrap_or(false);
     let Some(user) = user.filter(|_| ok) else {
         tracing::warn!("web login refused");
-        audit(&app, &login, "connexion_refusee", "identifiant ou mot de passe incorrect".into(), &source).await;
+        audit(
+            &app,
+            &login,
+            "connexion_refusee",
+            "identifiant ou mot de passe incorrect".into(),
+            &source,
+        )
+        .await;
         failed_login(&app, &login_key);
         failed_login(&app, &address_key(&source));
         return login_refused(
@@ -777,7 +804,8 @@ fn client_address(app: &App, peer: Option<std::net::SocketAddr>, headers: &Heade
             return last.to_string();
         }
     }
-    peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "inconnue".into())
+    peer.map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "inconnue".into())
 }
 
 fn address_key(source: &str) -> String {
@@ -910,7 +938,12 @@ async fn password_change(State(app): State<App>, a: Auth, Form(f): Form<Password
     {
         return r;
     }
-    a.audit(&app, "mot_de_passe", "changement de son mot de passe".into()).await;
+    a.audit(
+        &app,
+        "mot_de_passe",
+        "changement de son mot de passe".into(),
+    )
+    .await;
     let t = PasswordT {
         force: false,
         csrf: a.csrf.clone(),
@@ -1254,7 +1287,9 @@ async fn import_page(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let logs_purged = purged.iter().any(|(k, _)| *k == atmp_store::PurgeKind::Journaux);
+    let logs_purged = purged
+        .iter()
+        .any(|(k, _)| *k == atmp_store::PurgeKind::Journaux);
     let purges: Vec<String> = purged
         .iter()
         .map(|(k, at)| match k {
@@ -1348,7 +1383,10 @@ async fn download_log(
         Ok(p) => p,
         Err(r) => return r,
     };
-    if let Some((_, at)) = purged.iter().find(|(k, _)| *k == atmp_store::PurgeKind::Journaux) {
+    if let Some((_, at)) = purged
+        .iter()
+        .find(|(k, _)| *k == atmp_store::PurgeKind::Journaux)
+    {
         return page_simple(
             StatusCode::GONE,
             Some(a.nav()),
@@ -1368,7 +1406,12 @@ async fn download_log(
         Ok(f) => f,
         Err(e) => return internal(e),
     };
-    a.audit(&app, "telechargement_journal", format!("import {id}, journal {log} ({kind})")).await;
+    a.audit(
+        &app,
+        "telechargement_journal",
+        format!("import {id}, journal {log} ({kind})"),
+    )
+    .await;
     let who = if l.global {
         format!("{}-global", l.collectivite_siret)
     } else {
@@ -1442,7 +1485,8 @@ async fn download_receipt(State(app): State<App>, a: Auth, Path(id): Path<String
         None => None,
     };
     let body = crate::worker::receipt(job.as_ref(), id, &row, &logs);
-    a.audit(&app, "telechargement_accuse", format!("import {id}")).await;
+    a.audit(&app, "telechargement_accuse", format!("import {id}"))
+        .await;
     (
         [
             (
@@ -2144,7 +2188,10 @@ async fn utilisateur_add(
                 "création de l'utilisateur {} (rôle {}{})",
                 u.login,
                 u.role.code(),
-                u.collectivite.as_deref().map(|c| format!(", collectivité {c}")).unwrap_or_default()
+                u.collectivite
+                    .as_deref()
+                    .map(|c| format!(", collectivité {c}"))
+                    .unwrap_or_default()
             );
             change(&app, &a, "utilisateur", detail, move |s| {
                 let created = s.add_utilisateur(&u)?;
@@ -2192,7 +2239,11 @@ async fn utilisateur_actif(State(app): State<App>, a: Auth, Form(f): Form<ActifF
     } else {
         let detail = format!(
             "{} de l'utilisateur {}",
-            if f.actif == 1 { "réactivation" } else { "désactivation" },
+            if f.actif == 1 {
+                "réactivation"
+            } else {
+                "désactivation"
+            },
             target.login
         );
         change(&app, &a, "utilisateur", detail, move |s| {
@@ -2286,12 +2337,20 @@ async fn journal(State(app): State<App>, a: Auth, Query(q): Query<PageQuery>) ->
         return r;
     }
     let page = q.page.unwrap_or(1).max(1);
-    let (total, rows) = match db(&app, move |s| s.audit_page((page - 1) * AUDIT_PAGE, AUDIT_PAGE)).await {
+    let (total, rows) = match db(&app, move |s| {
+        s.audit_page((page - 1) * AUDIT_PAGE, AUDIT_PAGE)
+    })
+    .await
+    {
         Ok(v) => v,
         Err(r) => return r,
     };
     let pages = total.div_ceil(AUDIT_PAGE).max(1);
-    let first = if rows.is_empty() { 0 } else { (page - 1) * AUDIT_PAGE + 1 };
+    let first = if rows.is_empty() {
+        0
+    } else {
+        (page - 1) * AUDIT_PAGE + 1
+    };
     let t = JournalT {
         user: Some(a.nav()),
         message: None,
@@ -2385,7 +2444,8 @@ async fn nomenclature_load(State(app): State<App>, a: Auth, mut mp: Multipart) -
         })?;
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         let n = entries.len();
-        let detail = format!("chargement des nomenclatures, version {version}, {n} code(s), SHA-256 {sha}");
+        let detail =
+            format!("chargement des nomenclatures, version {version}, {n} code(s), SHA-256 {sha}");
         change(&app, &a, "nomenclature", detail, move |s| {
             s.replace_nomenclatures(&entries, &version, &sha)?;
             Ok(format!("Version {version} chargée : {n} codes."))

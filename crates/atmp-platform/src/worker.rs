@@ -206,15 +206,13 @@ fn integrate_in_child(shared: &Shared, job: &Job) -> Result<ChildEnd, PlatformEr
         ),
         (Some(101), _) => ChildEnd::Crashed("erreur interne du programme".into()),
         (Some(c), _) => ChildEnd::Crashed(format!("code de sortie {c}")),
-        (None, Some(libc::SIGKILL)) => ChildEnd::Crashed(
-            "processus tué, par exemple faute de mémoire".into(),
-        ),
+        (None, Some(libc::SIGKILL)) => {
+            ChildEnd::Crashed("processus tué, par exemple faute de mémoire".into())
+        }
         (None, Some(libc::SIGABRT)) => {
             ChildEnd::Crashed("arrêt brutal du programme (abort)".into())
         }
-        (None, Some(libc::SIGSEGV)) => {
-            ChildEnd::Crashed("erreur de segmentation".into())
-        }
+        (None, Some(libc::SIGSEGV)) => ChildEnd::Crashed("erreur de segmentation".into()),
         (None, Some(sig)) => ChildEnd::Crashed(format!("signal {sig}")),
         (None, None) => ChildEnd::Crashed("fin inconnue".into()),
     })

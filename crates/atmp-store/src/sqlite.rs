@@ -8,10 +8,10 @@ use rusqlite::{params, Connection, OptionalExtension, Statement, ToSql};
 
 use atmp_model::{Nomenclature, NomenclatureEntry, Nomenclatures, Siret};
 
-use crate::{AuditEvent, AuditRow, PurgeCandidate, PurgeKind, 
-    now, Autorisation, Cell, Collectivite, Emetteur, FileTx, FindId, Found, ImportLog, ImportRow,
-    InsertId, Job, Mail, NewMail, NewUtilisateur, Result, Role, Scope, Store, StoreError,
-    SuiviQuery, SuiviRow, Table, Utilisateur,
+use crate::{
+    now, AuditEvent, AuditRow, Autorisation, Cell, Collectivite, Emetteur, FileTx, FindId, Found,
+    ImportLog, ImportRow, InsertId, Job, Mail, NewMail, NewUtilisateur, PurgeCandidate, PurgeKind,
+    Result, Role, Scope, Store, StoreError, SuiviQuery, SuiviRow, Table, Utilisateur,
 };
 
 /// The migrations, applied in order on open; `PRAGMA user_version` is the number applied.
@@ -702,7 +702,9 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached("SELECT what, purged_at FROM purge WHERE import_id = ?1 ORDER BY id")?;
         let rows = st
-            .query_map([import_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .query_map([import_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(rows
             .into_iter()

@@ -478,15 +478,17 @@ fn run(cli: Cli) -> Result<u8> {
                 max_decoded: a.taille_max_decompresse,
                 ..atmp_flux::Limits::default()
             };
-            Ok(atmp_platform::worker::child_main(atmp_platform::worker::ChildArgs {
-                database_url: a.base,
-                job_id: a.job,
-                file: a.fichier,
-                display_name: a.nom,
-                emetteur: a.emetteur,
-                logs_dir: a.journaux,
-                limits,
-            }) as u8)
+            Ok(
+                atmp_platform::worker::child_main(atmp_platform::worker::ChildArgs {
+                    database_url: a.base,
+                    job_id: a.job,
+                    file: a.fichier,
+                    display_name: a.nom,
+                    emetteur: a.emetteur,
+                    logs_dir: a.journaux,
+                    limits,
+                }) as u8,
+            )
         }
         Command::Utilisateur(u) => {
             let mut store = open_store(&cli.db)?;
@@ -505,7 +507,9 @@ fn run(cli: Cli) -> Result<u8> {
                         RoleArg::Collectivite => atmp_store::Role::Collectivite,
                     };
                     let email = match email {
-                        Some(e) => Some(atmp_platform::mail::parse_email(&e).map_err(|m| anyhow::anyhow!(m))?),
+                        Some(e) => Some(
+                            atmp_platform::mail::parse_email(&e).map_err(|m| anyhow::anyhow!(m))?,
+                        ),
                         None => None,
                     };
                     let (password, generated) = if password_stdin {

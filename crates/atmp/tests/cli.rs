@@ -264,14 +264,44 @@ fn gzip_and_latin1_files_import_like_the_plain_ones() {
 #[test]
 fn user_email_is_checked_at_entry() {
     let env = Env::new();
-    for bad in ["agent@mairie.fr\r\nBcc: x@y.fr", "pas-une-adresse", "a b@mairie.fr"] {
-        let o = env.run(&["utilisateur", "add", "--login", "agent", "--role", "plateforme", "--email", bad]);
+    for bad in [
+        "agent@mairie.fr\r\nBcc: x@y.fr",
+        "pas-une-adresse",
+        "a b@mairie.fr",
+    ] {
+        let o = env.run(&[
+            "utilisateur",
+            "add",
+            "--login",
+            "agent",
+            "--role",
+            "plateforme",
+            "--email",
+            bad,
+        ]);
         assert_eq!(o.status.code(), Some(1), "{bad:?}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("adresse électronique invalide"), "{err}");
     }
     let o = env.run(&["--json", "utilisateur", "list"]);
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("\"agent\""), "stored anyway");
-    let o = env.run(&["utilisateur", "add", "--login", "agent", "--role", "plateforme", "--email", "agent@mairie.fr"]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("\"agent\""),
+        "stored anyway"
+    );
+    let o = env.run(&[
+        "utilisateur",
+        "add",
+        "--login",
+        "agent",
+        "--role",
+        "plateforme",
+        "--email",
+        "agent@mairie.fr",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -80,7 +80,11 @@ impl Platform {
         {
             use std::os::unix::fs::DirBuilderExt;
             // As an operator following the README would: for atmp's user only.
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(self.data()).unwrap();
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(self.data())
+                .unwrap();
         }
         let mut c = Command::new(bin())
             .args(args)
@@ -287,7 +291,11 @@ impl Platform {
             let Some(after) = stat.rsplit_once(')').map(|(_, a)| a.to_string()) else {
                 continue;
             };
-            let ppid: u32 = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            let ppid: u32 = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if ppid == parent && String::from_utf8_lossy(&cmd).contains("integrer-job") {
                 out.push(pid);

@@ -213,23 +213,42 @@ fn examples_over_ftps_then_tracking_table_by_role() {
     }
     assert_eq!(seen, 1, "the commune reads its own log and no other");
     // Its receipt holds its own part: its log, no counts of the whole grouped file.
-    let receipt: serde_json::Value = serde_json::from_str(&commune.text(&format!("/imports/{cdg_import}/accuse"))).unwrap();
+    let receipt: serde_json::Value =
+        serde_json::from_str(&commune.text(&format!("/imports/{cdg_import}/accuse"))).unwrap();
     let r = &receipt["accuse_de_reception"];
     assert!(r["compteurs"].is_null(), "{r}");
     let journaux = r["journaux"].as_array().unwrap();
     assert_eq!(journaux.len(), 1, "{r}");
     assert_eq!(journaux[0]["collectivite"], COMMUNE);
     // The CDG's administrator sees the whole file, and its counts.
-    let whole: serde_json::Value = serde_json::from_str(&p.web("cdg", PW_USERS).text(&format!("/imports/{cdg_import}/accuse"))).unwrap();
-    assert!(whole["accuse_de_reception"]["compteurs"]["agents"].is_object(), "{whole}");
-    assert_eq!(whole["accuse_de_reception"]["journaux"].as_array().unwrap().len(), 3);
+    let whole: serde_json::Value = serde_json::from_str(
+        &p.web("cdg", PW_USERS)
+            .text(&format!("/imports/{cdg_import}/accuse")),
+    )
+    .unwrap();
+    assert!(
+        whole["accuse_de_reception"]["compteurs"]["agents"].is_object(),
+        "{whole}"
+    );
+    assert_eq!(
+        whole["accuse_de_reception"]["journaux"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     // Downloads are in the audit trail, with who and which import.
     let journal = p
         .web("plateforme", PW_USERS)
         .text_with("/admin/journal", &format!("import {cdg_import}</td>"));
     assert!(journal.contains("telechargement_accuse"), "{journal}");
     assert!(journal.contains("telechargement_journal"), "{journal}");
-    assert!(journal.contains(&format!("<td>commune</td><td>telechargement_accuse</td><td>import {cdg_import}</td>")), "{journal}");
+    assert!(
+        journal.contains(&format!(
+            "<td>commune</td><td>telechargement_accuse</td><td>import {cdg_import}</td>"
+        )),
+        "{journal}"
+    );
     for id in 1..=3 {
         if id != cdg_import {
             assert_eq!(commune.status(&format!("/imports/{id}")), 404);
@@ -445,7 +464,9 @@ fn forms_need_their_csrf_token_and_admin_pages_manage_the_platform() {
     // Over HTTPS, browsers are told never to come back in plain HTTP.
     let r = Web::new(&p).get("/connexion");
     assert_eq!(
-        r.headers().get("strict-transport-security").map(|v| v.to_str().unwrap()),
+        r.headers()
+            .get("strict-transport-security")
+            .map(|v| v.to_str().unwrap()),
         Some("max-age=31536000")
     );
     // The audit trail: who did what, when, from where; for the platform administrator
@@ -471,9 +492,15 @@ fn forms_need_their_csrf_token_and_admin_pages_manage_the_platform() {
         "deconnexion",
         "connexion_ftps",
     ] {
-        assert!(journal.contains(expected), "{expected} missing from the audit trail:\n{journal}");
+        assert!(
+            journal.contains(expected),
+            "{expected} missing from the audit trail:\n{journal}"
+        );
     }
-    assert!(!journal.contains(&one_time), "a one-time password in the audit trail");
+    assert!(
+        !journal.contains(&one_time),
+        "a one-time password in the audit trail"
+    );
     assert_eq!(p.web("sdis", PW_USERS).status("/admin/journal"), 403);
 
     // The nomenclature page lists the shipped lists, and loads a CSV.
@@ -635,7 +662,10 @@ fn mail_after_import_is_retried_and_carries_no_identity() {
     // break, a `;` and quotes: the masking works on log entries, not lines.
     let xml = String::from_utf8(example("declaration-differentiel.xml"))
         .unwrap()
-        .replace("<prenom>Yannick</prenom>", "<prenom>Yannick\nXqlouis;&quot;Xqguil&quot;</prenom>")
+        .replace(
+            "<prenom>Yannick</prenom>",
+            "<prenom>Yannick\nXqlouis;&quot;Xqguil&quot;</prenom>",
+        )
         .into_bytes();
     p.upload("SOFIVAL", PW_SOFIVAL, "declaration-differentiel.xml", &xml);
     p.wait_jobs(1);
@@ -840,14 +870,28 @@ fn a_crashed_integration_sets_the_file_aside_and_the_platform_stays_up() {
     let big = p.dir.path().join("gros.xml");
     p.cli(
         &[
-            "gen", "--agents", "15000", "--out", big.to_str().unwrap(), "--collectivite", SDIS,
-            "--emetteur", "SOFIVAL", "--seed", "9",
+            "gen",
+            "--agents",
+            "15000",
+            "--out",
+            big.to_str().unwrap(),
+            "--collectivite",
+            SDIS,
+            "--emetteur",
+            "SOFIVAL",
+            "--seed",
+            "9",
         ],
         None,
     );
     p.start(&[]);
     let admin = p.web("plateforme", PW_USERS);
-    p.upload("SOFIVAL", PW_SOFIVAL, "gros.xml", &std::fs::read(&big).unwrap());
+    p.upload(
+        "SOFIVAL",
+        PW_SOFIVAL,
+        "gros.xml",
+        &std::fs::read(&big).unwrap(),
+    );
     // Wait for the integration's own process, then kill it.
     let t = std::time::Instant::now();
     let child = loop {
@@ -859,17 +903,36 @@ fn a_crashed_integration_sets_the_file_aside_and_the_platform_stays_up() {
     };
     assert_eq!(unsafe { libc::kill(child as i32, libc::SIGKILL) }, 0);
     p.wait_jobs(1);
-    assert_eq!(p.sql("SELECT attempts FROM job WHERE id = 1"), 1, "set aside at its first crash");
-    assert_eq!(p.sql("SELECT count(*) FROM import WHERE result = 'echoue'"), 1);
-    assert_eq!(p.sql("SELECT count(*) FROM agent"), 0, "nothing of the file is stored");
+    assert_eq!(
+        p.sql("SELECT attempts FROM job WHERE id = 1"),
+        1,
+        "set aside at its first crash"
+    );
+    assert_eq!(
+        p.sql("SELECT count(*) FROM import WHERE result = 'echoue'"),
+        1
+    );
+    assert_eq!(
+        p.sql("SELECT count(*) FROM agent"),
+        0,
+        "nothing of the file is stored"
+    );
     let id = p.sql("SELECT import_id FROM job WHERE id = 1");
     let page = admin.text(&format!("/imports/{id}"));
     assert!(page.contains("Import échoué"), "{page}");
     assert!(page.contains("arrêtée anormalement"), "{page}");
     // The platform is up: FTPS takes the next file, the worker integrates it.
-    p.upload("SOFIVAL", PW_SOFIVAL, "services.xml", &example("services.xml"));
+    p.upload(
+        "SOFIVAL",
+        PW_SOFIVAL,
+        "services.xml",
+        &example("services.xml"),
+    );
     p.wait_jobs(2);
-    assert_eq!(p.sql("SELECT count(*) FROM import WHERE result = 'reussi'"), 1);
+    assert_eq!(
+        p.sql("SELECT count(*) FROM import WHERE result = 'reussi'"),
+        1
+    );
     assert_eq!(p.sql("SELECT count(*) FROM service"), 6);
     assert!(p.integration_children().is_empty());
 }
@@ -882,7 +945,12 @@ fn files_under_data_are_not_readable_by_another_local_user() {
     let mut p = Platform::new(&[]);
     p.setup();
     p.start(&[]);
-    p.upload("SOFIVAL", PW_SOFIVAL, "declaration-differentiel.xml", &example("declaration-differentiel.xml"));
+    p.upload(
+        "SOFIVAL",
+        PW_SOFIVAL,
+        "declaration-differentiel.xml",
+        &example("declaration-differentiel.xml"),
+    );
     p.wait_jobs(1);
     // The test's own folder is opened to all, so that only atmp's modes protect the data.
     std::fs::set_permissions(p.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -899,24 +967,48 @@ fn files_under_data_are_not_readable_by_another_local_user() {
         }
     }
     assert!(seen > 10, "only {seen} entries");
-    let received = std::fs::read_dir(p.data().join("recus/SOFIVAL")).unwrap().next().unwrap().unwrap().path();
+    let received = std::fs::read_dir(p.data().join("recus/SOFIVAL"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mode = std::fs::metadata(&received).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o400, "a received file is read-only for atmp alone");
     if unsafe { libc::geteuid() } == 0 {
-        for target in [p.data().join("atmp.db"), received.clone(), p.data().join("ftp/SOFIVAL/retours")] {
+        for target in [
+            p.data().join("atmp.db"),
+            received.clone(),
+            p.data().join("ftp/SOFIVAL/retours"),
+        ] {
             let out = std::process::Command::new("su")
-                .args(["nobody", "-s", "/bin/sh", "-c", &format!("ls -la '{0}' && cat '{0}'", target.display())])
+                .args([
+                    "nobody",
+                    "-s",
+                    "/bin/sh",
+                    "-c",
+                    &format!("ls -la '{0}' && cat '{0}'", target.display()),
+                ])
                 .output()
                 .unwrap();
             assert!(!out.status.success(), "nobody reads {}", target.display());
-            assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+                "{out:?}"
+            );
         }
         // The same command does read a file that is open to all (the check can fail).
         let open = p.dir.path().join("ouvert.txt");
         std::fs::write(&open, "x").unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
         let out = std::process::Command::new("su")
-            .args(["nobody", "-s", "/bin/sh", "-c", &format!("cat '{}'", open.display())])
+            .args([
+                "nobody",
+                "-s",
+                "/bin/sh",
+                "-c",
+                &format!("cat '{}'", open.display()),
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
@@ -925,7 +1017,11 @@ fn files_under_data_are_not_readable_by_another_local_user() {
     p.kill();
     std::fs::set_permissions(p.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
     p.start(&[]);
-    assert!(p.stderr().contains("accessible à d'autres utilisateurs"), "{}", p.stderr());
+    assert!(
+        p.stderr().contains("accessible à d'autres utilisateurs"),
+        "{}",
+        p.stderr()
+    );
 }
 
 /// The FTPS intake's limits: no sub-folder, no strange name, `retours/` read-only, an
@@ -935,7 +1031,12 @@ fn ftps_intake_limits() {
     let mut p = Platform::new(&[("ATMP_MAX_FILE_SIZE", "64K"), ("ATMP_SENDER_QUOTA", "150K")]);
     p.setup();
     p.start(&[]);
-    p.upload("SOFIVAL", PW_SOFIVAL, "services.xml", &example("services.xml"));
+    p.upload(
+        "SOFIVAL",
+        PW_SOFIVAL,
+        "services.xml",
+        &example("services.xml"),
+    );
     p.wait_jobs(1);
     let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
     let retours = ftp.nlst(Some("retours")).unwrap();
@@ -944,9 +1045,15 @@ fn ftps_intake_limits() {
     // The sender cannot create folders, nor touch its results.
     assert!(ftp.mkdir("sous-dossier").is_err());
     assert!(ftp.rm(format!("retours/{one}")).is_err());
-    assert!(ftp.rename(format!("retours/{one}").as_str(), "vole.log").is_err());
-    assert!(ftp.put_file(format!("retours/{one}"), &mut &b"faux"[..]).is_err());
-    assert!(ftp.put_file("retours/nouveau.log", &mut &b"faux"[..]).is_err());
+    assert!(ftp
+        .rename(format!("retours/{one}").as_str(), "vole.log")
+        .is_err());
+    assert!(ftp
+        .put_file(format!("retours/{one}"), &mut &b"faux"[..])
+        .is_err());
+    assert!(ftp
+        .put_file("retours/nouveau.log", &mut &b"faux"[..])
+        .is_err());
     assert!(ftp.cwd("retours").is_ok());
     assert!(ftp.put_file("dedans.log", &mut &b"faux"[..]).is_err());
     assert!(ftp.cwd("/").is_ok());
@@ -958,7 +1065,10 @@ fn ftps_intake_limits() {
     // A file over the maximum size is stopped and removed; nothing is queued.
     let big = vec![b' '; 100 * 1024];
     let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
-    assert!(ftp.put_file("gros.xml", &mut &big[..]).is_err(), "a 100 KB file passed a 64 KB limit");
+    assert!(
+        ftp.put_file("gros.xml", &mut &big[..]).is_err(),
+        "a 100 KB file passed a 64 KB limit"
+    );
     drop(ftp);
     let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
     let root = ftp.nlst(None).unwrap();
@@ -967,7 +1077,10 @@ fn ftps_intake_limits() {
     let part = vec![b' '; 60 * 1024];
     ftp.put_file("a.xml.part", &mut &part[..]).unwrap();
     ftp.put_file("b.xml.part", &mut &part[..]).unwrap();
-    assert!(ftp.put_file("c.xml.part", &mut &part[..]).is_err(), "quota not applied");
+    assert!(
+        ftp.put_file("c.xml.part", &mut &part[..]).is_err(),
+        "quota not applied"
+    );
     drop(ftp);
     // Removing one makes room again.
     let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
@@ -990,11 +1103,25 @@ fn ftps_connections_are_limited_per_address_and_before_login() {
     p.start(&[]);
     let port: u16 = p.ftps.rsplit(':').next().unwrap().parse().unwrap();
     let connect = |from: &str| {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.bind(&format!("{from}:0").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
-        sock.connect(&format!("127.0.0.1:{port}").parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(
+            &format!("{from}:0")
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        sock.connect(
+            &format!("127.0.0.1:{port}")
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
         let s: std::net::TcpStream = sock.into();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(15))).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .unwrap();
         let mut r = BufReader::new(s);
         let mut first = String::new();
         r.read_line(&mut first).unwrap();
@@ -1009,14 +1136,23 @@ fn ftps_connections_are_limited_per_address_and_before_login() {
         if first.starts_with("220") {
             held.push(r);
         } else {
-            assert!(first.starts_with("421") && t.elapsed().as_secs() < 10, "{first}");
+            assert!(
+                first.starts_with("421") && t.elapsed().as_secs() < 10,
+                "{first}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
     let (_, refused) = connect("127.0.0.1");
-    assert!(refused.starts_with("421"), "a fourth connection from one address: {refused}");
+    assert!(
+        refused.starts_with("421"),
+        "a fourth connection from one address: {refused}"
+    );
     let (_, other) = connect("127.0.0.2");
-    assert!(other.starts_with("220"), "another address is served: {other}");
+    assert!(
+        other.starts_with("220"),
+        "another address is served: {other}"
+    );
     // None of them logs in: each is closed by the server after the login timeout.
     for mut r in held {
         let mut rest = String::new();
@@ -1040,8 +1176,18 @@ fn access_matrix_every_role_every_page() {
     let mut p = Platform::new(&[]);
     p.setup();
     p.start(&[]);
-    p.upload("SOFIVAL", PW_SOFIVAL, "services.xml", &example("services.xml"));
-    p.upload("CDGVAUCL", PW_CDGVAUCL, "cdg-groupe.xml", &example("cdg-groupe.xml"));
+    p.upload(
+        "SOFIVAL",
+        PW_SOFIVAL,
+        "services.xml",
+        &example("services.xml"),
+    );
+    p.upload(
+        "CDGVAUCL",
+        PW_CDGVAUCL,
+        "cdg-groupe.xml",
+        &example("cdg-groupe.xml"),
+    );
     p.wait_jobs(2);
     let sdis_import = p.sql("SELECT import_id FROM job WHERE file_name = 'services.xml'");
     let cdg_import = p.sql("SELECT import_id FROM job WHERE file_name = 'cdg-groupe.xml'");
@@ -1051,8 +1197,12 @@ fn access_matrix_every_role_every_page() {
             global as i32
         ))
     };
-    let (sdis_log, global_log, commune_log, ccas_log) =
-        (log_of(SDIS, false), log_of(CDG, true), log_of(COMMUNE, false), log_of(CCAS, false));
+    let (sdis_log, global_log, commune_log, ccas_log) = (
+        log_of(SDIS, false),
+        log_of(CDG, true),
+        log_of(COMMUNE, false),
+        log_of(CCAS, false),
+    );
     // A client per role that does not follow redirections.
     let cert = reqwest::Certificate::from_pem(&std::fs::read(p.cert()).unwrap()).unwrap();
     let url = p.url.replace("127.0.0.1", "localhost");
@@ -1064,10 +1214,19 @@ fn access_matrix_every_role_every_page() {
             .build()
             .unwrap();
         if let Some(login) = login {
-            let page = c.get(format!("{url}/connexion")).send().unwrap().text().unwrap();
+            let page = c
+                .get(format!("{url}/connexion"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap();
             let r = c
                 .post(format!("{url}/connexion"))
-                .form(&[("csrf", csrf_of(&page).as_str()), ("login", login), ("password", PW_USERS)])
+                .form(&[
+                    ("csrf", csrf_of(&page).as_str()),
+                    ("login", login),
+                    ("password", PW_USERS),
+                ])
                 .send()
                 .unwrap();
             assert_eq!(r.status(), 303, "login {login}");
@@ -1090,16 +1249,34 @@ fn access_matrix_every_role_every_page() {
         ("/suivi".into(), [R, 200, 200, 200, 200]),
         ("/mot-de-passe".into(), [R, 200, 200, 200, 200]),
         (format!("/imports/{sdis_import}"), [R, 200, 404, 200, 404]),
-        (format!("/imports/{sdis_import}/accuse"), [R, 200, 404, 200, 404]),
+        (
+            format!("/imports/{sdis_import}/accuse"),
+            [R, 200, 404, 200, 404],
+        ),
         (format!("/imports/{cdg_import}"), [R, 200, 200, 404, 200]),
-        (format!("/imports/{cdg_import}/accuse"), [R, 200, 200, 404, 200]),
+        (
+            format!("/imports/{cdg_import}/accuse"),
+            [R, 200, 200, 404, 200],
+        ),
         ("/imports/9999".into(), [R, 404, 404, 404, 404]),
         ("/imports/abc".into(), [R, 404, 404, 404, 404]),
-        (format!("/imports/{cdg_import}/journaux/{sdis_log}/complet"), [R, 404, 404, 404, 404]),
-        (format!("/imports/{cdg_import}/journaux/{commune_log}/autre"), [R, 404, 404, 404, 404]),
+        (
+            format!("/imports/{cdg_import}/journaux/{sdis_log}/complet"),
+            [R, 404, 404, 404, 404],
+        ),
+        (
+            format!("/imports/{cdg_import}/journaux/{commune_log}/autre"),
+            [R, 404, 404, 404, 404],
+        ),
         ("/admin/collectivites".into(), [R, 200, 200, 200, 403]),
-        (format!("/admin/collectivites/{SDIS}/services"), [R, 200, 404, 200, 403]),
-        (format!("/admin/collectivites/{COMMUNE}/services"), [R, 200, 200, 404, 403]),
+        (
+            format!("/admin/collectivites/{SDIS}/services"),
+            [R, 200, 404, 200, 403],
+        ),
+        (
+            format!("/admin/collectivites/{COMMUNE}/services"),
+            [R, 200, 200, 404, 403],
+        ),
         ("/admin/utilisateurs".into(), [R, 200, 200, 200, 403]),
         ("/admin/emetteurs".into(), [R, 200, 403, 403, 403]),
         ("/admin/autorisations".into(), [R, 200, 403, 403, 403]),
@@ -1114,9 +1291,17 @@ fn access_matrix_every_role_every_page() {
     let mut wrong = Vec::new();
     for (path, expected) in &gets {
         for (i, c) in clients.iter().enumerate() {
-            let got = c.get(format!("{url}{path}")).send().unwrap().status().as_u16();
+            let got = c
+                .get(format!("{url}{path}"))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16();
             if got != expected[i] {
-                wrong.push(format!("GET {path} as {}: {got}, expected {}", roles[i], expected[i]));
+                wrong.push(format!(
+                    "GET {path} as {}: {got}, expected {}",
+                    roles[i], expected[i]
+                ));
             }
         }
     }
@@ -1140,20 +1325,37 @@ fn access_matrix_every_role_every_page() {
         for (i, c) in clients.iter().enumerate() {
             let got = c
                 .post(format!("{url}{path}"))
-                .form(&[("siret", "73282932000074"), ("nom", "X"), ("login", "x"), ("code", "X")])
+                .form(&[
+                    ("siret", "73282932000074"),
+                    ("nom", "X"),
+                    ("login", "x"),
+                    ("code", "X"),
+                ])
                 .send()
                 .unwrap()
                 .status()
                 .as_u16();
-            let expected = if roles[i] == "anonyme" && path != "/connexion" { R } else { 403 };
+            let expected = if roles[i] == "anonyme" && path != "/connexion" {
+                R
+            } else {
+                403
+            };
             if got != expected {
-                wrong.push(format!("POST {path} as {}: {got}, expected {expected}", roles[i]));
+                wrong.push(format!(
+                    "POST {path} as {}: {got}, expected {expected}",
+                    roles[i]
+                ));
             }
         }
     }
     let after = p.sql("SELECT (SELECT count(*) FROM collectivite) + (SELECT count(*) FROM utilisateur) + (SELECT count(*) FROM emetteur) + (SELECT count(*) FROM service)");
     assert_eq!(before, after, "a form without its token changed something");
-    assert!(wrong.is_empty(), "{} wrong answer(s):\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answer(s):\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
 
 /// Retention: past their time, the received file and the logs (with their copies in
@@ -1168,7 +1370,12 @@ fn retention_purges_old_files_and_keeps_the_tracking_table_whole() {
     ]);
     p.setup();
     p.start(&[]);
-    p.upload("SOFIVAL", PW_SOFIVAL, "services.xml", &example("services.xml"));
+    p.upload(
+        "SOFIVAL",
+        PW_SOFIVAL,
+        "services.xml",
+        &example("services.xml"),
+    );
     p.wait_jobs(1);
     let id = p.sql("SELECT import_id FROM job WHERE id = 1");
     let t = std::time::Instant::now();
@@ -1177,11 +1384,17 @@ fn retention_purges_old_files_and_keeps_the_tracking_table_whole() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     // The files are gone from the disk.
-    let received: Vec<_> = std::fs::read_dir(p.data().join("recus/SOFIVAL")).unwrap().collect();
+    let received: Vec<_> = std::fs::read_dir(p.data().join("recus/SOFIVAL"))
+        .unwrap()
+        .collect();
     assert!(received.is_empty(), "{received:?}");
-    let logs: Vec<_> = std::fs::read_dir(p.data().join("journaux")).unwrap().collect();
+    let logs: Vec<_> = std::fs::read_dir(p.data().join("journaux"))
+        .unwrap()
+        .collect();
     assert!(logs.is_empty(), "{logs:?}");
-    let retours: Vec<_> = std::fs::read_dir(p.data().join("ftp/SOFIVAL/retours")).unwrap().collect();
+    let retours: Vec<_> = std::fs::read_dir(p.data().join("ftp/SOFIVAL/retours"))
+        .unwrap()
+        .collect();
     assert!(retours.is_empty(), "{retours:?}");
     // The base still knows the import and the data it brought.
     assert_eq!(p.sql("SELECT count(*) FROM import"), 1);
@@ -1192,7 +1405,10 @@ fn retention_purges_old_files_and_keeps_the_tracking_table_whole() {
     let page = admin.text(&format!("/imports/{id}"));
     assert!(page.contains("Fichier reçu supprimé le"), "{page}");
     assert!(page.contains("Journaux supprimés le"), "{page}");
-    assert!(!page.contains("/journaux/"), "a link to a purged log: {page}");
+    assert!(
+        !page.contains("/journaux/"),
+        "a link to a purged log: {page}"
+    );
     let log = p.sql("SELECT id FROM import_log LIMIT 1");
     let r = admin.get(&format!("/imports/{id}/journaux/{log}/complet"));
     assert_eq!(r.status(), 410);
@@ -1536,7 +1752,10 @@ fn received_file_without_job_is_recovered_at_start() {
 /// its cookies then lose `Secure`, the rest is the same.
 #[test]
 fn plain_http_web_behind_a_proxy() {
-    let mut p = Platform::new(&[("ATMP_WEB_TLS", "false"), ("ATMP_WEB_HEADER_TIMEOUT_SECONDS", "1")]);
+    let mut p = Platform::new(&[
+        ("ATMP_WEB_TLS", "false"),
+        ("ATMP_WEB_HEADER_TIMEOUT_SECONDS", "1"),
+    ]);
     p.setup();
     p.start(&[]);
     let url = p.url.replace("https://", "http://");
@@ -1546,15 +1765,24 @@ fn plain_http_web_behind_a_proxy() {
         use std::io::{Read, Write};
         let addr = url.trim_start_matches("http://").to_string();
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(15))).unwrap();
-        s.write_all(b"GET /connexion HTTP/1.1\r\nHost: x\r\n").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .unwrap();
+        s.write_all(b"GET /connexion HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
         let mut buf = Vec::new();
         let r = s.read_to_end(&mut buf);
         assert!(r.is_ok(), "connection kept open: {r:?}");
         let text = String::from_utf8_lossy(&buf);
-        assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
     }
-    assert!(reqwest::blocking::get(format!("{url}/connexion")).unwrap().headers().get("strict-transport-security").is_none());
+    assert!(reqwest::blocking::get(format!("{url}/connexion"))
+        .unwrap()
+        .headers()
+        .get("strict-transport-security")
+        .is_none());
     let c = reqwest::blocking::Client::builder()
         .cookie_store(true)
         .build()
