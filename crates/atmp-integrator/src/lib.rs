@@ -153,6 +153,18 @@ struct Failure {
     cdg: Option<String>,
 }
 
+impl Failure {
+    /// A file rejected before anything of it was read.
+    fn reading(reason: String) -> Failure {
+        Failure {
+            reason,
+            header: None,
+            blocks: vec![],
+            cdg: None,
+        }
+    }
+}
+
 /// Imports one file: the whole of §5 and §6 for it.
 pub fn import_file(
     store: &mut dyn Store,
@@ -174,15 +186,10 @@ pub fn import_file(
                 job_id: opts.job_id,
                 ..Default::default()
             };
-            let f = Failure {
-                reason: format!(
-                    "le fichier ne peut pas être lu : {}",
-                    atmp_flux::io_error_fr(&e)
-                ),
-                header: None,
-                blocks: vec![],
-                cdg: None,
-            };
+            let f = Failure::reading(format!(
+                "le fichier ne peut pas être lu : {}",
+                atmp_flux::io_error_fr(&e)
+            ));
             return failed(store, path, opts, base, f);
         }
     };
@@ -222,28 +229,18 @@ pub fn import_file(
     let raw = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => {
-            let f = Failure {
-                reason: format!(
-                    "le fichier ne peut pas être lu : {}",
-                    atmp_flux::io_error_fr(&e)
-                ),
-                header: None,
-                blocks: vec![],
-                cdg: None,
-            };
+            let f = Failure::reading(format!(
+                "le fichier ne peut pas être lu : {}",
+                atmp_flux::io_error_fr(&e)
+            ));
             return failed(store, path, opts, base_row, f);
         }
     };
     if size > opts.limits.max_file {
-        let f = Failure {
-            reason: format!(
-                "le fichier dépasse la taille maximale admise ({}) ; fichier refusé",
-                atmp_flux::scan::human(opts.limits.max_file)
-            ),
-            header: None,
-            blocks: vec![],
-            cdg: None,
-        };
+        let f = Failure::reading(format!(
+            "le fichier dépasse la taille maximale admise ({}) ; fichier refusé",
+            atmp_flux::scan::human(opts.limits.max_file)
+        ));
         return failed(store, path, opts, base_row, f);
     }
     let raw = HashingReader {
@@ -390,12 +387,7 @@ pub fn reject_file(
         job_id: opts.job_id,
         ..Default::default()
     };
-    let f = Failure {
-        reason: reason.to_string(),
-        header: None,
-        blocks: vec![],
-        cdg: None,
-    };
+    let f = Failure::reading(reason.to_string());
     failed(store, path, opts, base, f)
 }
 
