@@ -24,7 +24,7 @@ pub use reader::{BlockStart, FluxReader, Item, Node, MAX_RECORD_NODES, MAX_RECOR
 pub use record::{check_header, check_record, Context, Record, Value};
 pub use scan::{Limits, ScanError};
 pub use stage::{read_stage, Piece, Pieces, StageOptions};
-pub use writer::FluxWriter;
+pub use writer::{escape, write_block_end, write_block_start, write_node, FluxWriter};
 
 use atmp_model::{Date, DateTime, Mode, Nomenclatures, Siret, TypeFichier};
 

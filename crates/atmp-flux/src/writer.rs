@@ -26,11 +26,7 @@ impl<W: Write> FluxWriter<W> {
     /// Opens a `<collectivite>` block (closing the previous one).
     pub fn begin_block(&mut self, siret: &str, nom: Option<&str>) -> io::Result<()> {
         self.end_block()?;
-        write!(self.w, "  <collectivite siret=\"{}\"", escape(siret, true))?;
-        if let Some(n) = nom {
-            write!(self.w, " nom=\"{}\"", escape(n, true))?;
-        }
-        self.w.write_all(b">\n")?;
+        write_block_start(&mut self.w, siret, nom)?;
         self.in_block = true;
         Ok(())
     }
@@ -40,9 +36,17 @@ impl<W: Write> FluxWriter<W> {
         write_node(&mut self.w, node, 2)
     }
 
+    /// Copies blocks already written elsewhere (by [`write_block_start`], [`write_node`] at
+    /// depth 2 and [`write_block_end`]): a writer that must put the control totals in the
+    /// header writes the blocks first, then the header, then copies them.
+    pub fn copy_blocks<R: io::Read>(&mut self, blocks: &mut R) -> io::Result<u64> {
+        self.end_block()?;
+        io::copy(blocks, &mut self.w)
+    }
+
     fn end_block(&mut self) -> io::Result<()> {
         if self.in_block {
-            self.w.write_all(b"  </collectivite>\n")?;
+            write_block_end(&mut self.w)?;
             self.in_block = false;
         }
         Ok(())
@@ -57,8 +61,26 @@ impl<W: Write> FluxWriter<W> {
     }
 }
 
+/// Writes the opening tag of a `<collectivite>` block.
+pub fn write_block_start<W: Write + ?Sized>(
+    w: &mut W,
+    siret: &str,
+    nom: Option<&str>,
+) -> io::Result<()> {
+    write!(w, "  <collectivite siret=\"{}\"", escape(siret, true))?;
+    if let Some(n) = nom {
+        write!(w, " nom=\"{}\"", escape(n, true))?;
+    }
+    w.write_all(b">\n")
+}
+
+/// Writes the closing tag of a `<collectivite>` block.
+pub fn write_block_end<W: Write + ?Sized>(w: &mut W) -> io::Result<()> {
+    w.write_all(b"  </collectivite>\n")
+}
+
 /// Writes an element tree with two-space indentation.
-pub fn write_node<W: Write>(w: &mut W, node: &Node, depth: usize) -> io::Result<()> {
+pub fn write_node<W: Write + ?Sized>(w: &mut W, node: &Node, depth: usize) -> io::Result<()> {
     for _ in 0..depth {
         w.write_all(b"  ")?;
     }

@@ -17,6 +17,8 @@ use atmp_integrator::{import_file, ImportOptions, ImportOutcome, ResultKind};
 use atmp_model::{Nomenclature, Nomenclatures, Siret};
 use atmp_store::{Autorisation, Store};
 
+mod sender;
+
 /// mimalloc: the reader and the rules allocate many small strings; measured faster than the
 /// system allocator on `scripts/bench` (see ARCHITECTURE.md).
 #[global_allocator]
@@ -78,6 +80,13 @@ enum Command {
     Utilisateur(UtilisateurCmd),
     /// Écrit le schéma XSD publié (schema/flux-1.0.xsd)
     Xsd,
+    /// Côté émetteur : extrait la base source en fichiers flux, complet ou différentiel
+    Export(sender::ExportArgs),
+    /// Côté émetteur : transmet des fichiers à la plate-forme par FTPS et lit ses accusés
+    Send(sender::SendArgs),
+    /// Côté émetteur : planificateur hebdomadaire, journal des envois
+    #[command(subcommand)]
+    Sender(sender::SenderCmd),
     /// Intègre le fichier d'un travail de la plate-forme dans un processus à part (usage
     /// interne de `atmp serve`)
     #[command(hide = true)]
@@ -255,7 +264,7 @@ fn parse_siret(s: &str) -> std::result::Result<Siret, String> {
     Siret::parse(s).map_err(|e| format!("SIRET « {s} » invalide : {e}"))
 }
 
-fn parse_code(s: &str) -> std::result::Result<String, String> {
+pub(crate) fn parse_code(s: &str) -> std::result::Result<String, String> {
     if !s.is_empty()
         && s.len() <= 40
         && s.chars()
@@ -285,7 +294,12 @@ fn main() -> ExitCode {
         }
     };
     // The platform reports its work (ids and counts only, never personal data).
-    let default_filter = if matches!(cli.command, Command::Serve(_) | Command::IntegrerJob(_)) {
+    let default_filter = if matches!(
+        cli.command,
+        Command::Serve(_)
+            | Command::IntegrerJob(_)
+            | Command::Sender(sender::SenderCmd::Run { .. })
+    ) {
         "warn,atmp=info,atmp_platform=info,atmp_integrator=info"
     } else {
         "error"
@@ -360,6 +374,9 @@ fn open_store(db: &Option<String>) -> Result<Box<dyn Store>> {
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Validate { files } => Ok(validate(&files, cli.json)),
+        Command::Export(a) => sender::export_cmd(a, cli.json),
+        Command::Send(a) => sender::send_cmd(a, cli.json),
+        Command::Sender(c) => sender::sender_cmd(c, cli.json),
         Command::Import {
             files,
             emetteur,
