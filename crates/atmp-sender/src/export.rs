@@ -493,7 +493,7 @@ impl DestinationExport<'_, '_> {
             self.report.ecartes.push(Ecarte {
                 table: "agent",
                 id: agent.row.id.into(),
-                raison: reasons(&rec),
+                raison: masked(reasons(&rec), &agent.row),
             });
             return None;
         }
@@ -502,13 +502,14 @@ impl DestinationExport<'_, '_> {
             .iter()
             .filter(|c| c.kind() == RecordKind::Evenement)
             .collect();
+        let who = agent.row.clone();
         let mut keep = Vec::with_capacity(agent.evenements.len());
         for (mut ev, erec) in std::mem::take(&mut agent.evenements).into_iter().zip(evs) {
             if !erec.errors.is_empty() {
                 self.report.ecartes.push(Ecarte {
                     table: "evenement",
                     id: ev.row.id.into(),
-                    raison: reasons(erec),
+                    raison: masked(reasons(erec), &who),
                 });
                 continue;
             }
@@ -523,7 +524,7 @@ impl DestinationExport<'_, '_> {
                         self.report.ecartes.push(Ecarte {
                             table,
                             id: row.id.into(),
-                            raison: reasons(r),
+                            raison: masked(reasons(r), &who),
                         });
                     }
                 }
@@ -616,6 +617,17 @@ impl DestinationExport<'_, '_> {
         });
         Ok(())
     }
+}
+
+/// A reason with the agent's identity taken out: the report is printed and may be kept in
+/// the sender's own logs, so it names rows by table and id, never by NIR or name.
+fn masked(mut reason: String, agent: &Row) -> String {
+    for col in ["nir", "nom_usuel", "nom_patronymique", "prenom", "date_naissance"] {
+        if let Some(v) = agent.get(col).map(str::trim).filter(|v| v.len() >= 2) {
+            reason = reason.replace(v, "(masqué)");
+        }
+    }
+    reason
 }
 
 /// Every problem that rejects a record, in one French sentence.
