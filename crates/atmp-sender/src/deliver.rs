@@ -182,25 +182,135 @@ pub fn send_file(
 }
 
 fn upload_once(opts: &DeliverOptions, path: &Path, name: &str) -> Result<(), Failure> {
-    let (mut ftp, _) = connect(opts)?;
-    let tmp = format!("{name}.part");
-    let mut file = std::fs::File::open(path).map_err(|e| Failure {
-        message: format!("{} ne peut pas être lu : {e}", path.display()),
-        permanent: true,
-    })?;
-    let res = (|| -> Result<(), Failure> {
-        ftp.put_file(&tmp, &mut file)
-            .map_err(|e| failure("envoi du fichier", e))?;
-        ftp.rename(tmp.as_str(), name)
-            .map_err(|e| failure("renommage du fichier envoyé", e))?;
-        Ok(())
+    let watch = Watch::start(opts.io_timeout);
+    let res = (|| {
+        let (mut ftp, _) = connect(opts, Some(&watch))?;
+        let tmp = format!("{name}.part");
+        let file = std::fs::File::open(path).map_err(|e| Failure {
+            message: format!("{} ne peut pas être lu : {e}", path.display()),
+            permanent: true,
+        })?;
+        let mut file = Progress {
+            inner: file,
+            watch: &watch,
+        };
+        let res = (|| -> Result<(), Failure> {
+            ftp.put_file(&tmp, &mut file)
+                .map_err(|e| failure("envoi du fichier", e))?;
+            watch.touch();
+            ftp.rename(tmp.as_str(), name)
+                .map_err(|e| failure("renommage du fichier envoyé", e))?;
+            Ok(())
+        })();
+        let _ = ftp.quit();
+        res
     })();
-    let _ = ftp.quit();
-    res
+    let cut = watch.stop();
+    match res {
+        Err(f) if cut => Err(Failure {
+            message: format!(
+                "transfert interrompu : aucun progrès pendant {} s ({})",
+                opts.io_timeout.as_secs(),
+                f.message
+            ),
+            permanent: false,
+        }),
+        r => r,
+    }
+}
+
+/// Cuts a transfer that makes no progress: the sockets' own timeouts do not fire while the
+/// kernel still accepts a few bytes now and then, so a watchdog shuts them down when the file
+/// has not been read for `timeout`.
+struct Watch {
+    inner: Arc<WatchState>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct WatchState {
+    start: Instant,
+    /// Milliseconds since `start` of the last progress.
+    last: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicBool,
+    cut: std::sync::atomic::AtomicBool,
+    sockets: Mutex<Vec<TcpStream>>,
+}
+
+impl Watch {
+    fn start(timeout: Duration) -> Watch {
+        use std::sync::atomic::Ordering::SeqCst;
+        let inner = Arc::new(WatchState {
+            start: Instant::now(),
+            last: 0.into(),
+            done: false.into(),
+            cut: false.into(),
+            sockets: Mutex::new(Vec::new()),
+        });
+        let st = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("atmp-envoi-garde".into())
+            .spawn(move || {
+                while !st.done.load(SeqCst) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let idle = st.start.elapsed().as_millis() as u64 - st.last.load(SeqCst);
+                    if idle > timeout.as_millis() as u64 {
+                        st.cut.store(true, SeqCst);
+                        for s in st.sockets.lock().expect("lock").iter() {
+                            let _ = s.shutdown(std::net::Shutdown::Both);
+                        }
+                        return;
+                    }
+                }
+            })
+            .ok();
+        Watch { inner, thread }
+    }
+
+    fn touch(&self) {
+        self.inner.last.store(
+            self.inner.start.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    fn add(&self, s: &TcpStream) {
+        if let Ok(c) = s.try_clone() {
+            self.inner.sockets.lock().expect("lock").push(c);
+        }
+        self.touch();
+    }
+
+    /// Stops the watchdog; whether it cut the transfer.
+    fn stop(mut self) -> bool {
+        self.inner
+            .done
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.inner.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The file being sent, each read a sign of progress.
+struct Progress<'w, R: Read> {
+    inner: R,
+    watch: &'w Watch,
+}
+
+impl<R: Read> Read for Progress<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.watch.touch();
+        Ok(n)
+    }
 }
 
 /// Opens an authenticated FTPS session in binary mode.
-fn connect(opts: &DeliverOptions) -> Result<(RustlsFtpStream, String), Failure> {
+fn connect(
+    opts: &DeliverOptions,
+    watch: Option<&Watch>,
+) -> Result<(RustlsFtpStream, String), Failure> {
     let (host, addr) = resolve(&opts.address)?;
     let t = opts.io_timeout;
     let tcp = TcpStream::connect_timeout(&addr, t).map_err(|e| Failure {
@@ -209,6 +319,10 @@ fn connect(opts: &DeliverOptions) -> Result<(RustlsFtpStream, String), Failure> 
     })?;
     let _ = tcp.set_read_timeout(Some(t));
     let _ = tcp.set_write_timeout(Some(t));
+    if let Some(w) = watch {
+        w.add(&tcp);
+    }
+    let data_sockets = watch.map(|w| w.inner.clone());
     let rejected: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let config = client_config(&opts.trust, rejected.clone()).map_err(|e| Failure {
         message: e.to_string(),
@@ -239,6 +353,11 @@ fn connect(opts: &DeliverOptions) -> Result<(RustlsFtpStream, String), Failure> 
             let s = TcpStream::connect_timeout(&a, t).map_err(FtpError::ConnectionError)?;
             let _ = s.set_read_timeout(Some(t));
             let _ = s.set_write_timeout(Some(t));
+            if let Some(st) = &data_sockets {
+                if let Ok(c) = s.try_clone() {
+                    st.sockets.lock().expect("lock").push(c);
+                }
+            }
             Ok(s)
         })
         .into_secure(RustlsConnector::from(Arc::new(config)), &host)
@@ -330,7 +449,7 @@ fn read_receipts(
     prefix: &str,
     sha256: &str,
 ) -> Result<Option<Receipt>, Failure> {
-    let (mut ftp, _) = connect(opts)?;
+    let (mut ftp, _) = connect(opts, None)?;
     let names = ftp
         .nlst(Some("retours"))
         .map_err(|e| failure("lecture de retours/", e))?;

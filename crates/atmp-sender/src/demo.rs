@@ -135,7 +135,15 @@ pub fn create(path: &Path, today: Date) -> Result<(), SenderError> {
         .map_err(e)?;
     }
     // Agents: (id, collectivité, sexe, naissance, nom, prénom, service).
-    type DemoAgent<'a> = (i64, &'a str, &'a str, &'a str, &'a str, &'a str, Option<&'a str>);
+    type DemoAgent<'a> = (
+        i64,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+    );
     let agents: [DemoAgent<'_>; 9] = [
         (
             1,

@@ -382,7 +382,9 @@ impl DestinationExport<'_, '_> {
             }
         }
         let period = self.window.map(|(d, f)| (d, f.add_days(-1)));
-        if !service_blocks.is_empty() {
+        // A SERVICE file precedes a DECLARATION file: none when there is no DECLARATION file
+        // (a complet run with nothing to send).
+        if !service_blocks.is_empty() && blocks > 0 {
             let path = self.opts.out.join(name("SERVICE"));
             let header = self.header(TypeFichier::Service, &date_creation, period, None, 0, 0);
             let sha = write_file(&path, self.opts.gzip, &header, |w| {
@@ -622,7 +624,13 @@ impl DestinationExport<'_, '_> {
 /// A reason with the agent's identity taken out: the report is printed and may be kept in
 /// the sender's own logs, so it names rows by table and id, never by NIR or name.
 fn masked(mut reason: String, agent: &Row) -> String {
-    for col in ["nir", "nom_usuel", "nom_patronymique", "prenom", "date_naissance"] {
+    for col in [
+        "nir",
+        "nom_usuel",
+        "nom_patronymique",
+        "prenom",
+        "date_naissance",
+    ] {
         if let Some(v) = agent.get(col).map(str::trim).filter(|v| v.len() >= 2) {
             reason = reason.replace(v, "(masqué)");
         }

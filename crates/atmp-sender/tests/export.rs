@@ -222,16 +222,48 @@ fn default_window_is_the_seven_days_before_today_or_follows_the_last_delivered()
 #[test]
 fn an_older_declaration_with_a_new_child_is_sent_with_all_its_children() {
     let s = sdis();
-    s.event(1, 1, "OLD-NEW-ARRET", "AS", "2026-01-10", "2026-01-11T09:00:00")
-        .arret(1, 1, "2026-01-10", Some("2026-01-20"), "2026-01-11T09:00:00")
-        .arret(2, 1, "2026-11-22", None, "2026-11-23T10:00:00")
-        .event(2, 1, "OLD-NEW-LESION", "AS", "2026-02-10", "2026-02-11T09:00:00")
-        .lesion(1, 2, "2026-11-24T10:00:00")
-        .event(3, 1, "OLD-NOTHING-NEW", "AS", "2026-03-10", "2026-03-11T09:00:00")
-        .arret(3, 3, "2026-03-10", None, "2026-03-11T09:00:00");
-    let r = s.run(ExportMode::Differentiel, |o| o.depuis = Some(d("2026-11-21")));
+    s.event(
+        1,
+        1,
+        "OLD-NEW-ARRET",
+        "AS",
+        "2026-01-10",
+        "2026-01-11T09:00:00",
+    )
+    .arret(
+        1,
+        1,
+        "2026-01-10",
+        Some("2026-01-20"),
+        "2026-01-11T09:00:00",
+    )
+    .arret(2, 1, "2026-11-22", None, "2026-11-23T10:00:00")
+    .event(
+        2,
+        1,
+        "OLD-NEW-LESION",
+        "AS",
+        "2026-02-10",
+        "2026-02-11T09:00:00",
+    )
+    .lesion(1, 2, "2026-11-24T10:00:00")
+    .event(
+        3,
+        1,
+        "OLD-NOTHING-NEW",
+        "AS",
+        "2026-03-10",
+        "2026-03-11T09:00:00",
+    )
+    .arret(3, 3, "2026-03-10", None, "2026-03-11T09:00:00");
+    let r = s.run(ExportMode::Differentiel, |o| {
+        o.depuis = Some(d("2026-11-21"))
+    });
     let t = text(&file(&r, SDIS, "DECLARATION").path);
-    assert!(t.contains("OLD-NEW-ARRET") && t.contains("OLD-NEW-LESION"), "{t}");
+    assert!(
+        t.contains("OLD-NEW-ARRET") && t.contains("OLD-NEW-LESION"),
+        "{t}"
+    );
     assert!(!t.contains("OLD-NOTHING-NEW"));
     // All the current children, the old arrêt included.
     assert!(t.contains("<dateDebut>2026-01-10</dateDebut>"));
@@ -246,7 +278,14 @@ fn complet_applies_the_anteriority_limit_of_the_collectivite_or_of_the_command()
         .aut(SDIS, "accordee", "2026-01-01")
         .agent(1, SDIS, None)
         .event(1, 1, "ON-LIMIT", "AS", "2020-01-01", "2020-01-02T00:00:00")
-        .event(2, 1, "BEFORE-LIMIT", "AS", "2019-12-31", "2020-01-02T00:00:00");
+        .event(
+            2,
+            1,
+            "BEFORE-LIMIT",
+            "AS",
+            "2019-12-31",
+            "2020-01-02T00:00:00",
+        );
     let r = s.run(ExportMode::Complet, |_| {});
     let f = file(&r, SDIS, "DECLARATION");
     let t = text(&f.path);
@@ -270,18 +309,45 @@ fn invalid_source_rows_are_left_out_and_reported_with_table_id_and_reason() {
     let key: u32 = bad[13..].parse().unwrap();
     bad.replace_range(13.., &format!("{:02}", (key + 1) % 97));
     s.agent_nir(2, SDIS, &bad, None)
-        .event(10, 2, "OF-BAD-AGENT", "AS", "2026-11-01", "2026-11-22T00:00:00")
+        .event(
+            10,
+            2,
+            "OF-BAD-AGENT",
+            "AS",
+            "2026-11-01",
+            "2026-11-22T00:00:00",
+        )
         .event(1, 1, "GOOD", "AS", "2026-11-01", "2026-11-22T00:00:00")
         .element(1, "02")
         .element(1, "77")
-        .arret(1, 1, "2026-11-01", Some("2026-11-05"), "2026-11-22T00:00:00")
-        .arret(2, 1, "2026-11-09", Some("2026-11-06"), "2026-11-22T00:00:00")
+        .arret(
+            1,
+            1,
+            "2026-11-01",
+            Some("2026-11-05"),
+            "2026-11-22T00:00:00",
+        )
+        .arret(
+            2,
+            1,
+            "2026-11-09",
+            Some("2026-11-06"),
+            "2026-11-22T00:00:00",
+        )
         .event(2, 1, "BAD-TYPE", "XX", "2026-11-01", "2026-11-22T00:00:00");
-    let r = s.run(ExportMode::Differentiel, |o| o.depuis = Some(d("2026-11-21")));
+    let r = s.run(ExportMode::Differentiel, |o| {
+        o.depuis = Some(d("2026-11-21"))
+    });
     let f = file(&r, SDIS, "DECLARATION");
     let t = text(&f.path);
     assert!(t.contains("GOOD"));
-    for gone in ["OF-BAD-AGENT", "BAD-TYPE", "<elementMateriel>77", "2026-11-09", &bad] {
+    for gone in [
+        "OF-BAD-AGENT",
+        "BAD-TYPE",
+        "<elementMateriel>77",
+        "2026-11-09",
+        &bad,
+    ] {
         assert!(!t.contains(gone), "{gone} sent: {t}");
     }
     assert!(t.contains("<elementMateriel>02</elementMateriel>"));
@@ -294,7 +360,10 @@ fn invalid_source_rows_are_left_out_and_reported_with_table_id_and_reason() {
     assert!(got.contains(&("agent", "2".into())), "{got:?}");
     assert!(got.contains(&("evenement", "2".into())), "{got:?}");
     assert!(got.contains(&("arret", "2".into())), "{got:?}");
-    assert!(got.contains(&("element_materiel", "\"1/77\"".into())), "{got:?}");
+    assert!(
+        got.contains(&("element_materiel", "\"1/77\"".into())),
+        "{got:?}"
+    );
     let agent = r.ecartes.iter().find(|e| e.table == "agent").unwrap();
     assert!(agent.raison.contains("NIR"), "{}", agent.raison);
     // The reasons never carry the NIR itself.
@@ -307,18 +376,27 @@ fn a_quiet_week_gives_a_neant_file_and_an_empty_complet_gives_no_file() {
     let s = sdis();
     s.event(1, 1, "OLD", "AS", "2026-01-01", "2026-01-02T00:00:00");
     let r = s.run(ExportMode::Differentiel, |_| {});
-    assert_eq!(r.fichiers.len(), 1, "no SERVICE file when it would be empty");
+    assert_eq!(
+        r.fichiers.len(),
+        1,
+        "no SERVICE file when it would be empty"
+    );
     let f = file(&r, SDIS, "DECLARATION");
     assert_eq!((f.agents, f.evenements), (0, 0));
     let t = text(&f.path);
-    assert!(t.contains(&format!("<collectivite siret=\"{SDIS}\"")), "{t}");
+    assert!(
+        t.contains(&format!("<collectivite siret=\"{SDIS}\"")),
+        "{t}"
+    );
     assert!(t.contains("<nombreAgents>0</nombreAgents>"));
     assert!(t.contains("<nombreEvenements>0</nombreEvenements>"));
     assert!(!t.contains("<agent>"));
     valid(&f.path);
 
     let empty = Src::new();
-    empty.coll(SDIS, None, None).aut(SDIS, "accordee", "2026-01-01");
+    empty
+        .coll(SDIS, None, None)
+        .aut(SDIS, "accordee", "2026-01-01");
     let r = empty.run(ExportMode::Complet, |_| {});
     assert!(r.fichiers.is_empty());
     assert_eq!(r.message.as_deref(), Some("rien à transmettre"));
@@ -342,7 +420,10 @@ fn one_grouped_file_per_cdg_with_its_members_and_its_own_block_when_it_has_data(
     assert_eq!(r.fichiers.len(), 1);
     let f = file(&r, CDG, "DECLARATION");
     assert!(f.cdg);
-    assert_eq!(f.collectivites, vec![CDG.to_string(), COMMUNE.into(), CCAS.into()]);
+    assert_eq!(
+        f.collectivites,
+        vec![CDG.to_string(), COMMUNE.into(), CCAS.into()]
+    );
     assert_eq!(
         Path::new(&f.path).file_name().unwrap().to_str().unwrap(),
         format!("SOFIVAL_{CDG}_DECLARATION_DIFFERENTIEL_20261128T020000.xml")
@@ -352,15 +433,24 @@ fn one_grouped_file_per_cdg_with_its_members_and_its_own_block_when_it_has_data(
     assert!(t.contains(&format!("<collectivite siret=\"{COMMUNE}\"")));
     assert!(t.contains(&format!("<collectivite siret=\"{CCAS}\"")));
     // The CDG's own block: nothing new of its own this week, so no block.
-    assert!(!t.contains(&format!("<collectivite siret=\"{CDG}\"")), "{t}");
+    assert!(
+        !t.contains(&format!("<collectivite siret=\"{CDG}\"")),
+        "{t}"
+    );
     assert!(t.contains("<dateCreation>2026-11-28T02:00:00</dateCreation>"));
     valid(&f.path);
     // With data of its own, its block comes first.
     std::fs::remove_dir_all(s.out()).unwrap();
     let r = s.run(ExportMode::Complet, |_| {});
     let t = text(&file(&r, CDG, "DECLARATION").path);
-    let own = t.find(&format!("<collectivite siret=\"{CDG}\"")).expect("CDG block");
-    assert!(own < t.find(&format!("<collectivite siret=\"{COMMUNE}\"")).unwrap());
+    let own = t
+        .find(&format!("<collectivite siret=\"{CDG}\""))
+        .expect("CDG block");
+    assert!(
+        own < t
+            .find(&format!("<collectivite siret=\"{COMMUNE}\""))
+            .unwrap()
+    );
     assert_eq!(file(&r, CDG, "DECLARATION").evenements, 3);
 }
 
@@ -379,8 +469,14 @@ fn consent_decides_who_is_extracted_and_the_report_says_why_not() {
         .aut(CCAS, "accordee", "2026-02-01");
     for (i, siret) in [SDIS, CDG, COMMUNE, CCAS].iter().enumerate() {
         let id = i as i64 + 1;
-        s.agent(id, siret, None)
-            .event(id, id, &format!("EV-{siret}"), "AS", "2026-11-01", "2026-11-22T00:00:00");
+        s.agent(id, siret, None).event(
+            id,
+            id,
+            &format!("EV-{siret}"),
+            "AS",
+            "2026-11-01",
+            "2026-11-22T00:00:00",
+        );
     }
     let r = s.run(ExportMode::Differentiel, |_| {});
     // Only the CCAS, in a file of its own (its CDG's consent is in the future).
@@ -389,10 +485,17 @@ fn consent_decides_who_is_extracted_and_the_report_says_why_not() {
     assert!(!f.cdg);
     let t = text(&f.path);
     assert!(t.contains(&format!("EV-{CCAS}")) && !t.contains("<cdg>"));
-    let ex: Vec<(String, &str)> = r.exclues.iter().map(|e| (e.siret.clone(), e.raison)).collect();
+    let ex: Vec<(String, &str)> = r
+        .exclues
+        .iter()
+        .map(|e| (e.siret.clone(), e.raison))
+        .collect();
     assert!(ex.contains(&(SDIS.into(), "retrait")), "{ex:?}");
     assert!(ex.contains(&(CDG.into(), "sans_autorisation")), "{ex:?}");
-    assert!(ex.contains(&(COMMUNE.into(), "cdg_sans_autorisation")), "{ex:?}");
+    assert!(
+        ex.contains(&(COMMUNE.into(), "cdg_sans_autorisation")),
+        "{ex:?}"
+    );
 }
 
 #[test]
@@ -407,15 +510,27 @@ fn services_complet_all_differentiel_new_or_referenced() {
         .agent(3, SDIS, Some("CIS"));
     let r = s.run(ExportMode::Differentiel, |_| {});
     let svc = text(&file(&r, SDIS, "SERVICE").path);
-    assert!(svc.contains("code=\"NEW\"") && svc.contains("code=\"CIS\""), "{svc}");
+    assert!(
+        svc.contains("code=\"NEW\"") && svc.contains("code=\"CIS\""),
+        "{svc}"
+    );
     assert!(!svc.contains("OLD-UNUSED"));
     // The SERVICE file precedes the DECLARATION file of its destination.
     assert_eq!(r.fichiers[0].type_fichier, "SERVICE");
     let decl = text(&file(&r, SDIS, "DECLARATION").path);
     assert!(decl.contains("<service code=\"CIS\">"));
-    assert!(!decl.contains("NOPE"), "an unknown service is not referenced");
-    assert!(!decl.contains("NOM3"), "an agent without événement is not exported");
-    assert!(r.avertissements.iter().any(|a| a.table == "agent" && a.id == 2));
+    assert!(
+        !decl.contains("NOPE"),
+        "an unknown service is not referenced"
+    );
+    assert!(
+        !decl.contains("NOM3"),
+        "an agent without événement is not exported"
+    );
+    assert!(r
+        .avertissements
+        .iter()
+        .any(|a| a.table == "agent" && a.id == 2));
     std::fs::remove_dir_all(s.out()).unwrap();
     let r = s.run(ExportMode::Complet, |_| {});
     let svc = text(&file(&r, SDIS, "SERVICE").path);
@@ -446,11 +561,17 @@ fn a_source_without_the_schema_is_refused_with_what_is_missing() {
     let p = dir.path().join("x.db");
     let c = Connection::open(&p).unwrap();
     c.execute_batch(SCHEMA).unwrap();
-    c.execute_batch("ALTER TABLE agent DROP COLUMN prenom; DROP TABLE lesion;").unwrap();
+    c.execute_batch("ALTER TABLE agent DROP COLUMN prenom; DROP TABLE lesion;")
+        .unwrap();
     drop(c);
-    let e = Source::open(&format!("sqlite://{}", p.display())).err().unwrap();
+    let e = Source::open(&format!("sqlite://{}", p.display()))
+        .err()
+        .unwrap();
     let m = e.to_string();
-    assert!(m.contains("agent.prenom") && m.contains("table lesion"), "{m}");
+    assert!(
+        m.contains("agent.prenom") && m.contains("table lesion"),
+        "{m}"
+    );
     let e = Source::open("sqlite:///nonexistent/x.db").err().unwrap();
     assert!(e.to_string().contains("n'existe pas"));
 }
