@@ -376,6 +376,18 @@ pub fn run_once(
     for e in &ecartes {
         tracing::warn!(table = e.table, id = %e.id, "ligne de la source écartée");
     }
+    let complet = fichiers.iter().any(|f| f.path.contains("_COMPLET_"));
+    let differentiel = fichiers.iter().any(|f| f.path.contains("_DIFFERENTIEL_"));
+    if complet {
+        journal.set_cycle_mode(
+            cycle,
+            if differentiel {
+                "complet+differentiel"
+            } else {
+                "complet"
+            },
+        )?;
+    }
     journal.add_files(cycle, &fichiers, &now_text())?;
     take_up(cfg, journal, &mut outcome)?;
     let err = if outcome.errors.is_empty() {

@@ -333,3 +333,137 @@ pub fn add_week(path: &Path, today: Date) -> Result<(), SenderError> {
     tx.commit().map_err(e)?;
     Ok(())
 }
+
+/// A large source for benchmarks: `agents` victims of one consenting collectivité, each with
+/// two événements and their children (arrêts, certificats, lésion, conséquence, élément
+/// matériel), about the size per agent of `atmp gen`'s files. Fictional, deterministic.
+pub fn generate(path: &Path, agents: u64) -> Result<(), SenderError> {
+    if path.exists() {
+        return Err(SenderError::Usage(format!(
+            "{} existe déjà : la base source générée n'est créée que dans un fichier neuf",
+            path.display()
+        )));
+    }
+    let c = Connection::open(path).map_err(e)?;
+    c.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
+        .map_err(e)?;
+    c.execute_batch(SCHEMA).map_err(e)?;
+    let tx = c.unchecked_transaction().map_err(e)?;
+    tx.execute(
+        "INSERT INTO collectivite (siret, nom) VALUES (?1, 'SDIS de la Vauclaire')",
+        [SDIS],
+    )
+    .map_err(e)?;
+    tx.execute(
+        "INSERT INTO autorisation (id, collectivite_siret, statut, date) VALUES (1, ?1, 'accordee', '2015-01-01')",
+        [SDIS],
+    )
+    .map_err(e)?;
+    for (code, lib) in [("CIS-NORD", "Centre Nord"), ("CIS-SUD", "Centre Sud")] {
+        tx.execute(
+            "INSERT INTO service (collectivite_siret, code, libelle, saisi_le) VALUES (?1, ?2, ?3, '2015-01-01T00:00:00')",
+            params![SDIS, code, lib],
+        )
+        .map_err(e)?;
+    }
+    {
+        let mut ag = tx
+            .prepare(
+                "INSERT INTO agent (id, collectivite_siret, nir, matricule, civilite, nom_usuel, nom_patronymique, prenom, date_naissance, sexe, lateralite, regime, no_cnracl, adresse_ligne1, adresse_code_postal, adresse_commune, adresse_pays, date_entree_fp, date_entree_collectivite, grade, type_personnel, date_entree_metier, service_code, saisi_le)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'D', 'CNRACL', ?11, ?12, '21000', 'Rochebrune-sur-Aube', 'France', '2005-09-01', '2008-01-01', 'Sapeur-pompier professionnel', 'SPP', '2005-09-01', ?13, '2015-06-01T10:00:00')",
+            )
+            .map_err(e)?;
+        let mut ev = tx
+            .prepare(
+                "INSERT INTO evenement (id, agent_id, identifiant, type, date, heure, date_declaration, statut, regime, grade, type_personnel, quotite_travail, date_entree_metier, accident_circulation, accident_site, circonstances, assureur_collectivite, saisi_le)
+                 VALUES (?1, ?2, ?3, 'AS', ?4, '10:30', ?4, 'RECONNU', 'CNRACL', 'Sapeur-pompier professionnel', 'SPP', 100, '2005-09-01', 0, 1, ?5, 'Assureur mutuel des collectivités', '2015-06-02T10:00:00')",
+            )
+            .map_err(e)?;
+        let mut em = tx
+            .prepare("INSERT INTO element_materiel (evenement_id, code) VALUES (?1, '02')")
+            .map_err(e)?;
+        let mut ar = tx
+            .prepare("INSERT INTO arret (evenement_id, date_debut, date_fin, saisi_le) VALUES (?1, ?2, ?3, '2015-06-02T10:00:00')")
+            .map_err(e)?;
+        let mut ce = tx
+            .prepare("INSERT INTO certificat (evenement_id, identifiant, date, type, saisi_le) VALUES (?1, ?2, ?3, ?4, '2015-06-02T10:00:00')")
+            .map_err(e)?;
+        let mut le = tx
+            .prepare("INSERT INTO lesion (evenement_id, siege, nature, lateralite, saisi_le) VALUES (?1, '53', '02', 'D', '2015-06-02T10:00:00')")
+            .map_err(e)?;
+        let mut co = tx
+            .prepare("INSERT INTO consequence_medicale (evenement_id, identifiant, type, date_decision, taux_deficit, saisi_le) VALUES (?1, ?2, 'IPP', ?3, 5, '2015-06-02T10:00:00')")
+            .map_err(e)?;
+        const NOMS: [&str; 8] = [
+            "MARTIN", "BERNARD", "DUBOIS", "THOMAS", "ROBERT", "RICHARD", "PETIT", "DURAND",
+        ];
+        const PRENOMS: [&str; 8] = [
+            "Louis", "Camille", "Hugo", "Sylvie", "Paul", "Nathalie", "Julie", "Marc",
+        ];
+        for i in 1..=agents {
+            let sexe = if i % 2 == 0 { "F" } else { "M" };
+            let year = 1960 + (i % 40);
+            let month = 1 + (i % 12);
+            let dob = format!("{year}-{month:02}-{:02}", 1 + (i % 28));
+            let n = (i % 1_000_000) as u32;
+            let nir = {
+                let s = if sexe == "M" { 1 } else { 2 };
+                let body = format!(
+                    "{s}{:02}{month:02}{:02}{:06}",
+                    year % 100,
+                    1 + (i / 1_000_000) % 95,
+                    n
+                );
+                let v: u64 = body.parse().expect("digits");
+                format!("{body}{:02}", 97 - v % 97)
+            };
+            let nom = NOMS[(i % 8) as usize];
+            ag.execute(params![
+                i as i64,
+                SDIS,
+                nir,
+                format!("M{i:07}"),
+                if sexe == "M" { "M" } else { "MME" },
+                format!("{nom}{}", i % 997),
+                nom,
+                PRENOMS[(i / 8 % 8) as usize],
+                dob,
+                sexe,
+                format!("C{i:09}"),
+                format!("{} rue des Écoles", 1 + i % 200),
+                if i % 2 == 0 { "CIS-NORD" } else { "CIS-SUD" },
+            ])
+            .map_err(e)?;
+            for k in 0..2u64 {
+                let id = (i * 2 + k) as i64;
+                let date = format!("2015-{:02}-{:02}", 1 + (i + k) % 5, 1 + (i % 28));
+                ev.execute(params![
+                    id,
+                    i as i64,
+                    format!("EV-{i}-{k}"),
+                    date,
+                    "Chute lors d'une intervention, glissade en descendant de l'engin.",
+                ])
+                .map_err(e)?;
+                em.execute([id]).map_err(e)?;
+                ar.execute(params![id, date, format!("2015-06-{:02}", 1 + i % 28)])
+                    .map_err(e)?;
+                ar.execute(params![
+                    id,
+                    format!("2015-07-{:02}", 1 + i % 28),
+                    Option::<String>::None
+                ])
+                .map_err(e)?;
+                ce.execute(params![id, format!("CI-{id}"), date, "I"])
+                    .map_err(e)?;
+                le.execute([id]).map_err(e)?;
+                if k == 0 {
+                    co.execute(params![id, format!("CS-{id}"), "2015-08-01"])
+                        .map_err(e)?;
+                }
+            }
+        }
+    }
+    tx.commit().map_err(e)?;
+    Ok(())
+}

@@ -137,6 +137,17 @@ impl Journal {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// What the cycle turned out to send: `complet`, `differentiel` or both.
+    pub fn set_cycle_mode(&self, id: i64, mode: &str) -> Result<(), SenderError> {
+        self.conn
+            .execute(
+                "UPDATE cycle SET mode = ?2 WHERE id = ?1",
+                params![id, mode],
+            )
+            .map_err(j)?;
+        Ok(())
+    }
+
     pub fn end_cycle(&self, id: i64, now: &str, error: Option<&str>) -> Result<(), SenderError> {
         self.conn
             .execute(

@@ -337,9 +337,11 @@ impl Source {
                 let mut p = String::from(
                     "a.collectivite_siret = ?1 AND ((e.saisi_le >= ?2 AND e.saisi_le < ?3)",
                 );
+                // Uncorrelated subqueries: each is read once into a transient index, so
+                // a source without indexes on `evenement_id` is not scanned once per event.
                 for (table, _) in CHILDREN {
                     p.push_str(&format!(
-                        " OR EXISTS (SELECT 1 FROM {table} c WHERE c.evenement_id = e.id AND c.saisi_le >= ?2 AND c.saisi_le < ?3)"
+                        " OR e.id IN (SELECT c.evenement_id FROM {table} c WHERE c.saisi_le >= ?2 AND c.saisi_le < ?3)"
                     ));
                 }
                 p.push(')');
@@ -352,8 +354,8 @@ impl Source {
         let mut agents_st = self
             .conn
             .prepare(&format!(
-                "SELECT x.id, x.service_code, {} FROM agent x WHERE x.collectivite_siret = ?1 AND EXISTS \
-                 (SELECT 1 FROM evenement e JOIN agent a ON a.id = e.agent_id WHERE e.agent_id = x.id AND {pred}) ORDER BY x.id",
+                "SELECT x.id, x.service_code, {} FROM agent x WHERE x.collectivite_siret = ?1 AND x.id IN \
+                 (SELECT e.agent_id FROM evenement e JOIN agent a ON a.id = e.agent_id WHERE {pred}) ORDER BY x.id",
                 select_list("x", &agent_cols)
             ))
             .map_err(src)?;

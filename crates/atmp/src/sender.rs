@@ -118,6 +118,14 @@ pub enum SenderCmd {
         #[arg(long)]
         journal: Option<PathBuf>,
     },
+    /// Génère une grande base source (bancs d'essai ; personnes fictives)
+    #[command(hide = true)]
+    GenSource {
+        #[arg(long)]
+        source: PathBuf,
+        #[arg(long)]
+        agents: u64,
+    },
     /// Affiche l'empreinte SHA-256 d'un certificat PEM (pour configurer --empreinte)
     Empreinte { certificat: PathBuf },
     /// Crée une base source de démonstration (personnes fictives), ou y ajoute une semaine
@@ -420,6 +428,12 @@ pub fn sender_cmd(c: SenderCmd, json_out: bool) -> Result<u8> {
                     );
                     Ok(0)
                 }
+                Err(e) => fail(e),
+            }
+        }
+        SenderCmd::GenSource { source, agents } => {
+            match atmp_sender::demo::generate(&source, agents) {
+                Ok(()) => Ok(0),
                 Err(e) => fail(e),
             }
         }
