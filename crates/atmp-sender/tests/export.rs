@@ -8,102 +8,157 @@ use atmp_model::{Date, Nomenclatures};
 use atmp_sender::demo::{nir, CCAS, CDG, COMMUNE, SCHEMA, SDIS};
 use atmp_sender::export::{export, ExportMode, ExportOptions, Report};
 use atmp_sender::source::Source;
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A hand-made source base, on SQLite or on a fresh PostgreSQL database of the server that
+/// `scripts/test` starts (`ATMP_TEST_POSTGRES_URL`).
 struct Src {
     _dir: tempfile::TempDir,
-    path: PathBuf,
-    c: Connection,
+    url: String,
+    sqlite: Option<Connection>,
+    pg: Option<std::cell::RefCell<postgres::Client>>,
+    ids: std::cell::Cell<i64>,
+}
+
+/// A SQL literal.
+fn q(v: Option<&str>) -> String {
+    match v {
+        Some(v) => format!("'{}'", v.replace('\'', "''")),
+        None => "NULL".into(),
+    }
+}
+
+fn pg_admin() -> String {
+    std::env::var("ATMP_TEST_POSTGRES_URL").expect(
+        "ATMP_TEST_POSTGRES_URL: the PostgreSQL server of the tests (./scripts/test starts one)",
+    )
 }
 
 impl Src {
-    fn new() -> Src {
+    fn new(b: Backend) -> Src {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("source.db");
-        let c = Connection::open(&path).unwrap();
-        c.execute_batch(SCHEMA).unwrap();
-        Src { _dir: dir, path, c }
+        match b {
+            Backend::Sqlite => {
+                let path = dir.path().join("source.db");
+                let c = Connection::open(&path).unwrap();
+                c.execute_batch(SCHEMA).unwrap();
+                Src {
+                    url: format!("sqlite://{}", path.display()),
+                    _dir: dir,
+                    sqlite: Some(c),
+                    pg: None,
+                    ids: 1000.into(),
+                }
+            }
+            Backend::Postgres => {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let name = format!(
+                    "source_{}_{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::SeqCst)
+                );
+                let admin = pg_admin();
+                let mut a = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+                a.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .unwrap();
+                a.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+                let (base, _) = admin.rsplit_once('/').unwrap();
+                let url = format!("{base}/{name}");
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                c.batch_execute(SCHEMA).unwrap();
+                Src {
+                    url,
+                    _dir: dir,
+                    sqlite: None,
+                    pg: Some(c.into()),
+                    ids: 1000.into(),
+                }
+            }
+        }
+    }
+    fn exec(&self, sql: &str) {
+        if let Some(c) = &self.sqlite {
+            c.execute_batch(sql).unwrap();
+        }
+        if let Some(c) = &self.pg {
+            c.borrow_mut().batch_execute(sql).unwrap();
+        }
+    }
+    fn id(&self) -> i64 {
+        self.ids.set(self.ids.get() + 1);
+        self.ids.get()
     }
     fn url(&self) -> String {
-        format!("sqlite://{}", self.path.display())
+        self.url.clone()
     }
     fn out(&self) -> PathBuf {
         self._dir.path().join("out")
     }
     fn coll(&self, siret: &str, cdg: Option<&str>, limite: Option<&str>) -> &Self {
-        self.c
-            .execute(
-                "INSERT INTO collectivite (siret, nom, cdg_siret, limite_anteriorite) VALUES (?1, ?1, ?2, ?3)",
-                params![siret, cdg, limite],
-            )
-            .unwrap();
+        self.exec(&format!(
+            "INSERT INTO collectivite (siret, nom, cdg_siret, limite_anteriorite) VALUES ({}, {}, {}, {})",
+            q(Some(siret)), q(Some(siret)), q(cdg), q(limite)
+        ));
         self
     }
     fn aut(&self, siret: &str, statut: &str, date: &str) -> &Self {
-        self.c
-            .execute(
-                "INSERT INTO autorisation (collectivite_siret, statut, date) VALUES (?1, ?2, ?3)",
-                params![siret, statut, date],
-            )
-            .unwrap();
+        self.exec(&format!(
+            "INSERT INTO autorisation (id, collectivite_siret, statut, date) VALUES ({}, {}, {}, {})",
+            self.id(), q(Some(siret)), q(Some(statut)), q(Some(date))
+        ));
         self
     }
     fn service(&self, siret: &str, code: &str, saisi: &str) -> &Self {
-        self.c
-            .execute(
-                "INSERT INTO service (collectivite_siret, code, libelle, saisi_le) VALUES (?1, ?2, ?3, ?4)",
-                params![siret, code, format!("Service {code}"), saisi],
-            )
-            .unwrap();
+        self.exec(&format!(
+            "INSERT INTO service (collectivite_siret, code, libelle, saisi_le) VALUES ({}, {}, {}, {})",
+            q(Some(siret)), q(Some(code)), q(Some(&format!("Service {code}"))), q(Some(saisi))
+        ));
         self
     }
     fn agent(&self, id: i64, siret: &str, service: Option<&str>) -> &Self {
         self.agent_nir(id, siret, &nir("M", "1980-05-01", id as u32), service)
     }
     fn agent_nir(&self, id: i64, siret: &str, nir: &str, service: Option<&str>) -> &Self {
-        self.c
-            .execute(
-                "INSERT INTO agent (id, collectivite_siret, nir, nom_usuel, prenom, date_naissance, sexe, service_code, saisi_le)
-                 VALUES (?1, ?2, ?3, ?4, 'Jean', '1980-05-01', 'M', ?5, '2020-01-01T00:00:00')",
-                params![id, siret, nir, format!("NOM{id}"), service],
-            )
-            .unwrap();
+        self.exec(&format!(
+            "INSERT INTO agent (id, collectivite_siret, nir, nom_usuel, prenom, date_naissance, sexe, service_code, saisi_le)
+             VALUES ({id}, {}, {}, 'NOM{id}', 'Jean', '1980-05-01', 'M', {}, '2020-01-01T00:00:00')",
+            q(Some(siret)), q(Some(nir)), q(service)
+        ));
         self
     }
     fn event(&self, id: i64, agent: i64, ident: &str, t: &str, date: &str, saisi: &str) -> &Self {
-        self.c
-            .execute(
-                "INSERT INTO evenement (id, agent_id, identifiant, type, date, no_tableau_maladie_pro, saisi_le) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![id, agent, ident, t, date, if t == "MP" { Some("57") } else { None }, saisi],
-            )
-            .unwrap();
+        self.exec(&format!(
+            "INSERT INTO evenement (id, agent_id, identifiant, type, date, no_tableau_maladie_pro, saisi_le) VALUES ({id}, {agent}, {}, {}, {}, {}, {})",
+            q(Some(ident)), q(Some(t)), q(Some(date)), q(if t == "MP" { Some("57") } else { None }), q(Some(saisi))
+        ));
         self
     }
     fn arret(&self, id: i64, ev: i64, debut: &str, fin: Option<&str>, saisi: &str) -> &Self {
-        self.c
-            .execute(
-                "INSERT INTO arret (id, evenement_id, date_debut, date_fin, saisi_le) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, ev, debut, fin, saisi],
-            )
-            .unwrap();
+        self.exec(&format!(
+            "INSERT INTO arret (id, evenement_id, date_debut, date_fin, saisi_le) VALUES ({id}, {ev}, {}, {}, {})",
+            q(Some(debut)), q(fin), q(Some(saisi))
+        ));
         self
     }
     fn lesion(&self, id: i64, ev: i64, saisi: &str) -> &Self {
-        self.c
-            .execute(
-                "INSERT INTO lesion (id, evenement_id, siege, nature, saisi_le) VALUES (?1, ?2, '53', '02', ?3)",
-                params![id, ev, saisi],
-            )
-            .unwrap();
+        self.exec(&format!(
+            "INSERT INTO lesion (id, evenement_id, siege, nature, saisi_le) VALUES ({id}, {ev}, '53', '02', {})",
+            q(Some(saisi))
+        ));
         self
     }
     fn element(&self, ev: i64, code: &str) -> &Self {
-        self.c
-            .execute(
-                "INSERT INTO element_materiel (evenement_id, code) VALUES (?1, ?2)",
-                params![ev, code],
-            )
-            .unwrap();
+        self.exec(&format!(
+            "INSERT INTO element_materiel (evenement_id, code) VALUES ({ev}, {})",
+            q(Some(code))
+        ));
         self
     }
 
@@ -127,6 +182,22 @@ impl Src {
         f(&mut o);
         export(&source, &o).unwrap()
     }
+}
+
+/// One test body, run on both backends (as atuin does).
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(super::Backend::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                super::$name(super::Backend::Postgres)
+            }
+        }
+    };
 }
 
 fn no_delivery(_: &str) -> Option<Date> {
@@ -158,17 +229,17 @@ fn valid(p: &str) {
 }
 
 /// A SDIS that consented, with one agent.
-fn sdis() -> Src {
-    let s = Src::new();
+fn sdis(b: Backend) -> Src {
+    let s = Src::new(b);
     s.coll(SDIS, None, None).aut(SDIS, "accordee", "2026-01-01");
     s.service(SDIS, "CIS", "2020-01-01T00:00:00");
     s.agent(1, SDIS, Some("CIS"));
     s
 }
 
-#[test]
-fn differentiel_window_includes_its_start_and_excludes_its_end() {
-    let s = sdis();
+both!(differentiel_window_includes_its_start_and_excludes_its_end);
+fn differentiel_window_includes_its_start_and_excludes_its_end(b: Backend) {
+    let s = sdis(b);
     s.event(1, 1, "IN-START", "AS", "2026-11-01", "2026-11-21T00:00:00")
         .event(2, 1, "IN-END", "AS", "2026-11-01", "2026-11-27T23:59:59")
         .event(3, 1, "OUT-END", "AS", "2026-11-01", "2026-11-28T00:00:00")
@@ -192,16 +263,16 @@ fn differentiel_window_includes_its_start_and_excludes_its_end() {
     valid(&f.path);
 }
 
-#[test]
-fn default_window_is_the_seven_days_before_today_or_follows_the_last_delivered() {
-    let s = sdis();
+both!(default_window_is_the_seven_days_before_today_or_follows_the_last_delivered);
+fn default_window_is_the_seven_days_before_today_or_follows_the_last_delivered(b: Backend) {
+    let s = sdis(b);
     s.event(1, 1, "DAY-7", "AS", "2026-11-01", "2026-11-21T08:00:00")
         .event(2, 1, "DAY-8", "AS", "2026-11-01", "2026-11-20T08:00:00");
     let r = s.run(ExportMode::Differentiel, |_| {});
     let t = text(&file(&r, SDIS, "DECLARATION").path);
     assert!(t.contains("DAY-7") && !t.contains("DAY-8"), "{t}");
     // Chained to the last window delivered to this destination: a missed week is caught up.
-    let s2 = sdis();
+    let s2 = sdis(b);
     s2.event(1, 1, "DAY-7", "AS", "2026-11-01", "2026-11-21T08:00:00")
         .event(2, 1, "DAY-8", "AS", "2026-11-01", "2026-11-20T08:00:00")
         .event(3, 1, "DAY-14", "AS", "2026-11-01", "2026-11-14T08:00:00");
@@ -212,16 +283,16 @@ fn default_window_is_the_seven_days_before_today_or_follows_the_last_delivered()
     assert!(t.contains("DAY-7") && t.contains("DAY-8") && t.contains("DAY-14"));
     assert_eq!(f.debut.as_deref(), Some("2026-11-14"));
     // Already delivered up to today: nothing is sent twice.
-    let s3 = sdis();
+    let s3 = sdis(b);
     let done = |_: &str| Some(d("2026-11-28"));
     let r = s3.run(ExportMode::Differentiel, |o| o.last_fin = &done);
     assert!(r.fichiers.is_empty());
     assert_eq!(r.deja_livrees, vec![SDIS.to_string()]);
 }
 
-#[test]
-fn an_older_declaration_with_a_new_child_is_sent_with_all_its_children() {
-    let s = sdis();
+both!(an_older_declaration_with_a_new_child_is_sent_with_all_its_children);
+fn an_older_declaration_with_a_new_child_is_sent_with_all_its_children(b: Backend) {
+    let s = sdis(b);
     s.event(
         1,
         1,
@@ -271,9 +342,9 @@ fn an_older_declaration_with_a_new_child_is_sent_with_all_its_children() {
     assert!(!t.contains("<dateDebut>2026-03-10</dateDebut>"));
 }
 
-#[test]
-fn complet_applies_the_anteriority_limit_of_the_collectivite_or_of_the_command() {
-    let s = Src::new();
+both!(complet_applies_the_anteriority_limit_of_the_collectivite_or_of_the_command);
+fn complet_applies_the_anteriority_limit_of_the_collectivite_or_of_the_command(b: Backend) {
+    let s = Src::new(b);
     s.coll(SDIS, None, Some("2020-01-01"))
         .aut(SDIS, "accordee", "2026-01-01")
         .agent(1, SDIS, None)
@@ -302,9 +373,9 @@ fn complet_applies_the_anteriority_limit_of_the_collectivite_or_of_the_command()
     assert!(t.contains("<limiteAnteriorite>2019-01-01</limiteAnteriorite>"));
 }
 
-#[test]
-fn invalid_source_rows_are_left_out_and_reported_with_table_id_and_reason() {
-    let s = sdis();
+both!(invalid_source_rows_are_left_out_and_reported_with_table_id_and_reason);
+fn invalid_source_rows_are_left_out_and_reported_with_table_id_and_reason(b: Backend) {
+    let s = sdis(b);
     let mut bad = nir("M", "1980-05-01", 2);
     let key: u32 = bad[13..].parse().unwrap();
     bad.replace_range(13.., &format!("{:02}", (key + 1) % 97));
@@ -371,9 +442,9 @@ fn invalid_source_rows_are_left_out_and_reported_with_table_id_and_reason() {
     valid(&f.path);
 }
 
-#[test]
-fn a_quiet_week_gives_a_neant_file_and_an_empty_complet_gives_no_file() {
-    let s = sdis();
+both!(a_quiet_week_gives_a_neant_file_and_an_empty_complet_gives_no_file);
+fn a_quiet_week_gives_a_neant_file_and_an_empty_complet_gives_no_file(b: Backend) {
+    let s = sdis(b);
     s.event(1, 1, "OLD", "AS", "2026-01-01", "2026-01-02T00:00:00");
     let r = s.run(ExportMode::Differentiel, |_| {});
     assert_eq!(
@@ -393,7 +464,7 @@ fn a_quiet_week_gives_a_neant_file_and_an_empty_complet_gives_no_file() {
     assert!(!t.contains("<agent>"));
     valid(&f.path);
 
-    let empty = Src::new();
+    let empty = Src::new(b);
     empty
         .coll(SDIS, None, None)
         .aut(SDIS, "accordee", "2026-01-01");
@@ -403,9 +474,9 @@ fn a_quiet_week_gives_a_neant_file_and_an_empty_complet_gives_no_file() {
     assert!(!empty.out().exists() || std::fs::read_dir(empty.out()).unwrap().count() == 0);
 }
 
-#[test]
-fn one_grouped_file_per_cdg_with_its_members_and_its_own_block_when_it_has_data() {
-    let s = Src::new();
+both!(one_grouped_file_per_cdg_with_its_members_and_its_own_block_when_it_has_data);
+fn one_grouped_file_per_cdg_with_its_members_and_its_own_block_when_it_has_data(b: Backend) {
+    let s = Src::new(b);
     s.coll(CDG, None, None)
         .coll(COMMUNE, Some(CDG), None)
         .coll(CCAS, Some(CDG), None)
@@ -454,9 +525,9 @@ fn one_grouped_file_per_cdg_with_its_members_and_its_own_block_when_it_has_data(
     assert_eq!(file(&r, CDG, "DECLARATION").evenements, 3);
 }
 
-#[test]
-fn consent_decides_who_is_extracted_and_the_report_says_why_not() {
-    let s = Src::new();
+both!(consent_decides_who_is_extracted_and_the_report_says_why_not);
+fn consent_decides_who_is_extracted_and_the_report_says_why_not(b: Backend) {
+    let s = Src::new(b);
     s.coll(SDIS, None, None)
         .coll(CDG, None, None)
         .coll(COMMUNE, Some(CDG), None)
@@ -498,9 +569,9 @@ fn consent_decides_who_is_extracted_and_the_report_says_why_not() {
     );
 }
 
-#[test]
-fn services_complet_all_differentiel_new_or_referenced() {
-    let s = sdis();
+both!(services_complet_all_differentiel_new_or_referenced);
+fn services_complet_all_differentiel_new_or_referenced(b: Backend) {
+    let s = sdis(b);
     s.service(SDIS, "NEW", "2026-11-25T00:00:00")
         .service(SDIS, "OLD-UNUSED", "2020-01-01T00:00:00")
         .event(1, 1, "E", "AS", "2026-11-01", "2026-11-22T00:00:00")
@@ -537,9 +608,9 @@ fn services_complet_all_differentiel_new_or_referenced() {
     assert!(svc.contains("OLD-UNUSED") && svc.contains("NEW") && svc.contains("CIS"));
 }
 
-#[test]
-fn gzip_files_are_valid_and_named_xml_gz() {
-    let s = sdis();
+both!(gzip_files_are_valid_and_named_xml_gz);
+fn gzip_files_are_valid_and_named_xml_gz(b: Backend) {
+    let s = sdis(b);
     s.event(1, 1, "E", "AS", "2026-11-01", "2026-11-22T00:00:00");
     let r = s.run(ExportMode::Differentiel, |o| o.gzip = true);
     for f in &r.fichiers {
@@ -555,23 +626,68 @@ fn gzip_files_are_valid_and_named_xml_gz() {
     }
 }
 
-#[test]
-fn a_source_without_the_schema_is_refused_with_what_is_missing() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("x.db");
-    let c = Connection::open(&p).unwrap();
-    c.execute_batch(SCHEMA).unwrap();
-    c.execute_batch("ALTER TABLE agent DROP COLUMN prenom; DROP TABLE lesion;")
-        .unwrap();
-    drop(c);
-    let e = Source::open(&format!("sqlite://{}", p.display()))
-        .err()
-        .unwrap();
+both!(a_source_without_the_schema_is_refused_with_what_is_missing);
+fn a_source_without_the_schema_is_refused_with_what_is_missing(b: Backend) {
+    let s = Src::new(b);
+    s.exec("ALTER TABLE agent DROP COLUMN prenom; DROP TABLE lesion;");
+    let e = Source::open(&s.url()).err().unwrap();
     let m = e.to_string();
     assert!(
         m.contains("agent.prenom") && m.contains("table lesion"),
         "{m}"
     );
-    let e = Source::open("sqlite:///nonexistent/x.db").err().unwrap();
-    assert!(e.to_string().contains("n'existe pas"));
+    let missing = match b {
+        Backend::Sqlite => "sqlite:///nonexistent/x.db".to_string(),
+        Backend::Postgres => {
+            let admin = pg_admin();
+            format!("{}/base_absente", admin.rsplit_once('/').unwrap().0)
+        }
+    };
+    let e = Source::open(&missing).err().unwrap();
+    assert!(
+        e.to_string().contains("n'existe pas") || e.to_string().contains("ne répond pas"),
+        "{e}"
+    );
+}
+
+/// Typed columns, as a PostgreSQL source may have them (DATE, TIME, TIMESTAMP, BOOLEAN,
+/// NUMERIC): read as the format writes them.
+#[test]
+fn postgres_typed_columns_are_read_as_the_format_writes_them() {
+    let s = Src::new(Backend::Postgres);
+    s.exec(
+        "ALTER TABLE evenement ALTER COLUMN date TYPE DATE USING date::date;
+         ALTER TABLE evenement ALTER COLUMN heure TYPE TIME USING heure::time;
+         ALTER TABLE evenement ALTER COLUMN saisi_le TYPE TIMESTAMP USING saisi_le::timestamp;
+         ALTER TABLE evenement ALTER COLUMN quotite_travail TYPE NUMERIC(5,2);
+         ALTER TABLE evenement ALTER COLUMN accident_site TYPE BOOLEAN USING accident_site::int::boolean;
+         ALTER TABLE arret ALTER COLUMN date_debut TYPE DATE USING date_debut::date;
+         ALTER TABLE arret ALTER COLUMN saisi_le TYPE TIMESTAMP USING saisi_le::timestamp;",
+    );
+    s.coll(SDIS, None, None).aut(SDIS, "accordee", "2026-01-01");
+    s.agent(1, SDIS, None);
+    s.exec(
+        "INSERT INTO evenement (id, agent_id, identifiant, type, date, heure, quotite_travail, accident_site, saisi_le)
+         VALUES (1, 1, 'TYPED', 'AS', DATE '2026-11-02', TIME '10:30', 80.5, true, TIMESTAMP '2026-11-22 08:00:00'),
+                (2, 1, 'OLD', 'AS', DATE '2026-01-02', NULL, 100, false, TIMESTAMP '2026-01-03 08:00:00');
+         INSERT INTO arret (id, evenement_id, date_debut, saisi_le) VALUES (1, 2, DATE '2026-11-23', TIMESTAMP '2026-11-23 09:00:00');",
+    );
+    let r = s.run(ExportMode::Differentiel, |o| {
+        o.depuis = Some(d("2026-11-21"))
+    });
+    let f = file(&r, SDIS, "DECLARATION");
+    let t = text(&f.path);
+    assert!(t.contains("<date>2026-11-02</date>"), "{t}");
+    assert!(t.contains("<heure>10:30</heure>"), "{t}");
+    assert!(t.contains("<quotiteTravail>80.5</quotiteTravail>"), "{t}");
+    assert!(t.contains("<quotiteTravail>100</quotiteTravail>"), "{t}");
+    assert!(t.contains("<accidentSite>true</accidentSite>"), "{t}");
+    assert!(t.contains("<accidentSite>false</accidentSite>"), "{t}");
+    // The old declaration with a new arrêt (TIMESTAMP compared with the window's dates).
+    assert!(
+        t.contains("OLD") && t.contains("<dateDebut>2026-11-23</dateDebut>"),
+        "{t}"
+    );
+    assert_eq!(f.evenements, 2);
+    valid(&f.path);
 }

@@ -29,7 +29,7 @@ fn parse_date(s: &str) -> std::result::Result<Date, String> {
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// Base source : sqlite://CHEMIN (tables de source-schema.sql)
+    /// Base source : sqlite://CHEMIN ou postgres://… (tables de source-schema.sql)
     #[arg(long)]
     source: String,
     /// Code de l'émetteur (en-tête et noms des fichiers)
