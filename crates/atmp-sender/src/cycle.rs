@@ -297,6 +297,7 @@ pub fn run_once(
 ) -> Result<CycleOutcome, SenderError> {
     let mut outcome = CycleOutcome::default();
     take_up(cfg, journal, &mut outcome)?;
+    journal.settle_cycles()?;
     let real = chrono::Local::now().naive_local();
     let now = match day {
         Some(d) => d.naive().and_time(real.time()),
@@ -447,23 +448,37 @@ fn take_up(
     Ok(())
 }
 
+/// Whether the planning had an occurrence since the last cycle started (the sender was
+/// stopped at that time): then a cycle runs at once.
+pub fn missed<Tz: chrono::TimeZone>(
+    cron: &croner::Cron,
+    now: &chrono::DateTime<Tz>,
+    last_start: Option<&str>,
+) -> bool {
+    let Some(last) = last_start else {
+        return false;
+    };
+    match cron.find_previous_occurrence(now, false) {
+        Ok(prev) => {
+            last < prev
+                .naive_local()
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string()
+                .as_str()
+        }
+        Err(_) => false,
+    }
+}
+
 /// The scheduler: runs a cycle at every occurrence of the planning, for ever. A cycle missed
 /// while the sender was stopped is run at start.
 pub fn run_forever(cfg: &Config, journal: &mut Journal) -> Result<(), SenderError> {
     let mut first = true;
     loop {
         let now = chrono::Local::now();
-        let missed = first && {
-            let prev = cfg.cron.find_previous_occurrence(&now, false).ok();
-            let last = journal.last_cycle_start()?;
-            match (prev, last) {
-                (Some(p), Some(l)) => l < p.naive_local().format("%Y-%m-%dT%H:%M:%S").to_string(),
-                (Some(_), None) => false,
-                _ => false,
-            }
-        };
+        let run_now = first && missed(&cfg.cron, &now, journal.last_cycle_start()?.as_deref());
         first = false;
-        if !missed {
+        if !run_now {
             let next = cfg
                 .cron
                 .find_next_occurrence(&now, false)
@@ -493,5 +508,28 @@ pub fn run_forever(cfg: &Config, journal: &mut Journal) -> Result<(), SenderErro
             }
             Err(e) => tracing::error!(erreur = %e, "cycle échoué ; repris au prochain"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_default_planning_is_saturday_two_oclock_and_a_missed_one_runs_at_start() {
+        let cron = croner::Cron::from_str(&default_cron()).unwrap();
+        // Wednesday 2 December 2026, 15:00 (UTC, so that the test does not depend on the zone).
+        let now = chrono::Utc.with_ymd_and_hms(2026, 12, 2, 15, 0, 0).unwrap();
+        let next = cron.find_next_occurrence(&now, false).unwrap();
+        assert_eq!(
+            next,
+            chrono::Utc.with_ymd_and_hms(2026, 12, 5, 2, 0, 0).unwrap()
+        );
+        // The last cycle ran on Saturday 21 November: the one of 28 November was missed.
+        assert!(missed(&cron, &now, Some("2026-11-21T02:00:03")));
+        // It ran on 28 November: nothing missed. No cycle ever: wait for the planning.
+        assert!(!missed(&cron, &now, Some("2026-11-28T02:00:01")));
+        assert!(!missed(&cron, &now, None));
     }
 }

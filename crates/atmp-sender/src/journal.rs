@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS cycle (
     fin_le        TEXT,
     mode          TEXT NOT NULL,
     fenetre_fin   TEXT,
-    etat          TEXT NOT NULL CHECK (etat IN ('en_cours', 'termine', 'echoue')),
+    etat          TEXT NOT NULL CHECK (etat IN ('en_cours', 'termine', 'echoue', 'repris')),
+    -- repris: failed, then its files were delivered by a later start.
     erreur        TEXT
 );
 CREATE TABLE IF NOT EXISTS fichier (
@@ -224,6 +225,18 @@ impl Journal {
             .execute(
                 "UPDATE fichier SET etat = ?2, resultat = ?3, libelle = ?4, accuse = ?5, accuse_le = ?6, erreur = NULL WHERE id = ?1",
                 params![file, etat, r.resultat, r.libelle, r.name, now],
+            )
+            .map_err(j)?;
+        Ok(())
+    }
+
+    /// A failed cycle whose files have all been settled since is marked `repris`.
+    pub fn settle_cycles(&self) -> Result<(), SenderError> {
+        self.conn
+            .execute(
+                "UPDATE cycle SET etat = 'repris' WHERE etat = 'echoue' AND EXISTS (SELECT 1 FROM fichier f WHERE f.cycle_id = cycle.id)
+                 AND NOT EXISTS (SELECT 1 FROM fichier f WHERE f.cycle_id = cycle.id AND f.etat IN ('a_envoyer', 'envoye'))",
+                [],
             )
             .map_err(j)?;
         Ok(())

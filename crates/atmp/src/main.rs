@@ -300,7 +300,7 @@ fn main() -> ExitCode {
             | Command::IntegrerJob(_)
             | Command::Sender(sender::SenderCmd::Run { .. })
     ) {
-        "warn,atmp=info,atmp_platform=info,atmp_integrator=info"
+        "warn,atmp=info,atmp_platform=info,atmp_integrator=info,atmp_sender=info"
     } else {
         "error"
     };

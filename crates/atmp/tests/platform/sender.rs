@@ -433,3 +433,56 @@ fn an_upload_cut_in_the_middle_is_retried_and_integrated_once() {
     let _ = demo::SDIS;
     p.kill();
 }
+
+#[test]
+fn a_cycle_that_could_not_deliver_is_taken_up_at_the_next_start() {
+    let (p, dir) = platform_and_sender(today());
+    let config = std::fs::read_to_string(dir.join("atmp-emetteur.toml")).unwrap();
+    // First start: nothing listens at the platform's address.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    std::fs::write(
+        dir.join("atmp-emetteur.toml"),
+        config
+            .replace(&p.ftps, &closed)
+            .replace("tentatives = 3", "tentatives = 2"),
+    )
+    .unwrap();
+    let (rc, _, err) = atmp(&dir, &["sender", "run", "--once"], None);
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("connexion à"), "{err}");
+    let cycles = journal(&dir);
+    assert_eq!(cycles[0]["etat"], "echoue", "{:#}", cycles[0]);
+    let files = cycles[0]["fichiers"].as_array().unwrap().clone();
+    assert_eq!(files.len(), 4);
+    assert!(files.iter().all(|f| f["etat"] == "a_envoyer"), "{files:#?}");
+    assert_eq!(files[0]["tentatives"], 2);
+    assert_eq!(p.sql("SELECT count(*) FROM job"), 0);
+
+    // The next start, the platform reachable: the same files (same bytes) are delivered; no
+    // new extraction of the same window.
+    std::fs::write(dir.join("atmp-emetteur.toml"), config).unwrap();
+    let (rc, out, err) = atmp(&dir, &["sender", "run", "--once"], None);
+    assert_eq!(rc, 0, "{out}\n{err}");
+    let cycles = journal(&dir);
+    assert_eq!(cycles.len(), 2);
+    assert_eq!(cycles[1]["etat"], "repris", "{:#}", cycles[1]);
+    for (before, after) in files.iter().zip(cycles[1]["fichiers"].as_array().unwrap()) {
+        assert_eq!(after["etat"], "livre", "{after:#}");
+        assert_eq!(after["sha256"], before["sha256"]);
+    }
+    assert_eq!(
+        cycles[0]["fichiers"].as_array().unwrap().len(),
+        0,
+        "{:#}",
+        cycles[0]
+    );
+    p.wait_jobs(4);
+    assert_eq!(p.sql("SELECT count(*) FROM job"), 4);
+    assert_eq!(
+        p.sql("SELECT count(*) FROM import WHERE result = 'reussi'"),
+        4
+    );
+}
