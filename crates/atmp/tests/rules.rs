@@ -744,42 +744,55 @@ fn killed_import_leaves_nothing_then_integrates_once() {
         SDIS,
     ]);
     let before = env.snapshot();
-    let mut killed_mid_import = 0;
-    for delay_ms in [150u64, 400] {
+    // Killed at two moments of progress (not after fixed delays): once the logs of the run
+    // hold 10 KB, then 300 KB, i.e. a few agents, then a few thousand, already treated.
+    for threshold in [10_000u64, 300_000] {
+        let logs = env.dir.path().join(format!("logs-kill-{threshold}"));
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_atmp"))
             .args([
                 "import",
                 big.to_str().unwrap(),
                 "--json",
                 "--logs",
-                env.logs().to_str().unwrap(),
+                logs.to_str().unwrap(),
                 "--db",
                 &env.db(),
             ])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let finished = child.try_wait().unwrap().is_some();
-        child.kill().ok();
-        child.wait().unwrap();
-        if !finished {
-            killed_mid_import += 1;
-            assert_eq!(
-                env.snapshot(),
-                before,
-                "killed after {delay_ms} ms: nothing stored"
+        let written = || -> u64 {
+            std::fs::read_dir(&logs)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+                        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                        .sum()
+                })
+                .unwrap_or(0)
+        };
+        let t = std::time::Instant::now();
+        while written() < threshold {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the import ended before {threshold} bytes of logs: the file is too small to be killed in the middle"
             );
-            assert_eq!(
-                env.scalar("SELECT count(*) FROM import WHERE result = 'reussi'"),
-                "0"
-            );
+            assert!(t.elapsed().as_secs() < 120, "no progress");
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "killed while integrating");
+        assert_eq!(
+            env.snapshot(),
+            before,
+            "killed after {threshold} bytes of logs: nothing stored"
+        );
+        assert_eq!(
+            env.scalar("SELECT count(*) FROM import WHERE result = 'reussi'"),
+            "0"
+        );
     }
-    assert!(
-        killed_mid_import > 0,
-        "the file is large enough to be killed while being integrated"
-    );
     let (j, code) = env.import(&big, None);
     assert_eq!(code, 0);
     assert_eq!(j["result"], "reussi");
