@@ -198,7 +198,17 @@ fn integrate_in_child(shared: &Shared, job: &Job) -> Result<ChildEnd, PlatformEr
             Ok(())
         });
     }
-    let status = cmd.status()?;
+    let child = cmd.spawn()?;
+    let started = std::time::Instant::now();
+    // wait4 rather than wait: the child's peak memory is a typed event of the platform's
+    // trace (a number, no personal data), so that a hostile file's cost can be measured.
+    let (status, peak_rss_kb) = wait_with_rusage(child)?;
+    tracing::info!(
+        job = job.id,
+        peak_rss_kb,
+        seconds = started.elapsed().as_secs_f64(),
+        "integration process ended"
+    );
     Ok(match (status.code(), status.signal()) {
         (Some(0), _) => ChildEnd::Done,
         (Some(CHILD_RETRY), _) => ChildEnd::Retry(
@@ -216,6 +226,30 @@ fn integrate_in_child(shared: &Shared, job: &Job) -> Result<ChildEnd, PlatformEr
         (None, Some(sig)) => ChildEnd::Crashed(format!("signal {sig}")),
         (None, None) => ChildEnd::Crashed("fin inconnue".into()),
     })
+}
+
+/// Waits for a child and returns its status with its peak resident memory (KiB).
+fn wait_with_rusage(
+    child: std::process::Child,
+) -> std::io::Result<(std::process::ExitStatus, i64)> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data, written by the kernel; pid is our own child, not yet
+    // reaped (the `Child` is forgotten below so that it is not waited for twice).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = loop {
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break r;
+    };
+    std::mem::forget(child);
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((std::process::ExitStatus::from_raw(status), usage.ru_maxrss))
 }
 
 /// What `atmp integrer-job` is given by the worker.
