@@ -3,6 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use atmp_store::prelude::*;
 
 use atmp_integrator::{import_file, ImportOptions, ResultKind};
 use atmp_model::Siret;

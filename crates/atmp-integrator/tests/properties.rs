@@ -1,12 +1,13 @@
 //! Properties of §5 on generated files: the base is the master, and the same content twice
 //! never creates a record twice.
 
+use atmp_store::prelude::*;
 use std::path::Path;
 
 use atmp_flux::gen::{generate, GenOptions};
 use atmp_integrator::{import_file, ImportOptions, ResultKind};
 use atmp_model::Siret;
-use atmp_store::{SqliteStore, Store, Table};
+use atmp_store::{SqliteStore, Table};
 use proptest::prelude::*;
 
 const SDIS: &str = "28219002400012";

@@ -2,7 +2,8 @@
 
 use atmp_flux::spec::{self, RecordKind};
 use atmp_integrator::table;
-use atmp_store::{SqliteStore, Store, Table};
+use atmp_store::prelude::*;
+use atmp_store::{SqliteStore, Table};
 
 #[test]
 fn every_column_of_the_format_is_a_column_of_the_base() {

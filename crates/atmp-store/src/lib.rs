@@ -269,7 +269,8 @@ pub struct AuditRow {
 }
 
 /// The storage of atmp: reference data, import history, and file transactions.
-pub trait Store: Send {
+/// The platform's base, one concern: collectivités, émetteurs and their consent register, services, nomenclatures: the reference data files refer to.
+pub trait ReferenceStore: Send {
     /// Creates a collectivité (attached to the CDG `cdg` if given, which must exist).
     fn add_collectivite(
         &mut self,
@@ -281,6 +282,11 @@ pub trait Store: Send {
     fn collectivites(&mut self) -> Result<Vec<Collectivite>>;
     /// The collectivité of a SIRET.
     fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>>;
+
+    // ---- The platform (issue 3): accounts, sessions, jobs, mails, tracking. ----
+
+    /// Attaches a collectivité to a CDG (`None`: detaches it).
+    fn set_cdg(&mut self, siret: &str, cdg: Option<&str>) -> Result<()>;
 
     /// Creates the sender if needed; returns it.
     fn add_emetteur(&mut self, code: &str, nom: Option<&str>) -> Result<Emetteur>;
@@ -296,6 +302,19 @@ pub trait Store: Send {
     fn emetteurs(&mut self) -> Result<Vec<Emetteur>>;
     /// The sender of a code, with its authorisations.
     fn emetteur(&mut self, code: &str) -> Result<Option<Emetteur>>;
+    /// Sets the argon2 hash of a sender's FTPS password.
+    fn set_emetteur_password(&mut self, code: &str, hash: &str) -> Result<()>;
+    /// The argon2 hash of a sender's FTPS password, if it has one.
+    fn emetteur_password(&mut self, code: &str) -> Result<Option<String>>;
+    /// The services of a collectivité: (id, code, libellé).
+    fn services(&mut self, collectivite_id: i64) -> Result<Vec<(i64, String, Option<String>)>>;
+    /// Creates a service by hand (import id 0); an existing code is left as it is.
+    fn add_service(
+        &mut self,
+        collectivite_id: i64,
+        code: &str,
+        libelle: Option<&str>,
+    ) -> Result<bool>;
 
     /// Every code of the loaded nomenclatures.
     fn nomenclature_entries(&mut self) -> Result<Vec<NomenclatureEntry>>;
@@ -308,7 +327,10 @@ pub trait Store: Send {
     ) -> Result<()>;
     /// (version, sha256, entries, imported_at) of every nomenclature load, newest last.
     fn nomenclature_versions(&mut self) -> Result<Vec<(String, String, i64, String)>>;
+}
 
+/// The platform's base, one concern: imports: duplicates, the storage transaction of one file, the tracking table, one import's detail, retention.
+pub trait ImportStore: Send {
     /// When a file of these bytes was integrated (result `reussi`), the date of that import.
     fn integrated_at(&mut self, sha256: &str) -> Result<Option<String>>;
     /// Whether a file of this size whose first MiB has this hash was integrated: when false,
@@ -324,24 +346,21 @@ pub trait Store: Send {
     /// Opens the transaction that integrates one file.
     fn begin_file<'a>(&'a mut self, row: &ImportRow) -> Result<Box<dyn FileTx + 'a>>;
 
-    // ---- The platform (issue 3): accounts, sessions, jobs, mails, tracking. ----
+    /// One import with its logs: (log id, log).
+    fn import(&mut self, id: i64) -> Result<Option<ImportDetail>>;
+    /// The tracking table: one row per log pair, newest first, and the number of rows.
+    fn suivi(&mut self, q: &SuiviQuery) -> Result<(Vec<SuiviRow>, u64)>;
+    /// The imports whose received file (or logs) is older than `before` (local time,
+    /// `YYYY-MM-DDTHH:MM:SS`) and not purged yet.
+    fn purge_candidates(&mut self, what: PurgeKind, before: &str) -> Result<Vec<PurgeCandidate>>;
+    /// Records that this part of an import was purged, now (once).
+    fn record_purge(&mut self, import_id: i64, what: PurgeKind) -> Result<()>;
+    /// What was purged of an import, and when.
+    fn purges_of(&mut self, import_id: i64) -> Result<Vec<(PurgeKind, String)>>;
+}
 
-    /// Attaches a collectivité to a CDG (`None`: detaches it).
-    fn set_cdg(&mut self, siret: &str, cdg: Option<&str>) -> Result<()>;
-    /// The services of a collectivité: (id, code, libellé).
-    fn services(&mut self, collectivite_id: i64) -> Result<Vec<(i64, String, Option<String>)>>;
-    /// Creates a service by hand (import id 0); an existing code is left as it is.
-    fn add_service(
-        &mut self,
-        collectivite_id: i64,
-        code: &str,
-        libelle: Option<&str>,
-    ) -> Result<bool>;
-    /// Sets the argon2 hash of a sender's FTPS password.
-    fn set_emetteur_password(&mut self, code: &str, hash: &str) -> Result<()>;
-    /// The argon2 hash of a sender's FTPS password, if it has one.
-    fn emetteur_password(&mut self, code: &str) -> Result<Option<String>>;
-
+/// The platform's base, one concern: the web's accounts and sessions.
+pub trait AccountStore: Send {
     /// Creates a web user (its collectivité must exist; the login must be free).
     fn add_utilisateur(&mut self, u: &NewUtilisateur) -> Result<Utilisateur>;
     /// The user of a login.
@@ -350,26 +369,12 @@ pub trait Store: Send {
     fn utilisateur_by_id(&mut self, id: i64) -> Result<Option<Utilisateur>>;
     /// Every user, by login.
     fn utilisateurs(&mut self) -> Result<Vec<Utilisateur>>;
-    /// The imports whose received file (or logs) is older than `before` (local time,
-    /// `YYYY-MM-DDTHH:MM:SS`) and not purged yet.
-    fn purge_candidates(&mut self, what: PurgeKind, before: &str) -> Result<Vec<PurgeCandidate>>;
-    /// Records that this part of an import was purged, now (once).
-    fn record_purge(&mut self, import_id: i64, what: PurgeKind) -> Result<()>;
-    /// What was purged of an import, and when.
-    fn purges_of(&mut self, import_id: i64) -> Result<Vec<(PurgeKind, String)>>;
-    /// Records an event of the audit trail (with the current time).
-    fn add_audit(&mut self, e: &AuditEvent) -> Result<()>;
-    /// The audit trail, newest first: its size and one page.
-    fn audit_page(&mut self, offset: u64, limit: u64) -> Result<(u64, Vec<AuditRow>)>;
     /// How many users exist (none: the first start creates the administrator).
     fn count_utilisateurs(&mut self) -> Result<u64>;
     /// Sets a user's password hash; `doit_changer`: must change it at next login.
     fn set_utilisateur_password(&mut self, id: i64, hash: &str, doit_changer: bool) -> Result<()>;
     /// Enables or disables a user; disabling ends its sessions.
     fn set_utilisateur_actif(&mut self, id: i64, actif: bool) -> Result<()>;
-    /// The recipients of an import's mail for a collectivité: the e-mail of its active users
-    /// (and, when `cdg` is set, of that CDG's administrators).
-    fn destinataires(&mut self, siret: &str, global: bool) -> Result<Vec<String>>;
 
     /// Records a new session (expired ones are purged).
     fn create_session(
@@ -385,7 +390,10 @@ pub trait Store: Send {
     fn delete_session(&mut self, token_sha256: &str) -> Result<()>;
     /// Ends every session of a user (password change) but `keep`.
     fn delete_sessions_of(&mut self, user: i64, keep: Option<&str>) -> Result<()>;
+}
 
+/// The platform's base, one concern: the durable job queue of received files.
+pub trait JobStore: Send {
     /// Records a received file as a job waiting to be integrated.
     fn add_job(
         &mut self,
@@ -408,12 +416,10 @@ pub trait Store: Send {
     fn import_of_job(&mut self, job_id: i64) -> Result<Option<i64>>;
     /// How many received files wait for, or are in, integration.
     fn pending_jobs(&mut self) -> Result<u64>;
+}
 
-    /// One import with its logs: (log id, log).
-    fn import(&mut self, id: i64) -> Result<Option<ImportDetail>>;
-    /// The tracking table: one row per log pair, newest first, and the number of rows.
-    fn suivi(&mut self, q: &SuiviQuery) -> Result<(Vec<SuiviRow>, u64)>;
-
+/// The platform's base, one concern: the mail outbox and who receives what.
+pub trait MailStore: Send {
     /// Queues a mail (once per import and recipient).
     fn enqueue_mail(&mut self, m: &NewMail) -> Result<()>;
     /// Mails due for sending at `now`.
@@ -422,6 +428,36 @@ pub trait Store: Send {
     fn mail_sent(&mut self, id: i64) -> Result<()>;
     /// Records a failed attempt; `next`: when to try again (`None`: give up).
     fn mail_failed(&mut self, id: i64, error: &str, next: Option<&str>) -> Result<()>;
+    /// The recipients of an import's mail for a collectivité: the e-mail of its active users
+    /// (and, when `cdg` is set, of that CDG's administrators).
+    fn destinataires(&mut self, siret: &str, global: bool) -> Result<Vec<String>>;
+}
+
+/// The platform's base, one concern: the audit trail.
+pub trait AuditStore: Send {
+    /// Records an event of the audit trail (with the current time).
+    fn add_audit(&mut self, e: &AuditEvent) -> Result<()>;
+    /// The audit trail, newest first: its size and one page.
+    fn audit_page(&mut self, offset: u64, limit: u64) -> Result<(u64, Vec<AuditRow>)>;
+}
+
+/// The whole base: every concern, one implementation per backend. Callers hold a
+/// `Box<dyn Store>` and bring the concerns they use into scope (`use atmp_store::prelude::*`).
+pub trait Store:
+    ReferenceStore + ImportStore + AccountStore + JobStore + MailStore + AuditStore
+{
+}
+
+impl<T: ReferenceStore + ImportStore + AccountStore + JobStore + MailStore + AuditStore> Store
+    for T
+{
+}
+
+/// The storage traits, to bring their methods into scope.
+pub mod prelude {
+    pub use crate::{
+        AccountStore, AuditStore, FileTx, ImportStore, JobStore, MailStore, ReferenceStore, Store,
+    };
 }
 
 /// The transaction of one file: lookups and inserts of §5, then commit or rollback.

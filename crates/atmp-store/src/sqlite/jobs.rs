@@ -1,0 +1,72 @@
+//! SQLite: the durable job queue of received files.
+
+#[allow(unused_imports)]
+use super::*;
+
+impl crate::JobStore for SqliteStore {
+    fn add_job(
+        &mut self,
+        emetteur: &str,
+        file_name: &str,
+        stored_path: &str,
+        size: u64,
+    ) -> Result<i64> {
+        let t = now();
+        self.conn.execute(
+            "INSERT INTO job (emetteur, file_name, stored_path, size, received_at, state, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'attente', ?5)",
+            params![emetteur, file_name, stored_path, size as i64, t],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn next_job(&mut self) -> Result<Option<Job>> {
+        Ok(self
+            .job_where("state IN ('attente', 'en_cours') ORDER BY id LIMIT 1", &[])?
+            .pop())
+    }
+
+    fn job(&mut self, id: i64) -> Result<Option<Job>> {
+        Ok(self.job_where("id = ?1", &[&id])?.pop())
+    }
+
+    fn job_paths(&mut self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT stored_path FROM job")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn set_job_state(&mut self, id: i64, state: &str, error: Option<&str>) -> Result<()> {
+        let bump = i64::from(state == "en_cours");
+        self.conn.execute(
+            "UPDATE job SET state = ?2, last_error = coalesce(?3, last_error), attempts = attempts + ?4, updated_at = ?5 WHERE id = ?1",
+            params![id, state, error, bump, now()],
+        )?;
+        Ok(())
+    }
+
+    fn finish_job(&mut self, id: i64, import_id: i64, sha256: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE job SET state = 'fait', import_id = ?2, sha256 = ?3, updated_at = ?4 WHERE id = ?1",
+            params![id, import_id, sha256, now()],
+        )?;
+        Ok(())
+    }
+
+    fn import_of_job(&mut self, job_id: i64) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id FROM import WHERE job_id = ?1")?
+            .query_row([job_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn pending_jobs(&mut self) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM job WHERE state IN ('attente', 'en_cours')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+}
