@@ -35,12 +35,18 @@ pub enum ResultKind {
 }
 
 impl ResultKind {
-    /// `reussi`, `echoue` or `doublon`.
+    /// `reussi`, `echoue` or `doublon`: the stored code of the import row.
     pub fn code(&self) -> &'static str {
-        match self {
-            ResultKind::Reussi => "reussi",
-            ResultKind::Echoue => "echoue",
-            ResultKind::Doublon => "doublon",
+        atmp_store::ImportResult::from(*self).code()
+    }
+}
+
+impl From<ResultKind> for atmp_store::ImportResult {
+    fn from(k: ResultKind) -> Self {
+        match k {
+            ResultKind::Reussi => atmp_store::ImportResult::Reussi,
+            ResultKind::Echoue => atmp_store::ImportResult::Echoue,
+            ResultKind::Doublon => atmp_store::ImportResult::Doublon,
         }
     }
 }
@@ -204,7 +210,7 @@ pub fn import_file(
         head_sha256: head.clone(),
         size,
         started_at: started_at.clone(),
-        result: "en_cours".into(),
+        result: atmp_store::ImportResult::EnCours,
         label: "En cours".into(),
         counts: "{}".into(),
         ..Default::default()
@@ -345,7 +351,7 @@ fn duplicate(
         let files = logs.files(|_| label.clone(), 0);
         logs.publish()?;
         let row = ImportRow {
-            result: "doublon".into(),
+            result: atmp_store::ImportResult::Doublon,
             label: label.clone(),
             finished_at: Some(now()),
             counts: counts_json(&Counts::default()),
@@ -430,7 +436,7 @@ fn failed(
     let files = logs.files(|_| label.clone(), 1);
     logs.publish()?;
     let row = ImportRow {
-        result: "echoue".into(),
+        result: atmp_store::ImportResult::Echoue,
         label: label.clone(),
         finished_at: Some(now()),
         errors: 1,

@@ -406,7 +406,7 @@ pub(crate) fn integrate(
             row.sha256.clone()
         },
         finished_at: Some(now()),
-        result: "reussi".into(),
+        result: atmp_store::ImportResult::Reussi,
         label: label.clone(),
         errors,
         warnings,

@@ -28,7 +28,7 @@ fn unknown_columns_are_refused_and_a_dropped_transaction_rolls_back() {
     let row = atmp_store::ImportRow {
         file_name: "f.xml".into(),
         started_at: atmp_store::now(),
-        result: "en_cours".into(),
+        result: atmp_store::ImportResult::EnCours,
         label: "En cours".into(),
         counts: "{}".into(),
         ..Default::default()
@@ -69,13 +69,16 @@ fn unknown_columns_are_refused_and_a_dropped_transaction_rolls_back() {
     )
     .unwrap();
     let done = atmp_store::ImportRow {
-        result: "reussi".into(),
+        result: atmp_store::ImportResult::Reussi,
         label: "Import réussi".into(),
         ..row
     };
     tx.commit(&done, &[]).unwrap();
     assert_eq!(store.count(Table::Service).unwrap(), 1);
-    assert_eq!(store.imports().unwrap()[0].1.result, "reussi");
+    assert_eq!(
+        store.imports().unwrap()[0].1.result,
+        atmp_store::ImportResult::Reussi
+    );
 }
 
 #[test]

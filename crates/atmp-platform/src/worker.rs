@@ -40,7 +40,11 @@ pub fn run(shared: Arc<Shared>, wake: std::sync::mpsc::Receiver<()>) {
             Ok(Some(job)) => {
                 if let Err(e) = run_job(&shared, store.as_mut(), &job) {
                     tracing::error!(job = job.id, error = %e, "job failed, retried later");
-                    let _ = store.set_job_state(job.id, "attente", Some(&e.to_string()));
+                    let _ = store.set_job_state(
+                        job.id,
+                        atmp_store::JobState::Attente,
+                        Some(&e.to_string()),
+                    );
                     std::thread::sleep(Duration::from_secs(5));
                 }
             }
@@ -90,7 +94,7 @@ pub fn run_job(shared: &Shared, store: &mut dyn Store, job: &Job) -> Result<(), 
                     ),
                 )?
             } else {
-                store.set_job_state(job.id, "en_cours", None)?;
+                store.set_job_state(job.id, atmp_store::JobState::EnCours, None)?;
                 tracing::info!(job = job.id, "integrating");
                 match integrate_in_child(shared, job)? {
                     ChildEnd::Done => match store.import_of_job(job.id)? {

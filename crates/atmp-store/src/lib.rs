@@ -156,6 +156,46 @@ pub struct Emetteur {
     pub autorisations: Vec<(String, Autorisation, String, Option<String>)>,
 }
 
+/// The result of an import (the `import.result` column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ImportResult {
+    /// The file's transaction is open (never seen once committed: the row is completed in it).
+    #[default]
+    EnCours,
+    Reussi,
+    Echoue,
+    Doublon,
+}
+
+impl ImportResult {
+    /// The stored code (also the JSON `result` of §7 and the receipt's `resultat`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ImportResult::EnCours => "en_cours",
+            ImportResult::Reussi => "reussi",
+            ImportResult::Echoue => "echoue",
+            ImportResult::Doublon => "doublon",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ImportResult> {
+        [
+            ImportResult::EnCours,
+            ImportResult::Reussi,
+            ImportResult::Echoue,
+            ImportResult::Doublon,
+        ]
+        .into_iter()
+        .find(|r| r.code() == s)
+    }
+}
+
+impl serde::Serialize for ImportResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
 /// What is recorded of a processed file.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ImportRow {
@@ -171,8 +211,7 @@ pub struct ImportRow {
     pub cdg_siret: Option<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
-    /// `reussi`, `echoue` or `doublon`.
-    pub result: String,
+    pub result: ImportResult,
     /// The French label of §6.4.
     pub label: String,
     pub errors: u64,
@@ -409,7 +448,7 @@ pub trait JobStore: Send {
     /// Every job's stored path (to find received files whose job was never recorded).
     fn job_paths(&mut self) -> Result<Vec<String>>;
     /// Sets a job's state (`en_cours` counts an attempt), with the last error if any.
-    fn set_job_state(&mut self, id: i64, state: &str, error: Option<&str>) -> Result<()>;
+    fn set_job_state(&mut self, id: i64, state: JobState, error: Option<&str>) -> Result<()>;
     /// Marks a job done with the import it gave.
     fn finish_job(&mut self, id: i64, import_id: i64, sha256: &str) -> Result<()>;
     /// The import committed for a job, if any.

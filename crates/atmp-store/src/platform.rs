@@ -89,9 +89,35 @@ pub struct Job {
     pub stored_path: String,
     pub size: u64,
     pub received_at: String,
-    /// `attente`, `en_cours` or `fait`.
-    pub state: String,
+    pub state: JobState,
     pub attempts: u64,
+}
+
+/// Where a job is (the `job.state` column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Received, waiting for a worker (or for a retry).
+    Attente,
+    /// Being integrated.
+    EnCours,
+    /// Integrated (or set aside): its import row says how.
+    Fait,
+}
+
+impl JobState {
+    pub fn code(&self) -> &'static str {
+        match self {
+            JobState::Attente => "attente",
+            JobState::EnCours => "en_cours",
+            JobState::Fait => "fait",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        [JobState::Attente, JobState::EnCours, JobState::Fait]
+            .into_iter()
+            .find(|j| j.code() == s)
+    }
 }
 
 /// Whose imports a query may see.

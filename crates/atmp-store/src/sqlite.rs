@@ -546,3 +546,24 @@ impl FileTx for SqliteFileTx<'_> {
         Ok(())
     }
 }
+
+/// The typed states as stored: their codes.
+macro_rules! coded {
+    ($t:ty, $what:literal) => {
+        impl ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.code()))
+            }
+        }
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                let s = v.as_str()?;
+                <$t>::parse(s).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(format!("{} inconnu : {s}", $what).into())
+                })
+            }
+        }
+    };
+}
+coded!(crate::ImportResult, "résultat d'import");
+coded!(crate::JobState, "état de travail");

@@ -2,6 +2,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use crate::JobState;
 
 impl crate::JobStore for SqliteStore {
     fn add_job(
@@ -36,8 +37,8 @@ impl crate::JobStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn set_job_state(&mut self, id: i64, state: &str, error: Option<&str>) -> Result<()> {
-        let bump = i64::from(state == "en_cours");
+    fn set_job_state(&mut self, id: i64, state: JobState, error: Option<&str>) -> Result<()> {
+        let bump = i64::from(state == JobState::EnCours);
         self.conn.execute(
             "UPDATE job SET state = ?2, last_error = coalesce(?3, last_error), attempts = attempts + ?4, updated_at = ?5 WHERE id = ?1",
             params![id, state, error, bump, now()],
