@@ -212,7 +212,7 @@ pub fn import_file(
         started_at: started_at.clone(),
         result: atmp_store::ImportResult::EnCours,
         label: "En cours".into(),
-        counts: "{}".into(),
+        counts: atmp_store::RecordCounts::default(),
         ..Default::default()
     };
     // A duplicate has the same size and first MiB as an integrated file: only then is the
@@ -354,7 +354,7 @@ fn duplicate(
             result: atmp_store::ImportResult::Doublon,
             label: label.clone(),
             finished_at: Some(now()),
-            counts: counts_json(&Counts::default()),
+            counts: atmp_store::RecordCounts::default(),
             ..base_row
         };
         let import_id = store.record_import(&row, &import_logs(&files))?;
@@ -440,7 +440,7 @@ fn failed(
         label: label.clone(),
         finished_at: Some(now()),
         errors: 1,
-        counts: counts_json(&Counts::default()),
+        counts: atmp_store::RecordCounts::default(),
         emetteur: f.header.as_ref().map(|h| h.emetteur.clone()),
         type_fichier: f.header.as_ref().map(|h| h.type_fichier.code().to_string()),
         mode: f.header.as_ref().map(|h| h.mode.code().to_string()),
@@ -489,17 +489,20 @@ fn import_logs(files: &[LogFiles]) -> Vec<ImportLog> {
         .collect()
 }
 
-/// The `counts` object of §7, as JSON text.
-pub fn counts_json(c: &Counts) -> String {
-    let parts: Vec<String> = atmp_flux::spec::RecordKind::COUNTED
-        .iter()
-        .map(|k| {
-            let (a, e, r) = c.get(*k);
-            format!(
-                "\"{}\":{{\"added\":{a},\"existing\":{e},\"rejected\":{r}}}",
-                k.counts_key()
-            )
-        })
-        .collect();
-    format!("{{{}}}", parts.join(","))
+/// The `counts` object of §7.
+impl From<&Counts> for atmp_store::RecordCounts {
+    fn from(c: &Counts) -> Self {
+        let mut out = atmp_store::RecordCounts::default();
+        for k in atmp_flux::spec::RecordKind::COUNTED {
+            let (added, existing, rejected) = c.get(k);
+            if let Some(t) = out.get_mut(k.counts_key()) {
+                *t = atmp_store::Triple {
+                    added,
+                    existing,
+                    rejected,
+                };
+            }
+        }
+        out
+    }
 }

@@ -9,9 +9,7 @@ use atmp_store::{now, Autorisation, Cell, FileTx, FindId, ImportRow, InsertId, S
 
 use crate::counts::{Counts, Outcome};
 use crate::log::{Level, LogFiles, Logs};
-use crate::{
-    counts_json, import_logs, opening_line, success_label, Failure, ImportOptions, IntegratorError,
-};
+use crate::{import_logs, opening_line, success_label, Failure, ImportOptions, IntegratorError};
 use atmp_flux::Piece;
 
 type Done = (ImportRow, Vec<LogFiles>, Counts, i64);
@@ -410,7 +408,7 @@ pub(crate) fn integrate(
         label: label.clone(),
         errors,
         warnings,
-        counts: counts_json(&run.counts),
+        counts: (&run.counts).into(),
         ..row
     };
     let Run {

@@ -30,7 +30,7 @@ fn unknown_columns_are_refused_and_a_dropped_transaction_rolls_back() {
         started_at: atmp_store::now(),
         result: atmp_store::ImportResult::EnCours,
         label: "En cours".into(),
-        counts: "{}".into(),
+        counts: atmp_store::RecordCounts::default(),
         ..Default::default()
     };
     {

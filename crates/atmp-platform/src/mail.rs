@@ -101,19 +101,12 @@ pub fn enqueue(
     Ok(())
 }
 
-fn counts_text(counts: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(counts).unwrap_or_default();
-    let Some(map) = v.as_object() else {
-        return String::new();
-    };
+fn counts_text(counts: &atmp_store::RecordCounts) -> String {
     let mut s = String::from("\nEnregistrements (ajoutés / déjà présents / rejetés) :\n");
-    for (k, c) in map {
-        let g = |f: &str| c.get(f).and_then(|x| x.as_u64()).unwrap_or(0);
+    for (k, _, c) in counts.rows() {
         s.push_str(&format!(
             "  {k} : {} / {} / {}\n",
-            g("added"),
-            g("existing"),
-            g("rejected")
+            c.added, c.existing, c.rejected
         ));
     }
     s

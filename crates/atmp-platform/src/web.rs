@@ -1155,25 +1155,11 @@ async fn visible_import(
     Ok(Some((row, visible, sees_all)))
 }
 
-fn counts_rows(counts: &str) -> Vec<(&'static str, u64, u64, u64)> {
-    let v: serde_json::Value = serde_json::from_str(counts).unwrap_or_default();
-    let names: [(&str, &'static str); 8] = [
-        ("services", "Services"),
-        ("agents", "Agents"),
-        ("evenements", "Événements"),
-        ("arrets", "Arrêts"),
-        ("certificats", "Certificats"),
-        ("lesions", "Lésions"),
-        ("consequences", "Conséquences médicales"),
-        ("deces", "Décès"),
-    ];
-    names
+fn counts_rows(counts: &atmp_store::RecordCounts) -> Vec<(&'static str, u64, u64, u64)> {
+    counts
+        .rows()
         .iter()
-        .filter_map(|(k, l)| {
-            let c = v.get(k)?;
-            let g = |f: &str| c.get(f).and_then(|x| x.as_u64()).unwrap_or(0);
-            Some((*l, g("added"), g("existing"), g("rejected")))
-        })
+        .map(|(_, label, c)| (*label, c.added, c.existing, c.rejected))
         .collect()
 }
 
@@ -1466,7 +1452,6 @@ async fn download_receipt(State(app): State<App>, a: Auth, Path(id): Path<String
         row
     } else {
         atmp_store::ImportRow {
-            counts: "null".into(),
             errors: logs.iter().map(|(_, l)| l.errors).sum(),
             warnings: logs.iter().map(|(_, l)| l.warnings).sum(),
             label: logs
@@ -1484,7 +1469,7 @@ async fn download_receipt(State(app): State<App>, a: Auth, Path(id): Path<String
         },
         None => None,
     };
-    let body = crate::worker::receipt(job.as_ref(), id, &row, &logs);
+    let body = crate::worker::receipt(job.as_ref(), id, &row, &logs, sees_all);
     a.audit(&app, "telechargement_accuse", format!("import {id}"))
         .await;
     (

@@ -313,15 +313,18 @@ fn finish(
     Ok(())
 }
 
-/// The receipt of a file (JSON): what was received and what became of it.
+/// The receipt of a file (JSON): what was received and what became of it. `whole`: the
+/// viewer sees the whole file (else its counts are left out, as for a user who sees one
+/// collectivité of a grouped file).
 pub fn receipt(
     job: Option<&Job>,
     import_id: i64,
     row: &ImportRow,
     logs: &[(i64, ImportLog)],
+    whole: bool,
 ) -> String {
-    let counts: serde_json::Value =
-        serde_json::from_str(&row.counts).unwrap_or(serde_json::Value::Null);
+    // The whole file's counts only for who sees the whole file.
+    let counts = whole.then_some(row.counts);
     let v = serde_json::json!({
         "accuse_de_reception": {
             "import": import_id,
@@ -397,7 +400,7 @@ fn publish_retours(
     }
     write_atomic(
         &dir.join(receipt_name(job)),
-        receipt(Some(job), import_id, row, logs).as_bytes(),
+        receipt(Some(job), import_id, row, logs, true).as_bytes(),
     )?;
     Ok(())
 }

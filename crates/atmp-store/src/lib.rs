@@ -156,6 +156,61 @@ pub struct Emetteur {
     pub autorisations: Vec<(String, Autorisation, String, Option<String>)>,
 }
 
+/// Added / existing / rejected records of one kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Triple {
+    pub added: u64,
+    pub existing: u64,
+    pub rejected: u64,
+}
+
+/// The `counts` object of FORMAT.md §7: one type for the command line's JSON, the import row,
+/// the receipt, the import page and the mails (never JSON built or parsed by hand).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RecordCounts {
+    pub services: Triple,
+    pub agents: Triple,
+    pub evenements: Triple,
+    pub arrets: Triple,
+    pub certificats: Triple,
+    pub lesions: Triple,
+    pub consequences: Triple,
+    pub deces: Triple,
+}
+
+impl RecordCounts {
+    /// Every kind in the order of §7: (JSON key, French label, counts).
+    pub fn rows(&self) -> [(&'static str, &'static str, Triple); 8] {
+        [
+            ("services", "Services", self.services),
+            ("agents", "Agents", self.agents),
+            ("evenements", "Événements", self.evenements),
+            ("arrets", "Arrêts", self.arrets),
+            ("certificats", "Certificats", self.certificats),
+            ("lesions", "Lésions", self.lesions),
+            ("consequences", "Conséquences médicales", self.consequences),
+            ("deces", "Décès", self.deces),
+        ]
+    }
+
+    /// The counts of a kind by its JSON key.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Triple> {
+        Some(match key {
+            "services" => &mut self.services,
+            "agents" => &mut self.agents,
+            "evenements" => &mut self.evenements,
+            "arrets" => &mut self.arrets,
+            "certificats" => &mut self.certificats,
+            "lesions" => &mut self.lesions,
+            "consequences" => &mut self.consequences,
+            "deces" => &mut self.deces,
+            _ => return None,
+        })
+    }
+}
+
 /// The result of an import (the `import.result` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ImportResult {
@@ -216,8 +271,8 @@ pub struct ImportRow {
     pub label: String,
     pub errors: u64,
     pub warnings: u64,
-    /// The JSON `counts` object.
-    pub counts: String,
+    /// The `counts` of §7, stored as their JSON object.
+    pub counts: RecordCounts,
     /// The platform job (file received over FTPS) this import belongs to.
     pub job_id: Option<i64>,
 }

@@ -567,3 +567,18 @@ macro_rules! coded {
 }
 coded!(crate::ImportResult, "résultat d'import");
 coded!(crate::JobState, "état de travail");
+
+/// The counts, stored as their JSON object.
+impl ToSql for crate::RecordCounts {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(serde_json::to_string(self).map_err(
+            |e| rusqlite::Error::ToSqlConversionFailure(e.into()),
+        )?))
+    }
+}
+impl rusqlite::types::FromSql for crate::RecordCounts {
+    fn column_result(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        serde_json::from_str(v.as_str()?)
+            .map_err(|e| rusqlite::types::FromSqlError::Other(e.into()))
+    }
+}

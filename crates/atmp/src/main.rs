@@ -755,16 +755,7 @@ fn validate(files: &[PathBuf], json_out: bool) -> u8 {
 }
 
 fn outcome_json(o: &ImportOutcome, path: &Path) -> Json {
-    let counts: serde_json::Map<String, Json> = atmp_flux::spec::RecordKind::COUNTED
-        .iter()
-        .map(|k| {
-            let (a, e, r) = o.counts.get(*k);
-            (
-                k.counts_key().to_string(),
-                json!({"added": a, "existing": e, "rejected": r}),
-            )
-        })
-        .collect();
+    let counts = atmp_store::RecordCounts::from(&o.counts);
     let logs: Vec<Json> = o
         .logs
         .iter()
