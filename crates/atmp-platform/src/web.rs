@@ -524,17 +524,7 @@ impl Auth {
 
 /// Whether a user may see a log pair.
 fn may_see(a: &Auth, log: &ImportLog, cdg_of: Option<&str>) -> bool {
-    match a.scope() {
-        Scope::Tout => true,
-        Scope::Cdg { siret, .. } => {
-            if log.global {
-                log.collectivite_siret == siret
-            } else {
-                log.collectivite_siret == siret || cdg_of == Some(siret.as_str())
-            }
-        }
-        Scope::Collectivite { siret } => !log.global && log.collectivite_siret == siret,
-    }
+    a.scope().sees(&log.collectivite_siret, log.global, cdg_of)
 }
 
 // ---------------------------------------------------------------------------------------

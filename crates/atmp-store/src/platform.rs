@@ -131,6 +131,25 @@ pub enum Scope {
     Collectivite { siret: String },
 }
 
+impl Scope {
+    /// Whether this scope sees a log: the one rule of who sees which import and log. The
+    /// tracking table's SQL (`ImportStore::suivi`) says the same in SQL, and a test checks
+    /// that both agree on every scope and every kind of log.
+    ///
+    /// `cdg_of_log`: the CDG the log's collectivité is attached to, if any.
+    pub fn sees(&self, log_siret: &str, global: bool, cdg_of_log: Option<&str>) -> bool {
+        match self {
+            Scope::Tout => true,
+            // A CDG sees its global logs, its own logs and those of its attached
+            // collectivités; never another CDG's global log.
+            Scope::Cdg { siret, .. } => {
+                log_siret == siret || (!global && cdg_of_log == Some(siret.as_str()))
+            }
+            Scope::Collectivite { siret } => !global && log_siret == siret,
+        }
+    }
+}
+
 /// A query of the tracking table.
 #[derive(Clone, Debug)]
 pub struct SuiviQuery {
