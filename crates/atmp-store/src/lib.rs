@@ -9,6 +9,7 @@
 //! load millions of rows at bulk speed (see ARCHITECTURE.md).
 
 mod platform;
+mod postgres;
 mod sqlite;
 
 /// The migrations of the PostgreSQL backend, in order (the backend that applies them is the
@@ -22,6 +23,7 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
 ];
 
 pub use platform::*;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use atmp_model::{NomenclatureEntry, Siret};
@@ -31,6 +33,8 @@ use atmp_model::{NomenclatureEntry, Siret};
 pub enum StoreError {
     #[error("erreur de la base de données : {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("erreur de la base de données : {0}")]
+    Postgres(String),
     #[error("{0}")]
     Invalid(String),
     #[error("base de données non prise en charge : {0}")]

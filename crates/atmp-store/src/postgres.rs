@@ -1,0 +1,412 @@
+//! The PostgreSQL backend (issue 8), written concern by concern. This version implements
+//! the reference data (`ReferenceStore`) and the audit trail (`AuditStore`); the other
+//! concerns follow, and only then does `atmp_store::open` accept `postgres://` URLs.
+//!
+//! The synchronous `postgres` client (rust-postgres): the store's traits are synchronous, and
+//! its callers use it from plain threads or `spawn_blocking`, never from inside a tokio task.
+//! Migrations are applied under a transaction-level advisory lock, so that several
+//! instances starting at once apply each one once.
+
+use std::collections::HashSet;
+
+use atmp_model::{Nomenclature, NomenclatureEntry, Siret};
+use postgres::{Client, NoTls};
+
+use crate::{
+    now, AuditEvent, AuditRow, Autorisation, Collectivite, Emetteur, Result, StoreError,
+    POSTGRES_MIGRATIONS,
+};
+
+/// A fixed key of `pg_advisory_xact_lock` for the migrations ("atmp" in ASCII).
+const MIGRATION_LOCK: i64 = 0x61746d70;
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError::Postgres(e.to_string())
+    }
+}
+
+/// A connection to the platform's base on PostgreSQL.
+pub struct PgStore {
+    client: Client,
+}
+
+impl PgStore {
+    /// Connects and brings the schema up to date.
+    pub fn connect(url: &str) -> Result<PgStore> {
+        let client = Client::connect(url, NoTls)?;
+        let mut s = PgStore { client };
+        s.migrate()?;
+        Ok(s)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let mut tx = self.client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS atmp_migration (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
+        )?;
+        let applied: i64 = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM atmp_migration", &[])?
+            .get(0);
+        for (i, sql) in POSTGRES_MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(applied as usize)
+        {
+            tx.batch_execute(sql)?;
+            tx.execute(
+                "INSERT INTO atmp_migration (version, applied_at) VALUES ($1, $2)",
+                &[&((i + 1) as i64), &now()],
+            )?;
+        }
+        // The built-in nomenclatures, once, as on SQLite (under the same lock).
+        let n: i64 = tx
+            .query_one("SELECT count(*) FROM nomenclature", &[])?
+            .get(0);
+        if n == 0 {
+            let entries = atmp_model::parse_csv(atmp_model::BUILTIN_CSV)
+                .map_err(|e| StoreError::Invalid(format!("{e:?}")))?;
+            let st = tx.prepare(
+                "INSERT INTO nomenclature (nomenclature, code, libelle) VALUES ($1, $2, $3)",
+            )?;
+            for e in &entries {
+                tx.execute(&st, &[&e.nomenclature.name(), &e.code, &e.libelle])?;
+            }
+            tx.execute(
+                "INSERT INTO nomenclature_version (version, sha256, entries, imported_at) VALUES ($1, 'livree', $2, $3)",
+                &[&atmp_model::BUILTIN_VERSION, &(entries.len() as i64), &now()],
+            )?;
+        }
+        if applied as usize > POSTGRES_MIGRATIONS.len() {
+            return Err(StoreError::Invalid(format!(
+                "la base est en version {applied}, plus récente que ce programme ({}) : mettez atmp à jour",
+                POSTGRES_MIGRATIONS.len()
+            )));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn collectivite_where(
+        &mut self,
+        clause: &str,
+        arg: &(dyn postgres::types::ToSql + Sync),
+    ) -> Result<Vec<Collectivite>> {
+        let sql = format!(
+            "SELECT c.id, c.siret, c.nom, p.siret FROM collectivite c LEFT JOIN collectivite p ON p.id = c.cdg_id {clause} ORDER BY c.siret"
+        );
+        Ok(self
+            .client
+            .query(sql.as_str(), &[arg])?
+            .iter()
+            .map(|r| Collectivite {
+                id: r.get(0),
+                siret: r.get(1),
+                nom: r.get(2),
+                cdg_siret: r.get(3),
+            })
+            .collect())
+    }
+
+    fn collectivite_in(&mut self, siret: &str) -> Result<Option<Collectivite>> {
+        Ok(self
+            .collectivite_where("WHERE c.siret = $1", &siret)?
+            .into_iter()
+            .next())
+    }
+
+    fn emetteur_row(&mut self, code: &str) -> Result<Option<Emetteur>> {
+        let Some(r) = self.client.query_opt(
+            "SELECT id, code, nom FROM emetteur WHERE code = $1",
+            &[&code],
+        )?
+        else {
+            return Ok(None);
+        };
+        let id: i64 = r.get(0);
+        let autorisations = self
+            .client
+            .query(
+                "SELECT c.siret, a.statut, a.date_decision, a.reference FROM autorisation a JOIN collectivite c ON c.id = a.collectivite_id \
+                 WHERE a.emetteur_id = $1 ORDER BY c.siret",
+                &[&id],
+            )?
+            .iter()
+            .map(|a| {
+                let s: String = a.get(1);
+                (
+                    a.get(0),
+                    Autorisation::parse(&s).unwrap_or(Autorisation::Refusee),
+                    a.get(2),
+                    a.get(3),
+                )
+            })
+            .collect();
+        Ok(Some(Emetteur {
+            id,
+            code: r.get(1),
+            nom: r.get(2),
+            autorisations,
+        }))
+    }
+}
+
+impl crate::ReferenceStore for PgStore {
+    fn add_collectivite(
+        &mut self,
+        siret: &Siret,
+        nom: &str,
+        cdg: Option<&Siret>,
+    ) -> Result<Collectivite> {
+        if self.collectivite_in(siret.as_str())?.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "la collectivité {siret} existe déjà"
+            )));
+        }
+        let cdg_id = match cdg {
+            Some(c) => Some(
+                self.collectivite_in(c.as_str())?
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!("le CDG {c} n'existe pas : créez-le d'abord"))
+                    })?
+                    .id,
+            ),
+            None => None,
+        };
+        self.client.execute(
+            "INSERT INTO collectivite (siret, nom, cdg_id, created_at) VALUES ($1, $2, $3, $4)",
+            &[&siret.as_str(), &nom, &cdg_id, &now()],
+        )?;
+        Ok(self
+            .collectivite_in(siret.as_str())?
+            .expect("just inserted"))
+    }
+
+    fn collectivites(&mut self) -> Result<Vec<Collectivite>> {
+        self.collectivite_where("WHERE 1 = $1", &1i32)
+    }
+
+    fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>> {
+        self.collectivite_in(siret)
+    }
+
+    fn set_cdg(&mut self, siret: &str, cdg: Option<&str>) -> Result<()> {
+        let c = self
+            .collectivite_in(siret)?
+            .ok_or_else(|| StoreError::Invalid(format!("la collectivité {siret} n'existe pas")))?;
+        let cdg_id = match cdg {
+            None => None,
+            Some(s) => {
+                if s == siret {
+                    return Err(StoreError::Invalid(
+                        "une collectivité ne peut pas être rattachée à elle-même".into(),
+                    ));
+                }
+                Some(
+                    self.collectivite_in(s)?
+                        .ok_or_else(|| {
+                            StoreError::Invalid(format!(
+                                "le CDG {s} n'existe pas : créez-le d'abord"
+                            ))
+                        })?
+                        .id,
+                )
+            }
+        };
+        self.client.execute(
+            "UPDATE collectivite SET cdg_id = $2 WHERE id = $1",
+            &[&c.id, &cdg_id],
+        )?;
+        Ok(())
+    }
+
+    fn add_emetteur(&mut self, code: &str, nom: Option<&str>) -> Result<Emetteur> {
+        self.client.execute(
+            "INSERT INTO emetteur (code, nom, created_at) VALUES ($1, $2, $3) ON CONFLICT (code) DO NOTHING",
+            &[&code, &nom, &now()],
+        )?;
+        Ok(self.emetteur_row(code)?.expect("just inserted"))
+    }
+
+    fn set_autorisation(
+        &mut self,
+        emetteur: &str,
+        siret: &str,
+        state: Autorisation,
+        reference: Option<&str>,
+    ) -> Result<()> {
+        let e = self
+            .emetteur_row(emetteur)?
+            .ok_or_else(|| StoreError::Invalid(format!("l'émetteur {emetteur} n'existe pas")))?;
+        let c = self.collectivite_in(siret)?.ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "la collectivité {siret} n'existe pas : créez-la d'abord"
+            ))
+        })?;
+        self.client.execute(
+            "INSERT INTO autorisation (emetteur_id, collectivite_id, statut, date_decision, reference) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (emetteur_id, collectivite_id) DO UPDATE SET statut = excluded.statut, date_decision = excluded.date_decision, \
+             reference = excluded.reference",
+            &[&e.id, &c.id, &state.code(), &now(), &reference],
+        )?;
+        Ok(())
+    }
+
+    fn emetteurs(&mut self) -> Result<Vec<Emetteur>> {
+        let codes: Vec<String> = self
+            .client
+            .query("SELECT code FROM emetteur ORDER BY code", &[])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        codes
+            .iter()
+            .map(|c| Ok(self.emetteur_row(c)?.expect("listed")))
+            .collect()
+    }
+
+    fn emetteur(&mut self, code: &str) -> Result<Option<Emetteur>> {
+        self.emetteur_row(code)
+    }
+
+    fn set_emetteur_password(&mut self, code: &str, hash: &str) -> Result<()> {
+        let n = self.client.execute(
+            "UPDATE emetteur SET password_hash = $2 WHERE code = $1",
+            &[&code, &hash],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Invalid(format!(
+                "l'émetteur {code} n'existe pas"
+            )));
+        }
+        Ok(())
+    }
+
+    fn emetteur_password(&mut self, code: &str) -> Result<Option<String>> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT password_hash FROM emetteur WHERE code = $1",
+                &[&code],
+            )?
+            .and_then(|r| r.get::<_, Option<String>>(0)))
+    }
+
+    fn services(&mut self, collectivite_id: i64) -> Result<Vec<(i64, String, Option<String>)>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT id, code, libelle FROM service WHERE collectivite_id = $1 ORDER BY code",
+                &[&collectivite_id],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    fn add_service(
+        &mut self,
+        collectivite_id: i64,
+        code: &str,
+        libelle: Option<&str>,
+    ) -> Result<bool> {
+        let n = self.client.execute(
+            "INSERT INTO service (collectivite_id, code, libelle, import_id) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+            &[&collectivite_id, &code, &libelle],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn nomenclature_entries(&mut self) -> Result<Vec<NomenclatureEntry>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT nomenclature, code, libelle FROM nomenclature ORDER BY nomenclature, code",
+                &[],
+            )?
+            .iter()
+            .filter_map(|r| {
+                let n: String = r.get(0);
+                Nomenclature::from_name(&n).map(|nomenclature| NomenclatureEntry {
+                    nomenclature,
+                    code: r.get(1),
+                    libelle: r.get(2),
+                })
+            })
+            .collect())
+    }
+
+    fn replace_nomenclatures(
+        &mut self,
+        entries: &[NomenclatureEntry],
+        version: &str,
+        sha256: &str,
+    ) -> Result<()> {
+        let mut tx = self.client.transaction()?;
+        let names: HashSet<&str> = entries.iter().map(|e| e.nomenclature.name()).collect();
+        for n in &names {
+            tx.execute("DELETE FROM nomenclature WHERE nomenclature = $1", &[n])?;
+        }
+        let st = tx.prepare(
+            "INSERT INTO nomenclature (nomenclature, code, libelle) VALUES ($1, $2, $3)",
+        )?;
+        for e in entries {
+            tx.execute(&st, &[&e.nomenclature.name(), &e.code, &e.libelle])?;
+        }
+        tx.execute(
+            "INSERT INTO nomenclature_version (version, sha256, entries, imported_at) VALUES ($1, $2, $3, $4)",
+            &[&version, &sha256, &(entries.len() as i64), &now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn nomenclature_versions(&mut self) -> Result<Vec<(String, String, i64, String)>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT version, sha256, entries, imported_at FROM nomenclature_version ORDER BY id",
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+}
+
+impl crate::AuditStore for PgStore {
+    fn add_audit(&mut self, e: &AuditEvent) -> Result<()> {
+        self.client.execute(
+            "INSERT INTO audit (at, actor, action, detail, address) VALUES ($1, $2, $3, $4, $5)",
+            &[&now(), &e.actor, &e.action, &e.detail, &e.address],
+        )?;
+        Ok(())
+    }
+
+    fn audit_page(&mut self, offset: u64, limit: u64) -> Result<(u64, Vec<AuditRow>)> {
+        let total: i64 = self
+            .client
+            .query_one("SELECT count(*) FROM audit", &[])?
+            .get(0);
+        let rows = self
+            .client
+            .query(
+                "SELECT id, at, actor, action, detail, address FROM audit ORDER BY id DESC LIMIT $1 OFFSET $2",
+                &[&(limit as i64), &(offset as i64)],
+            )?
+            .iter()
+            .map(|r| AuditRow {
+                id: r.get(0),
+                at: r.get(1),
+                event: AuditEvent {
+                    actor: r.get(2),
+                    action: r.get(3),
+                    detail: r.get(4),
+                    address: r.get(5),
+                },
+            })
+            .collect();
+        Ok((total as u64, rows))
+    }
+}

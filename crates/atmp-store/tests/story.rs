@@ -1,0 +1,194 @@
+//! One story per concern, run on both backends (as atuin does): the same calls give the same
+//! answers on SQLite and on PostgreSQL. This version covers the concerns the PostgreSQL
+//! backend implements so far: reference data and the audit trail.
+
+use atmp_model::{Nomenclature, NomenclatureEntry, Siret};
+use atmp_store::prelude::*;
+use atmp_store::{AuditEvent, Autorisation, PgStore, SqliteStore};
+
+const SDIS: &str = "28219002400012";
+const CDG: &str = "28219010700049";
+const COMMUNE: &str = "21219781800017";
+
+fn siret(s: &str) -> Siret {
+    Siret::parse(s).unwrap()
+}
+
+/// A fresh database on the test server; its URL.
+fn pg_database(tag: &str) -> String {
+    let admin = std::env::var("ATMP_TEST_POSTGRES_URL").expect(
+        "ATMP_TEST_POSTGRES_URL: the PostgreSQL server of the tests (./scripts/test starts one)",
+    );
+    let name = format!("story_{tag}_{}", std::process::id());
+    let mut a = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    a.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .unwrap();
+    a.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+}
+
+fn reference_story<S: ReferenceStore>(s: &mut S) {
+    let sdis = s.add_collectivite(&siret(SDIS), "SDIS", None).unwrap();
+    assert_eq!(sdis.siret, SDIS);
+    let e = s.add_collectivite(&siret(SDIS), "SDIS", None).unwrap_err();
+    assert!(e.to_string().contains("existe déjà"), "{e}");
+    let e = s
+        .add_collectivite(&siret(COMMUNE), "Commune", Some(&siret(CDG)))
+        .unwrap_err();
+    assert!(e.to_string().contains("n'existe pas"), "{e}");
+    s.add_collectivite(&siret(CDG), "CDG", None).unwrap();
+    let c = s
+        .add_collectivite(&siret(COMMUNE), "Commune", Some(&siret(CDG)))
+        .unwrap();
+    assert_eq!(c.cdg_siret.as_deref(), Some(CDG));
+    let all: Vec<String> = s
+        .collectivites()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.siret)
+        .collect();
+    assert_eq!(all, vec![COMMUNE, SDIS, CDG]);
+    assert!(s.set_cdg(CDG, Some(CDG)).is_err());
+    s.set_cdg(COMMUNE, None).unwrap();
+    assert_eq!(s.collectivite(COMMUNE).unwrap().unwrap().cdg_siret, None);
+    assert!(s.collectivite("00000000000000").unwrap().is_none());
+
+    let e1 = s.add_emetteur("SOFIVAL", Some("Sofival")).unwrap();
+    let e2 = s.add_emetteur("SOFIVAL", None).unwrap();
+    assert_eq!(e1.id, e2.id, "adding again is harmless");
+    s.add_emetteur("CDGVAUCL", None).unwrap();
+    s.set_autorisation("SOFIVAL", SDIS, Autorisation::Accordee, Some("accord 1"))
+        .unwrap();
+    s.set_autorisation("SOFIVAL", SDIS, Autorisation::Retiree, Some("retrait"))
+        .unwrap();
+    assert!(s
+        .set_autorisation("SOFIVAL", "00000000000000", Autorisation::Accordee, None)
+        .is_err());
+    let e = s.emetteur("SOFIVAL").unwrap().unwrap();
+    assert_eq!(e.autorisations.len(), 1);
+    assert_eq!(e.autorisations[0].1, Autorisation::Retiree);
+    assert_eq!(e.autorisations[0].3.as_deref(), Some("retrait"));
+    let codes: Vec<String> = s.emetteurs().unwrap().into_iter().map(|e| e.code).collect();
+    assert_eq!(codes, vec!["CDGVAUCL", "SOFIVAL"]);
+    assert_eq!(s.emetteur_password("SOFIVAL").unwrap(), None);
+    s.set_emetteur_password("SOFIVAL", "$argon2id$…").unwrap();
+    assert_eq!(
+        s.emetteur_password("SOFIVAL").unwrap().as_deref(),
+        Some("$argon2id$…")
+    );
+    assert!(s.set_emetteur_password("INCONNU", "x").is_err());
+
+    assert!(s.add_service(sdis.id, "CIS", Some("Centre")).unwrap());
+    assert!(!s.add_service(sdis.id, "CIS", Some("Autre")).unwrap());
+    assert_eq!(
+        s.services(sdis.id).unwrap(),
+        vec![(
+            s.services(sdis.id).unwrap()[0].0,
+            "CIS".to_string(),
+            Some("Centre".to_string())
+        )]
+    );
+
+    // The built-in nomenclatures are there from the start.
+    let builtin = s.nomenclature_entries().unwrap();
+    assert!(builtin
+        .iter()
+        .any(|e| e.nomenclature == Nomenclature::TypeEvenement && e.code == "AS"));
+    assert_eq!(s.nomenclature_versions().unwrap()[0].1, "livree");
+    let entries = vec![
+        NomenclatureEntry {
+            nomenclature: Nomenclature::Regime,
+            code: "CNRACL".into(),
+            libelle: "CNRACL".into(),
+        },
+        NomenclatureEntry {
+            nomenclature: Nomenclature::Regime,
+            code: "RG".into(),
+            libelle: "Régime général".into(),
+        },
+    ];
+    s.replace_nomenclatures(&entries, "essai-1", "abc").unwrap();
+    let now: Vec<NomenclatureEntry> = s.nomenclature_entries().unwrap();
+    let regime: Vec<&str> = now
+        .iter()
+        .filter(|e| e.nomenclature == Nomenclature::Regime)
+        .map(|e| e.code.as_str())
+        .collect();
+    assert_eq!(regime, vec!["CNRACL", "RG"]);
+    // Only the nomenclatures named in the import are replaced.
+    assert!(now
+        .iter()
+        .any(|e| e.nomenclature == Nomenclature::TypeEvenement && e.code == "AS"));
+    assert_eq!(
+        now.len(),
+        builtin.len()
+            - builtin
+                .iter()
+                .filter(|e| e.nomenclature == Nomenclature::Regime)
+                .count()
+            + 2
+    );
+    let versions = s.nomenclature_versions().unwrap();
+    assert_eq!(versions.last().unwrap().0, "essai-1");
+    assert_eq!(versions.last().unwrap().2, 2);
+}
+
+fn audit_story<S: AuditStore>(s: &mut S) {
+    for i in 0..5 {
+        s.add_audit(&AuditEvent {
+            actor: format!("u{i}"),
+            action: "connexion".into(),
+            detail: String::new(),
+            address: "127.0.0.1".into(),
+        })
+        .unwrap();
+    }
+    let (total, page) = s.audit_page(1, 2).unwrap();
+    assert_eq!(total, 5);
+    let actors: Vec<&str> = page.iter().map(|r| r.event.actor.as_str()).collect();
+    assert_eq!(actors, vec!["u3", "u2"], "latest first, paged");
+}
+
+#[test]
+fn reference_data_on_sqlite() {
+    reference_story(&mut SqliteStore::memory().unwrap());
+}
+
+#[test]
+fn reference_data_on_postgres() {
+    let url = pg_database("ref");
+    reference_story(&mut PgStore::connect(&url).unwrap());
+    // Connecting again applies no migration twice.
+    let mut again = PgStore::connect(&url).unwrap();
+    assert_eq!(again.collectivites().unwrap().len(), 3);
+}
+
+#[test]
+fn audit_trail_on_sqlite() {
+    audit_story(&mut SqliteStore::memory().unwrap());
+}
+
+#[test]
+fn audit_trail_on_postgres() {
+    audit_story(&mut PgStore::connect(&pg_database("audit")).unwrap());
+}
+
+#[test]
+fn several_instances_starting_at_once_migrate_once() {
+    let url = pg_database("concurrent");
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PgStore::connect(&url).map(|_| ()))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().unwrap();
+    }
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM atmp_migration", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n as usize, atmp_store::POSTGRES_MIGRATIONS.len());
+}
