@@ -1,5 +1,6 @@
 //! The PostgreSQL backend (issue 8), written concern by concern. This version implements
-//! the reference data (`ReferenceStore`) and the audit trail (`AuditStore`); the other
+//! the reference data (`ReferenceStore`), the accounts and sessions (`AccountStore`) and the
+//! audit trail (`AuditStore`); the other
 //! concerns follow, and only then does `atmp_store::open` accept `postgres://` URLs.
 //!
 //! The synchronous `postgres` client (rust-postgres): the store's traits are synchronous, and
@@ -13,8 +14,8 @@ use atmp_model::{Nomenclature, NomenclatureEntry, Siret};
 use postgres::{Client, NoTls};
 
 use crate::{
-    now, AuditEvent, AuditRow, Autorisation, Collectivite, Emetteur, Result, StoreError,
-    POSTGRES_MIGRATIONS,
+    now, AuditEvent, AuditRow, Autorisation, Collectivite, Emetteur, NewUtilisateur, Result,
+    Role, StoreError, Utilisateur, POSTGRES_MIGRATIONS,
 };
 
 /// A fixed key of `pg_advisory_xact_lock` for the migrations ("atmp" in ASCII).
@@ -149,6 +150,184 @@ impl PgStore {
             nom: r.get(2),
             autorisations,
         }))
+    }
+}
+
+impl PgStore {
+    fn utilisateur_where(
+        &mut self,
+        clause: &str,
+        arg: &(dyn postgres::types::ToSql + Sync),
+    ) -> Result<Vec<Utilisateur>> {
+        let sql = format!(
+            "SELECT u.id, u.login, u.password_hash, u.role, u.collectivite_id, c.siret, c.nom, u.email, u.doit_changer, u.actif \
+             FROM utilisateur u LEFT JOIN collectivite c ON c.id = u.collectivite_id WHERE {clause} ORDER BY u.login"
+        );
+        Ok(self
+            .client
+            .query(sql.as_str(), &[arg])?
+            .iter()
+            .map(|r| {
+                let role: String = r.get(3);
+                Utilisateur {
+                    id: r.get(0),
+                    login: r.get(1),
+                    password_hash: r.get(2),
+                    role: Role::parse(&role).unwrap_or(Role::Collectivite),
+                    collectivite_id: r.get(4),
+                    collectivite_siret: r.get(5),
+                    collectivite_nom: r.get(6),
+                    email: r.get(7),
+                    doit_changer: r.get::<_, i64>(8) != 0,
+                    actif: r.get::<_, i64>(9) != 0,
+                }
+            })
+            .collect())
+    }
+}
+
+impl crate::AccountStore for PgStore {
+    fn add_utilisateur(&mut self, u: &NewUtilisateur) -> Result<Utilisateur> {
+        let collectivite_id = match (&u.collectivite, u.role.needs_collectivite()) {
+            (Some(s), true) => Some(
+                self.collectivite_in(s)?
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!(
+                            "la collectivité {s} n'existe pas : créez-la d'abord"
+                        ))
+                    })?
+                    .id,
+            ),
+            (None, true) => {
+                return Err(StoreError::Invalid(format!(
+                    "le rôle {} demande une collectivité (--collectivite SIRET)",
+                    u.role.code()
+                )))
+            }
+            (Some(_), false) => {
+                return Err(StoreError::Invalid(
+                    "un administrateur plate-forme n'est rattaché à aucune collectivité".into(),
+                ))
+            }
+            (None, false) => None,
+        };
+        if u.login.trim().is_empty() {
+            return Err(StoreError::Invalid("l'identifiant est vide".into()));
+        }
+        // The unique index decides between two instances creating the same login at once.
+        let id: Option<i64> = self
+            .client
+            .query_opt(
+                "INSERT INTO utilisateur (login, password_hash, role, collectivite_id, email, doit_changer, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (login) DO NOTHING RETURNING id",
+                &[
+                    &u.login,
+                    &u.password_hash,
+                    &u.role.code(),
+                    &collectivite_id,
+                    &u.email,
+                    &i64::from(u.doit_changer),
+                    &now(),
+                ],
+            )?
+            .map(|r| r.get(0));
+        let Some(id) = id else {
+            return Err(StoreError::Invalid(format!(
+                "l'identifiant {} est déjà pris",
+                u.login
+            )));
+        };
+        Ok(self.utilisateur_where("u.id = $1", &id)?.remove(0))
+    }
+
+    fn utilisateur(&mut self, login: &str) -> Result<Option<Utilisateur>> {
+        Ok(self.utilisateur_where("u.login = $1", &login)?.pop())
+    }
+
+    fn utilisateur_by_id(&mut self, id: i64) -> Result<Option<Utilisateur>> {
+        Ok(self.utilisateur_where("u.id = $1", &id)?.pop())
+    }
+
+    fn utilisateurs(&mut self) -> Result<Vec<Utilisateur>> {
+        self.utilisateur_where("$1 = 1", &1i32)
+    }
+
+    fn count_utilisateurs(&mut self) -> Result<u64> {
+        let n: i64 = self
+            .client
+            .query_one("SELECT count(*) FROM utilisateur", &[])?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    fn set_utilisateur_password(&mut self, id: i64, hash: &str, doit_changer: bool) -> Result<()> {
+        self.client.execute(
+            "UPDATE utilisateur SET password_hash = $2, doit_changer = $3 WHERE id = $1",
+            &[&id, &hash, &i64::from(doit_changer)],
+        )?;
+        Ok(())
+    }
+
+    fn set_utilisateur_actif(&mut self, id: i64, actif: bool) -> Result<()> {
+        let mut tx = self.client.transaction()?;
+        tx.execute(
+            "UPDATE utilisateur SET actif = $2 WHERE id = $1",
+            &[&id, &i64::from(actif)],
+        )?;
+        if !actif {
+            tx.execute("DELETE FROM session WHERE utilisateur_id = $1", &[&id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn create_session(
+        &mut self,
+        token_sha256: &str,
+        user: i64,
+        csrf: &str,
+        expires_at: &str,
+    ) -> Result<()> {
+        let t = now();
+        self.client
+            .execute("DELETE FROM session WHERE expires_at < $1", &[&t])?;
+        self.client.execute(
+            "INSERT INTO session (token_sha256, utilisateur_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&token_sha256, &user, &csrf, &t, &expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn session(&mut self, token_sha256: &str, now: &str) -> Result<Option<(Utilisateur, String)>> {
+        let Some(r) = self.client.query_opt(
+            "SELECT utilisateur_id, csrf FROM session WHERE token_sha256 = $1 AND expires_at > $2",
+            &[&token_sha256, &now],
+        )?
+        else {
+            return Ok(None);
+        };
+        let (uid, csrf): (i64, String) = (r.get(0), r.get(1));
+        Ok(self
+            .utilisateur_where("u.id = $1", &uid)?
+            .pop()
+            .filter(|u| u.actif)
+            .map(|u| (u, csrf)))
+    }
+
+    fn delete_session(&mut self, token_sha256: &str) -> Result<()> {
+        self.client.execute(
+            "DELETE FROM session WHERE token_sha256 = $1",
+            &[&token_sha256],
+        )?;
+        Ok(())
+    }
+
+    fn delete_sessions_of(&mut self, user: i64, keep: Option<&str>) -> Result<()> {
+        self.client.execute(
+            "DELETE FROM session WHERE utilisateur_id = $1 AND token_sha256 IS DISTINCT FROM $2",
+            &[&user, &keep],
+        )?;
+        Ok(())
     }
 }
 

@@ -1,10 +1,10 @@
 //! One story per concern, run on both backends (as atuin does): the same calls give the same
 //! answers on SQLite and on PostgreSQL. This version covers the concerns the PostgreSQL
-//! backend implements so far: reference data and the audit trail.
+//! backend implements so far: reference data, accounts and sessions, the audit trail.
 
 use atmp_model::{Nomenclature, NomenclatureEntry, Siret};
 use atmp_store::prelude::*;
-use atmp_store::{AuditEvent, Autorisation, PgStore, SqliteStore};
+use atmp_store::{AuditEvent, Autorisation, NewUtilisateur, PgStore, Role, SqliteStore};
 
 const SDIS: &str = "28219002400012";
 const CDG: &str = "28219010700049";
@@ -147,6 +147,76 @@ fn audit_story<S: AuditStore>(s: &mut S) {
     assert_eq!(total, 5);
     let actors: Vec<&str> = page.iter().map(|r| r.event.actor.as_str()).collect();
     assert_eq!(actors, vec!["u3", "u2"], "latest first, paged");
+}
+
+fn accounts_story<S: ReferenceStore + AccountStore>(s: &mut S) {
+    s.add_collectivite(&siret(CDG), "CDG", None).unwrap();
+    let new = |login: &str, role: Role, c: Option<&str>| NewUtilisateur {
+        login: login.into(),
+        password_hash: "$argon2id$h".into(),
+        role,
+        collectivite: c.map(Into::into),
+        email: Some(format!("{login}@exemple.invalid")),
+        doit_changer: true,
+    };
+    assert_eq!(s.count_utilisateurs().unwrap(), 0);
+    let admin = s.add_utilisateur(&new("admin", Role::Plateforme, None)).unwrap();
+    assert!(admin.doit_changer && admin.actif && admin.collectivite_id.is_none());
+    let cdg = s.add_utilisateur(&new("cdg", Role::Cdg, Some(CDG))).unwrap();
+    assert_eq!(cdg.collectivite_siret.as_deref(), Some(CDG));
+    assert_eq!(cdg.collectivite_nom.as_deref(), Some("CDG"));
+    for (bad, why) in [
+        (new("cdg", Role::Cdg, Some(CDG)), "déjà pris"),
+        (new("x", Role::Cdg, None), "demande une collectivité"),
+        (new("y", Role::Plateforme, Some(CDG)), "aucune collectivité"),
+        (new("z", Role::Collectivite, Some(SDIS)), "n'existe pas"),
+        (new(" ", Role::Plateforme, None), "vide"),
+    ] {
+        let e = s.add_utilisateur(&bad).unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    assert_eq!(s.count_utilisateurs().unwrap(), 2);
+    let logins: Vec<String> = s.utilisateurs().unwrap().into_iter().map(|u| u.login).collect();
+    assert_eq!(logins, vec!["admin", "cdg"]);
+    s.set_utilisateur_password(cdg.id, "$argon2id$new", false).unwrap();
+    let u = s.utilisateur("cdg").unwrap().unwrap();
+    assert_eq!((u.password_hash.as_str(), u.doit_changer), ("$argon2id$new", false));
+    assert_eq!(s.utilisateur_by_id(admin.id).unwrap().unwrap().login, "admin");
+    assert!(s.utilisateur("nobody").unwrap().is_none());
+
+    // Sessions: valid until they expire; deleted one by one, all but one, or with the user.
+    s.create_session("t1", cdg.id, "csrf1", "2999-01-01T00:00:00").unwrap();
+    s.create_session("t2", cdg.id, "csrf2", "2999-01-01T00:00:00").unwrap();
+    s.create_session("t3", cdg.id, "csrf3", "2999-01-01T00:00:00").unwrap();
+    s.create_session("old", admin.id, "c", "2000-01-01T00:00:00").unwrap();
+    let (u, csrf) = s.session("t1", "2026-12-02T10:00:00").unwrap().unwrap();
+    assert_eq!((u.login.as_str(), csrf.as_str()), ("cdg", "csrf1"));
+    assert!(s.session("t1", "3000-01-01T00:00:00").unwrap().is_none(), "expired");
+    assert!(s.session("old", "2026-12-02T10:00:00").unwrap().is_none());
+    s.delete_session("t1").unwrap();
+    assert!(s.session("t1", "2026-12-02T10:00:00").unwrap().is_none());
+    s.delete_sessions_of(cdg.id, Some("t3")).unwrap();
+    assert!(s.session("t2", "2026-12-02T10:00:00").unwrap().is_none());
+    assert!(s.session("t3", "2026-12-02T10:00:00").unwrap().is_some());
+    s.delete_sessions_of(cdg.id, None).unwrap();
+    assert!(s.session("t3", "2026-12-02T10:00:00").unwrap().is_none());
+    // A deactivated user loses its sessions and cannot use one.
+    s.create_session("t4", cdg.id, "csrf4", "2999-01-01T00:00:00").unwrap();
+    s.set_utilisateur_actif(cdg.id, false).unwrap();
+    assert!(!s.utilisateur("cdg").unwrap().unwrap().actif);
+    assert!(s.session("t4", "2026-12-02T10:00:00").unwrap().is_none());
+    s.set_utilisateur_actif(cdg.id, true).unwrap();
+    assert!(s.session("t4", "2026-12-02T10:00:00").unwrap().is_none());
+}
+
+#[test]
+fn accounts_and_sessions_on_sqlite() {
+    accounts_story(&mut SqliteStore::memory().unwrap());
+}
+
+#[test]
+fn accounts_and_sessions_on_postgres() {
+    accounts_story(&mut PgStore::connect(&pg_database("accounts")).unwrap());
 }
 
 #[test]
