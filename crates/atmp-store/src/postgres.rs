@@ -1,6 +1,8 @@
 //! The PostgreSQL backend (issue 8), written concern by concern. This version implements
-//! the reference data (`ReferenceStore`), the accounts and sessions (`AccountStore`) and the
-//! audit trail (`AuditStore`); the other
+//! the reference data (`ReferenceStore`), the accounts and sessions (`AccountStore`), the
+//! job queue (`JobStore`), the mail outbox (`MailStore`) and the audit trail (`AuditStore`);
+//! the imports (`ImportStore`, with the bulk path of `FileTx`) come next, and only then does
+//! `atmp_store::open` accept `postgres://` URLs. The other
 //! concerns follow, and only then does `atmp_store::open` accept `postgres://` URLs.
 //!
 //! The synchronous `postgres` client (rust-postgres): the store's traits are synchronous, and
@@ -14,8 +16,8 @@ use atmp_model::{Nomenclature, NomenclatureEntry, Siret};
 use postgres::{Client, NoTls};
 
 use crate::{
-    now, AuditEvent, AuditRow, Autorisation, Collectivite, Emetteur, NewUtilisateur, Result,
-    Role, StoreError, Utilisateur, POSTGRES_MIGRATIONS,
+    now, AuditEvent, AuditRow, Autorisation, Collectivite, Emetteur, Job, JobState, Mail, NewMail,
+    NewUtilisateur, Result, Role, StoreError, Utilisateur, POSTGRES_MIGRATIONS,
 };
 
 /// A fixed key of `pg_advisory_xact_lock` for the migrations ("atmp" in ASCII).
@@ -587,5 +589,181 @@ impl crate::AuditStore for PgStore {
             })
             .collect();
         Ok((total as u64, rows))
+    }
+}
+
+impl PgStore {
+    fn job_where(
+        &mut self,
+        clause: &str,
+        args: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT id, emetteur, file_name, stored_path, size, received_at, state, attempts FROM job WHERE {clause}"
+        );
+        self.client
+            .query(sql.as_str(), args)?
+            .iter()
+            .map(|r| {
+                let state: String = r.get(6);
+                Ok(Job {
+                    id: r.get(0),
+                    emetteur: r.get(1),
+                    file_name: r.get(2),
+                    stored_path: r.get(3),
+                    size: r.get::<_, i64>(4) as u64,
+                    received_at: r.get(5),
+                    state: JobState::parse(&state).ok_or_else(|| {
+                        StoreError::Invalid(format!("état de travail inconnu : {state}"))
+                    })?,
+                    attempts: r.get::<_, i64>(7) as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+impl crate::JobStore for PgStore {
+    fn add_job(
+        &mut self,
+        emetteur: &str,
+        file_name: &str,
+        stored_path: &str,
+        size: u64,
+    ) -> Result<i64> {
+        let t = now();
+        Ok(self
+            .client
+            .query_one(
+                "INSERT INTO job (emetteur, file_name, stored_path, size, received_at, state, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'attente', $5) RETURNING id",
+                &[&emetteur, &file_name, &stored_path, &(size as i64), &t],
+            )?
+            .get(0))
+    }
+
+    fn next_job(&mut self) -> Result<Option<Job>> {
+        Ok(self
+            .job_where("state IN ('attente', 'en_cours') ORDER BY id LIMIT 1", &[])?
+            .pop())
+    }
+
+    fn job(&mut self, id: i64) -> Result<Option<Job>> {
+        Ok(self.job_where("id = $1", &[&id])?.pop())
+    }
+
+    fn job_paths(&mut self) -> Result<Vec<String>> {
+        Ok(self
+            .client
+            .query("SELECT stored_path FROM job", &[])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn set_job_state(&mut self, id: i64, state: JobState, error: Option<&str>) -> Result<()> {
+        let bump = i64::from(state == JobState::EnCours);
+        self.client.execute(
+            "UPDATE job SET state = $2, last_error = coalesce($3, last_error), attempts = attempts + $4, updated_at = $5 WHERE id = $1",
+            &[&id, &state.code(), &error, &bump, &now()],
+        )?;
+        Ok(())
+    }
+
+    fn finish_job(&mut self, id: i64, import_id: i64, sha256: &str) -> Result<()> {
+        self.client.execute(
+            "UPDATE job SET state = 'fait', import_id = $2, sha256 = $3, updated_at = $4 WHERE id = $1",
+            &[&id, &import_id, &sha256, &now()],
+        )?;
+        Ok(())
+    }
+
+    fn import_of_job(&mut self, job_id: i64) -> Result<Option<i64>> {
+        Ok(self
+            .client
+            .query_opt("SELECT id FROM import WHERE job_id = $1", &[&job_id])?
+            .map(|r| r.get(0)))
+    }
+
+    fn pending_jobs(&mut self) -> Result<u64> {
+        let n: i64 = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM job WHERE state IN ('attente', 'en_cours')",
+                &[],
+            )?
+            .get(0);
+        Ok(n as u64)
+    }
+}
+
+impl crate::MailStore for PgStore {
+    fn enqueue_mail(&mut self, m: &NewMail) -> Result<()> {
+        let att = serde_json::to_string(&m.attachments).expect("strings");
+        self.client.execute(
+            "INSERT INTO mail (import_id, recipient, subject, body, attachments, state, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, 'attente', $6) ON CONFLICT DO NOTHING",
+            &[&m.import_id, &m.recipient, &m.subject, &m.body, &att, &now()],
+        )?;
+        Ok(())
+    }
+
+    fn due_mails(&mut self, now: &str, limit: usize) -> Result<Vec<Mail>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT id, import_id, recipient, subject, body, attachments, attempts FROM mail \
+                 WHERE state = 'attente' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
+                &[&now, &(limit as i64)],
+            )?
+            .iter()
+            .map(|r| {
+                let att: String = r.get(5);
+                Mail {
+                    id: r.get(0),
+                    import_id: r.get(1),
+                    recipient: r.get(2),
+                    subject: r.get(3),
+                    body: r.get(4),
+                    attachments: serde_json::from_str(&att).unwrap_or_default(),
+                    attempts: r.get::<_, i64>(6) as u64,
+                }
+            })
+            .collect())
+    }
+
+    fn mail_sent(&mut self, id: i64) -> Result<()> {
+        self.client.execute(
+            "UPDATE mail SET state = 'envoye', sent_at = $2, attempts = attempts + 1 WHERE id = $1",
+            &[&id, &now()],
+        )?;
+        Ok(())
+    }
+
+    fn mail_failed(&mut self, id: i64, error: &str, next: Option<&str>) -> Result<()> {
+        self.client.execute(
+            "UPDATE mail SET attempts = attempts + 1, last_error = $2, next_attempt_at = coalesce($3, next_attempt_at), \
+             state = CASE WHEN $3::text IS NULL THEN 'abandonne' ELSE 'attente' END WHERE id = $1",
+            &[&id, &error, &next],
+        )?;
+        Ok(())
+    }
+
+    fn destinataires(&mut self, siret: &str, global: bool) -> Result<Vec<String>> {
+        // A collectivité's log goes to its own users; a global CDG log to the CDG's admins.
+        let sql = if global {
+            "SELECT DISTINCT u.email FROM utilisateur u JOIN collectivite c ON c.id = u.collectivite_id \
+             WHERE c.siret = $1 AND u.role = 'cdg' AND u.actif = 1 AND u.email IS NOT NULL AND u.email <> '' ORDER BY 1"
+        } else {
+            "SELECT DISTINCT u.email FROM utilisateur u JOIN collectivite c ON c.id = u.collectivite_id \
+             WHERE c.siret = $1 AND u.role IN ('collectivite-admin', 'collectivite') AND u.actif = 1 \
+             AND u.email IS NOT NULL AND u.email <> '' ORDER BY 1"
+        };
+        Ok(self
+            .client
+            .query(sql, &[&siret])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 }

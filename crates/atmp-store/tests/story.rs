@@ -1,10 +1,14 @@
 //! One story per concern, run on both backends (as atuin does): the same calls give the same
 //! answers on SQLite and on PostgreSQL. This version covers the concerns the PostgreSQL
-//! backend implements so far: reference data, accounts and sessions, the audit trail.
+//! backend implements so far: reference data, accounts and sessions, the job queue, the mail
+//! outbox, the audit trail.
 
 use atmp_model::{Nomenclature, NomenclatureEntry, Siret};
 use atmp_store::prelude::*;
-use atmp_store::{AuditEvent, Autorisation, NewUtilisateur, PgStore, Role, SqliteStore};
+use atmp_store::{
+    AuditEvent, Autorisation, ImportResult, ImportRow, JobState, NewMail, NewUtilisateur, PgStore,
+    Role, SqliteStore,
+};
 
 const SDIS: &str = "28219002400012";
 const CDG: &str = "28219010700049";
@@ -160,9 +164,13 @@ fn accounts_story<S: ReferenceStore + AccountStore>(s: &mut S) {
         doit_changer: true,
     };
     assert_eq!(s.count_utilisateurs().unwrap(), 0);
-    let admin = s.add_utilisateur(&new("admin", Role::Plateforme, None)).unwrap();
+    let admin = s
+        .add_utilisateur(&new("admin", Role::Plateforme, None))
+        .unwrap();
     assert!(admin.doit_changer && admin.actif && admin.collectivite_id.is_none());
-    let cdg = s.add_utilisateur(&new("cdg", Role::Cdg, Some(CDG))).unwrap();
+    let cdg = s
+        .add_utilisateur(&new("cdg", Role::Cdg, Some(CDG)))
+        .unwrap();
     assert_eq!(cdg.collectivite_siret.as_deref(), Some(CDG));
     assert_eq!(cdg.collectivite_nom.as_deref(), Some("CDG"));
     for (bad, why) in [
@@ -176,22 +184,41 @@ fn accounts_story<S: ReferenceStore + AccountStore>(s: &mut S) {
         assert!(e.contains(why), "{e}");
     }
     assert_eq!(s.count_utilisateurs().unwrap(), 2);
-    let logins: Vec<String> = s.utilisateurs().unwrap().into_iter().map(|u| u.login).collect();
+    let logins: Vec<String> = s
+        .utilisateurs()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.login)
+        .collect();
     assert_eq!(logins, vec!["admin", "cdg"]);
-    s.set_utilisateur_password(cdg.id, "$argon2id$new", false).unwrap();
+    s.set_utilisateur_password(cdg.id, "$argon2id$new", false)
+        .unwrap();
     let u = s.utilisateur("cdg").unwrap().unwrap();
-    assert_eq!((u.password_hash.as_str(), u.doit_changer), ("$argon2id$new", false));
-    assert_eq!(s.utilisateur_by_id(admin.id).unwrap().unwrap().login, "admin");
+    assert_eq!(
+        (u.password_hash.as_str(), u.doit_changer),
+        ("$argon2id$new", false)
+    );
+    assert_eq!(
+        s.utilisateur_by_id(admin.id).unwrap().unwrap().login,
+        "admin"
+    );
     assert!(s.utilisateur("nobody").unwrap().is_none());
 
     // Sessions: valid until they expire; deleted one by one, all but one, or with the user.
-    s.create_session("t1", cdg.id, "csrf1", "2999-01-01T00:00:00").unwrap();
-    s.create_session("t2", cdg.id, "csrf2", "2999-01-01T00:00:00").unwrap();
-    s.create_session("t3", cdg.id, "csrf3", "2999-01-01T00:00:00").unwrap();
-    s.create_session("old", admin.id, "c", "2000-01-01T00:00:00").unwrap();
+    s.create_session("t1", cdg.id, "csrf1", "2999-01-01T00:00:00")
+        .unwrap();
+    s.create_session("t2", cdg.id, "csrf2", "2999-01-01T00:00:00")
+        .unwrap();
+    s.create_session("t3", cdg.id, "csrf3", "2999-01-01T00:00:00")
+        .unwrap();
+    s.create_session("old", admin.id, "c", "2000-01-01T00:00:00")
+        .unwrap();
     let (u, csrf) = s.session("t1", "2026-12-02T10:00:00").unwrap().unwrap();
     assert_eq!((u.login.as_str(), csrf.as_str()), ("cdg", "csrf1"));
-    assert!(s.session("t1", "3000-01-01T00:00:00").unwrap().is_none(), "expired");
+    assert!(
+        s.session("t1", "3000-01-01T00:00:00").unwrap().is_none(),
+        "expired"
+    );
     assert!(s.session("old", "2026-12-02T10:00:00").unwrap().is_none());
     s.delete_session("t1").unwrap();
     assert!(s.session("t1", "2026-12-02T10:00:00").unwrap().is_none());
@@ -201,12 +228,165 @@ fn accounts_story<S: ReferenceStore + AccountStore>(s: &mut S) {
     s.delete_sessions_of(cdg.id, None).unwrap();
     assert!(s.session("t3", "2026-12-02T10:00:00").unwrap().is_none());
     // A deactivated user loses its sessions and cannot use one.
-    s.create_session("t4", cdg.id, "csrf4", "2999-01-01T00:00:00").unwrap();
+    s.create_session("t4", cdg.id, "csrf4", "2999-01-01T00:00:00")
+        .unwrap();
     s.set_utilisateur_actif(cdg.id, false).unwrap();
     assert!(!s.utilisateur("cdg").unwrap().unwrap().actif);
     assert!(s.session("t4", "2026-12-02T10:00:00").unwrap().is_none());
     s.set_utilisateur_actif(cdg.id, true).unwrap();
     assert!(s.session("t4", "2026-12-02T10:00:00").unwrap().is_none());
+}
+
+/// The job queue and the mail outbox. `import` records an import row for a job (the
+/// PostgreSQL backend has no `ImportStore` yet: the test writes that row itself).
+fn jobs_and_mail_story<S: ReferenceStore + AccountStore + JobStore + MailStore>(
+    s: &mut S,
+    import: &mut dyn FnMut(&mut S, i64) -> i64,
+) {
+    assert!(s.next_job().unwrap().is_none());
+    let a = s.add_job("SOFIVAL", "a.xml", "/recus/1-a.xml", 10).unwrap();
+    let b = s.add_job("SOFIVAL", "b.xml", "/recus/2-b.xml", 20).unwrap();
+    assert!(
+        s.add_job("SOFIVAL", "a.xml", "/recus/1-a.xml", 10).is_err(),
+        "one job per stored file"
+    );
+    assert_eq!(s.pending_jobs().unwrap(), 2);
+    let j = s.next_job().unwrap().unwrap();
+    assert_eq!(
+        (j.id, j.state, j.attempts, j.size),
+        (a, JobState::Attente, 0, 10)
+    );
+    s.set_job_state(a, JobState::EnCours, None).unwrap();
+    s.set_job_state(a, JobState::Attente, Some("base occupée"))
+        .unwrap();
+    s.set_job_state(a, JobState::EnCours, None).unwrap();
+    let j = s.job(a).unwrap().unwrap();
+    assert_eq!(
+        (j.state, j.attempts),
+        (JobState::EnCours, 2),
+        "each start counted"
+    );
+    assert_eq!(
+        s.next_job().unwrap().unwrap().id,
+        a,
+        "an interrupted job comes first"
+    );
+    assert!(s.import_of_job(a).unwrap().is_none());
+    let imp = import(s, a);
+    assert_eq!(s.import_of_job(a).unwrap(), Some(imp));
+    s.finish_job(a, imp, "f00d").unwrap();
+    assert_eq!(s.job(a).unwrap().unwrap().state, JobState::Fait);
+    assert_eq!(s.next_job().unwrap().unwrap().id, b);
+    assert_eq!(s.pending_jobs().unwrap(), 1);
+    let mut paths = s.job_paths().unwrap();
+    paths.sort();
+    assert_eq!(paths, vec!["/recus/1-a.xml", "/recus/2-b.xml"]);
+
+    // Recipients: a collectivité's users for its log, the CDG's admins for the global log.
+    s.add_collectivite(&siret(CDG), "CDG", None).unwrap();
+    for (login, role) in [
+        ("cdg", Role::Cdg),
+        ("agent", Role::Collectivite),
+        ("chef", Role::CollectiviteAdmin),
+    ] {
+        s.add_utilisateur(&NewUtilisateur {
+            login: login.into(),
+            password_hash: "h".into(),
+            role,
+            collectivite: Some(CDG.into()),
+            email: Some(format!("{login}@exemple.invalid")),
+            doit_changer: false,
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        s.destinataires(CDG, true).unwrap(),
+        vec!["cdg@exemple.invalid"]
+    );
+    assert_eq!(
+        s.destinataires(CDG, false).unwrap(),
+        vec!["agent@exemple.invalid", "chef@exemple.invalid"]
+    );
+    let chef = s.utilisateur("chef").unwrap().unwrap();
+    s.set_utilisateur_actif(chef.id, false).unwrap();
+    assert_eq!(
+        s.destinataires(CDG, false).unwrap(),
+        vec!["agent@exemple.invalid"]
+    );
+
+    // The outbox: one mail per (import, recipient), retried until sent or given up.
+    let mail = |to: &str| NewMail {
+        import_id: imp,
+        recipient: to.into(),
+        subject: "Import réussi".into(),
+        body: "…".into(),
+        attachments: vec![("journal.log".into(), "/logs/1.log".into())],
+    };
+    s.enqueue_mail(&mail("x@exemple.invalid")).unwrap();
+    s.enqueue_mail(&mail("x@exemple.invalid")).unwrap();
+    s.enqueue_mail(&mail("y@exemple.invalid")).unwrap();
+    let due = s.due_mails("2999-01-01T00:00:00", 10).unwrap();
+    assert_eq!(due.len(), 2, "queued once per recipient");
+    assert_eq!(
+        due[0].attachments,
+        vec![("journal.log".to_string(), "/logs/1.log".to_string())]
+    );
+    assert!(
+        s.due_mails("2000-01-01T00:00:00", 10).unwrap().is_empty(),
+        "not due yet"
+    );
+    s.mail_sent(due[0].id).unwrap();
+    s.mail_failed(due[1].id, "421", Some("2999-06-01T00:00:00"))
+        .unwrap();
+    let again = s.due_mails("2999-12-31T00:00:00", 10).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (due[1].id, 1));
+    assert!(
+        s.due_mails("2999-01-02T00:00:00", 10).unwrap().is_empty(),
+        "retried later"
+    );
+    s.mail_failed(due[1].id, "550", None).unwrap();
+    assert!(
+        s.due_mails("2999-12-31T00:00:00", 10).unwrap().is_empty(),
+        "given up"
+    );
+}
+
+fn import_row(job: i64) -> ImportRow {
+    ImportRow {
+        file_name: "a.xml".into(),
+        sha256: "f00d".into(),
+        started_at: "2026-12-02T10:00:00".into(),
+        finished_at: Some("2026-12-02T10:00:01".into()),
+        result: ImportResult::Reussi,
+        label: "Import réussi".into(),
+        job_id: Some(job),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn jobs_and_mail_on_sqlite() {
+    jobs_and_mail_story(&mut SqliteStore::memory().unwrap(), &mut |s, job| {
+        s.record_import(&import_row(job), &[]).unwrap()
+    });
+}
+
+#[test]
+fn jobs_and_mail_on_postgres() {
+    let url = pg_database("jobs");
+    let mut raw = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut store = PgStore::connect(&url).unwrap();
+    jobs_and_mail_story(&mut store, &mut |_, job| {
+        let r = import_row(job);
+        raw.query_one(
+            "INSERT INTO import (file_name, sha256, size, started_at, finished_at, result, label, job_id) \
+             VALUES ($1, $2, 0, $3, $4, 'reussi', $5, $6) RETURNING id",
+            &[&r.file_name, &r.sha256, &r.started_at, &r.finished_at, &r.label, &r.job_id],
+        )
+        .unwrap()
+        .get(0)
+    });
 }
 
 #[test]
