@@ -36,12 +36,12 @@ impl<W: Write> FluxWriter<W> {
         write_node(&mut self.w, node, 2)
     }
 
-    /// Copies blocks already written elsewhere (by [`write_block_start`], [`write_node`] at
-    /// depth 2 and [`write_block_end`]): a writer that must put the control totals in the
-    /// header writes the blocks first, then the header, then copies them.
-    pub fn copy_blocks<R: io::Read>(&mut self, blocks: &mut R) -> io::Result<u64> {
+    /// The sink, past the header and any open block: for blocks written elsewhere (by
+    /// [`write_block_start`], [`write_node`] at depth 2 and [`write_block_end`]), e.g. by a
+    /// writer that must put the control totals in the header and so writes the blocks first.
+    pub fn blocks(&mut self) -> io::Result<&mut W> {
         self.end_block()?;
-        io::copy(blocks, &mut self.w)
+        Ok(&mut self.w)
     }
 
     fn end_block(&mut self) -> io::Result<()> {

@@ -459,3 +459,25 @@ pub fn valid_no_tableau(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// A file name reduced to safe characters (ASCII letters and digits, `-`, `_`, `.`; no leading
+/// dot; at most 100 characters): the platform names the files it publishes in a sender's
+/// `retours/` after it, and the sender's side finds its receipts by it.
+pub fn safe_stem(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let s = s.trim_start_matches('.').to_string();
+    if s.is_empty() {
+        "fichier".into()
+    } else {
+        s.chars().take(100).collect()
+    }
+}

@@ -428,22 +428,4 @@ pub(crate) fn retours_name(job: &Job, l: &ImportLog, kind: &str) -> String {
     format!("{}_{}_{who}_{kind}.log", safe_stem(&job.file_name), job.id)
 }
 
-/// A file name reduced to safe characters, for names built from it.
-pub(crate) fn safe_stem(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let s = s.trim_start_matches('.').to_string();
-    if s.is_empty() {
-        "fichier".into()
-    } else {
-        s.chars().take(100).collect()
-    }
-}
+pub(crate) use atmp_model::safe_stem;

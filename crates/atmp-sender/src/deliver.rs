@@ -429,7 +429,8 @@ pub fn fetch_receipt(
     sha256: &str,
 ) -> Result<Option<Receipt>, SenderError> {
     let start = Instant::now();
-    let prefix = format!("{}_", safe_stem(remote));
+    // The platform's own reduction of the name (its `retours/` names), not a copy of it.
+    let prefix = format!("{}_", atmp_model::safe_stem(remote));
     loop {
         match read_receipts(opts, &prefix, sha256) {
             Ok(Some(r)) => return Ok(Some(r)),
@@ -483,26 +484,6 @@ fn read_receipts(
     // integration is the result.
     found.sort_by_key(|r| (r.resultat == "doublon", r.import));
     Ok(found.into_iter().next())
-}
-
-/// The platform's reduction of a file name to safe characters (its `retours/` names).
-pub fn safe_stem(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let s = s.trim_start_matches('.').to_string();
-    if s.is_empty() {
-        "fichier".into()
-    } else {
-        s
-    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -691,14 +691,12 @@ fn write_file(
             let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::default());
             let mut w = atmp_flux::FluxWriter::new(gz)?;
             w.header(header)?;
-            let mut adapter = Adapter(&mut w);
-            blocks(&mut adapter)?;
+            blocks(w.blocks()?)?;
             w.finish()?.finish()?
         } else {
             let mut w = atmp_flux::FluxWriter::new(hashing)?;
             w.header(header)?;
-            let mut adapter = Adapter(&mut w);
-            blocks(&mut adapter)?;
+            blocks(w.blocks()?)?;
             w.finish()?
         };
         let HashWriter { inner, hash } = hashing;
@@ -715,18 +713,6 @@ fn write_file(
             let _ = std::fs::remove_file(&tmp);
             Err(io_err(e))
         }
-    }
-}
-
-/// Lets the blocks be written through a [`atmp_flux::FluxWriter`] already past its header.
-struct Adapter<'w, W: Write>(&'w mut atmp_flux::FluxWriter<W>);
-
-impl<W: Write> Write for Adapter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.copy_blocks(&mut &buf[..]).map(|n| n as usize)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

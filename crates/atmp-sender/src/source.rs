@@ -8,7 +8,6 @@
 //! whatever the size of the base.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
@@ -826,6 +825,3 @@ pub fn day(s: &str) -> String {
 pub fn stamp(s: &str) -> String {
     s.trim().replacen(' ', "T", 1)
 }
-
-/// The services of each collectivité, for the agents' `<service>` references.
-pub type ServiceIndex = HashMap<String, String>;

@@ -46,6 +46,89 @@ pub enum StoreError {
 /// The result of every storage operation.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// The rules of reference data that are not SQL, written once for every backend; `find`
+/// looks a collectivité up by SIRET.
+pub(crate) mod rules {
+    use super::{Collectivite, NewUtilisateur, Result, StoreError};
+
+    /// A new collectivité: its SIRET is free and its CDG, if any, exists. Returns the CDG's id.
+    pub fn new_collectivite(
+        siret: &str,
+        cdg: Option<&str>,
+        mut find: impl FnMut(&str) -> Result<Option<Collectivite>>,
+    ) -> Result<Option<i64>> {
+        if find(siret)?.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "la collectivité {siret} existe déjà"
+            )));
+        }
+        cdg.map(|c| existing_cdg(c, &mut find)).transpose()
+    }
+
+    /// A collectivité attached to another (or to none): both exist and differ. Returns the
+    /// collectivité's id and the CDG's.
+    pub fn attachment(
+        siret: &str,
+        cdg: Option<&str>,
+        mut find: impl FnMut(&str) -> Result<Option<Collectivite>>,
+    ) -> Result<(i64, Option<i64>)> {
+        let c = find(siret)?
+            .ok_or_else(|| StoreError::Invalid(format!("la collectivité {siret} n'existe pas")))?;
+        if cdg == Some(siret) {
+            return Err(StoreError::Invalid(
+                "une collectivité ne peut pas être rattachée à elle-même".into(),
+            ));
+        }
+        Ok((c.id, cdg.map(|s| existing_cdg(s, &mut find)).transpose()?))
+    }
+
+    fn existing_cdg(
+        cdg: &str,
+        find: &mut impl FnMut(&str) -> Result<Option<Collectivite>>,
+    ) -> Result<i64> {
+        Ok(find(cdg)?
+            .ok_or_else(|| {
+                StoreError::Invalid(format!("le CDG {cdg} n'existe pas : créez-le d'abord"))
+            })?
+            .id)
+    }
+
+    /// A new web account: a non-empty login, a collectivité for every role but the platform's
+    /// and none for it, and that collectivité exists. Returns its id.
+    pub fn new_utilisateur(
+        u: &NewUtilisateur,
+        mut find: impl FnMut(&str) -> Result<Option<Collectivite>>,
+    ) -> Result<Option<i64>> {
+        let id = match (&u.collectivite, u.role.needs_collectivite()) {
+            (Some(s), true) => Some(
+                find(s)?
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!(
+                            "la collectivité {s} n'existe pas : créez-la d'abord"
+                        ))
+                    })?
+                    .id,
+            ),
+            (None, true) => {
+                return Err(StoreError::Invalid(format!(
+                    "le rôle {} demande une collectivité (--collectivite SIRET)",
+                    u.role.code()
+                )))
+            }
+            (Some(_), false) => {
+                return Err(StoreError::Invalid(
+                    "un administrateur plate-forme n'est rattaché à aucune collectivité".into(),
+                ))
+            }
+            (None, false) => None,
+        };
+        if u.login.trim().is_empty() {
+            return Err(StoreError::Invalid("l'identifiant est vide".into()));
+        }
+        Ok(id)
+    }
+}
+
 /// A value as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Cell {

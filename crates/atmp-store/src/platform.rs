@@ -164,6 +164,70 @@ pub struct SuiviQuery {
     pub offset: u64,
 }
 
+/// The SQL of a tracking-table query, the same for every backend but for its placeholders
+/// (`?N` or `$N`): the scope's filter says in SQL what [`Scope::sees`] says.
+pub(crate) struct SuiviSql {
+    /// The number of rows matching, with `params[..count_params]`.
+    pub count: String,
+    pub count_params: usize,
+    /// One page of rows, with every param (the last two: limit and offset).
+    pub page: String,
+    pub params: Vec<crate::Cell>,
+}
+
+impl SuiviQuery {
+    pub(crate) fn sql(&self, ph: fn(usize) -> String) -> SuiviSql {
+        use crate::Cell;
+        // Dates are stored as local `YYYY-MM-DDTHH:MM:SS`: the period is a text range.
+        let mut params = vec![
+            Cell::Text(self.du.clone()),
+            Cell::Text(format!("{}T99", self.au)),
+        ];
+        let mut wheres = vec![
+            format!("l.started_at >= {}", ph(1)),
+            format!("l.started_at < {}", ph(2)),
+        ];
+        match &self.scope {
+            Scope::Tout => {}
+            Scope::Cdg { id, siret } => {
+                wheres.push(format!(
+                    "((l.global = 0 AND l.collectivite_siret IN (SELECT siret FROM collectivite WHERE id = {0} OR cdg_id = {0})) \
+                     OR (l.global = 1 AND l.collectivite_siret = {1}))",
+                    ph(3),
+                    ph(4)
+                ));
+                params.push(Cell::Int(*id));
+                params.push(Cell::Text(siret.clone()));
+            }
+            Scope::Collectivite { siret } => {
+                wheres.push(format!("l.global = 0 AND l.collectivite_siret = {}", ph(3)));
+                params.push(Cell::Text(siret.clone()));
+            }
+        }
+        if let Some(t) = &self.type_fichier {
+            wheres.push(format!("l.type_fichier = {}", ph(params.len() + 1)));
+            params.push(Cell::Text(t.clone()));
+        }
+        let filter = wheres.join(" AND ");
+        let n = params.len();
+        let page = format!(
+            "SELECT l.id, l.import_id, l.type_fichier, l.started_at, l.label, l.collectivite_siret, c.nom, l.global, i.file_name \
+             FROM import_log l JOIN import i ON i.id = l.import_id LEFT JOIN collectivite c ON c.siret = l.collectivite_siret \
+             WHERE {filter} ORDER BY l.started_at DESC, l.id DESC LIMIT {} OFFSET {}",
+            ph(n + 1),
+            ph(n + 2)
+        );
+        params.push(Cell::Int(self.limit as i64));
+        params.push(Cell::Int(self.offset as i64));
+        SuiviSql {
+            count: format!("SELECT count(*) FROM import_log l WHERE {filter}"),
+            count_params: n,
+            page,
+            params,
+        }
+    }
+}
+
 /// One line of the tracking table (one log pair of an import).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SuiviRow {

@@ -12,7 +12,7 @@ use crate::prelude::*;
 use crate::{
     now, AuditEvent, AuditRow, Autorisation, Cell, Collectivite, Emetteur, FileTx, FindId, Found,
     ImportLog, ImportRow, InsertId, Job, Mail, NewMail, NewUtilisateur, PurgeCandidate, PurgeKind,
-    Result, Role, Scope, StoreError, SuiviQuery, SuiviRow, Table, Utilisateur,
+    Result, Role, StoreError, SuiviQuery, SuiviRow, Table, Utilisateur,
 };
 
 /// The migrations, applied in order on open; `PRAGMA user_version` is the number applied.

@@ -1,13 +1,9 @@
 //! The migrations per backend give the same base: every table and column of the SQLite
 //! migrations exists in the PostgreSQL ones, and no other.
 
-use std::collections::BTreeSet;
+mod common;
 
-fn pg_admin() -> String {
-    std::env::var("ATMP_TEST_POSTGRES_URL").expect(
-        "ATMP_TEST_POSTGRES_URL: the PostgreSQL server of the tests (./scripts/test starts one)",
-    )
-}
+use std::collections::BTreeSet;
 
 #[test]
 fn postgres_migrations_give_the_tables_and_columns_of_the_sqlite_ones() {
@@ -31,13 +27,7 @@ fn postgres_migrations_give_the_tables_and_columns_of_the_sqlite_ones() {
     }
     assert!(sqlite.contains(&("agent".into(), "nir".into())));
 
-    let admin = pg_admin();
-    let name = format!("migrations_{}", std::process::id());
-    let mut a = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-    a.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .unwrap();
-    a.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let url = common::pg_database("migrations");
     let mut pg = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     for (i, m) in atmp_store::POSTGRES_MIGRATIONS.iter().enumerate() {
         pg.batch_execute(m)
@@ -58,6 +48,4 @@ fn postgres_migrations_give_the_tables_and_columns_of_the_sqlite_ones() {
         only_sqlite.is_empty() && only_pg.is_empty(),
         "SQLite only: {only_sqlite:?}\nPostgreSQL only: {only_pg:?}"
     );
-    drop(pg);
-    a.batch_execute(&format!("DROP DATABASE {name}")).unwrap();
 }

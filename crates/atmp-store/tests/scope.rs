@@ -1,9 +1,11 @@
 //! "Who sees which log" is written once (`Scope::sees`) and said again in the SQL of the
 //! tracking table: both must agree, for every scope and every kind of log.
 
+mod common;
+
 use atmp_model::Siret;
 use atmp_store::prelude::*;
-use atmp_store::{ImportLog, ImportResult, ImportRow, Scope, SqliteStore, SuiviQuery};
+use atmp_store::{ImportLog, ImportResult, ImportRow, PgStore, Scope, SqliteStore, SuiviQuery};
 
 const SDIS: &str = "28219002400012";
 const CDG: &str = "28219010700049";
@@ -15,8 +17,17 @@ fn siret(s: &str) -> Siret {
 }
 
 #[test]
-fn the_tracking_table_shows_exactly_the_logs_the_scope_sees() {
-    let mut store = SqliteStore::memory().unwrap();
+fn the_tracking_table_shows_exactly_the_logs_the_scope_sees_on_sqlite() {
+    tracking_table_story(&mut SqliteStore::memory().unwrap());
+}
+
+#[test]
+fn the_tracking_table_shows_exactly_the_logs_the_scope_sees_on_postgres() {
+    let url = common::pg_database("scope");
+    tracking_table_story(&mut PgStore::connect(&url).unwrap());
+}
+
+fn tracking_table_story<S: ReferenceStore + ImportStore>(store: &mut S) {
     store.add_collectivite(&siret(SDIS), "SDIS", None).unwrap();
     let cdg = store.add_collectivite(&siret(CDG), "CDG", None).unwrap();
     store

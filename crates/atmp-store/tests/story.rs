@@ -3,12 +3,15 @@
 //! backend implements so far: reference data, accounts and sessions, the job queue, the mail
 //! outbox, the audit trail.
 
+mod common;
+
 use atmp_model::{Nomenclature, NomenclatureEntry, Siret};
 use atmp_store::prelude::*;
 use atmp_store::{
     AuditEvent, Autorisation, ImportResult, ImportRow, JobState, NewMail, NewUtilisateur, PgStore,
     Role, SqliteStore,
 };
+use common::pg_database;
 
 const SDIS: &str = "28219002400012";
 const CDG: &str = "28219010700049";
@@ -16,19 +19,6 @@ const COMMUNE: &str = "21219781800017";
 
 fn siret(s: &str) -> Siret {
     Siret::parse(s).unwrap()
-}
-
-/// A fresh database on the test server; its URL.
-fn pg_database(tag: &str) -> String {
-    let admin = std::env::var("ATMP_TEST_POSTGRES_URL").expect(
-        "ATMP_TEST_POSTGRES_URL: the PostgreSQL server of the tests (./scripts/test starts one)",
-    );
-    let name = format!("story_{tag}_{}", std::process::id());
-    let mut a = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-    a.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .unwrap();
-    a.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
 }
 
 fn reference_story<S: ReferenceStore>(s: &mut S) {
@@ -374,7 +364,7 @@ fn jobs_and_mail_on_sqlite() {
 
 #[test]
 fn jobs_and_mail_on_postgres() {
-    let url = pg_database("jobs");
+    let url = pg_database("story_jobs");
     let mut raw = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let mut store = PgStore::connect(&url).unwrap();
     jobs_and_mail_story(&mut store, &mut |_, job| {
@@ -396,7 +386,7 @@ fn accounts_and_sessions_on_sqlite() {
 
 #[test]
 fn accounts_and_sessions_on_postgres() {
-    accounts_story(&mut PgStore::connect(&pg_database("accounts")).unwrap());
+    accounts_story(&mut PgStore::connect(&pg_database("story_accounts")).unwrap());
 }
 
 #[test]
@@ -406,7 +396,7 @@ fn reference_data_on_sqlite() {
 
 #[test]
 fn reference_data_on_postgres() {
-    let url = pg_database("ref");
+    let url = pg_database("story_ref");
     reference_story(&mut PgStore::connect(&url).unwrap());
     // Connecting again applies no migration twice.
     let mut again = PgStore::connect(&url).unwrap();
@@ -420,12 +410,12 @@ fn audit_trail_on_sqlite() {
 
 #[test]
 fn audit_trail_on_postgres() {
-    audit_story(&mut PgStore::connect(&pg_database("audit")).unwrap());
+    audit_story(&mut PgStore::connect(&pg_database("story_audit")).unwrap());
 }
 
 #[test]
 fn several_instances_starting_at_once_migrate_once() {
-    let url = pg_database("concurrent");
+    let url = pg_database("story_concurrent");
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let url = url.clone();

@@ -11,8 +11,8 @@ use postgres::{Statement, Transaction};
 use super::PgStore;
 use crate::{
     Autorisation, Cell, Collectivite, FileTx, FindId, Found, ImportLog, ImportResult, ImportRow,
-    InsertId, PurgeCandidate, PurgeKind, RecordCounts, Result, Scope, StoreError, SuiviQuery,
-    SuiviRow, Table,
+    InsertId, PurgeCandidate, PurgeKind, RecordCounts, Result, StoreError, SuiviQuery, SuiviRow,
+    Table,
 };
 
 /// The columns of `import` read by [`import_row`].
@@ -259,56 +259,19 @@ impl crate::ImportStore for PgStore {
     }
 
     fn suivi(&mut self, q: &SuiviQuery) -> Result<(Vec<SuiviRow>, u64)> {
-        let du = q.du.clone();
-        let au = format!("{}T99", q.au);
-        let mut wheres: Vec<String> = vec!["l.started_at >= $1".into(), "l.started_at < $2".into()];
-        let mut args: Vec<Box<dyn ToSql + Sync>> = vec![Box::new(du), Box::new(au)];
-        match &q.scope {
-            Scope::Tout => {}
-            Scope::Cdg { id, siret } => {
-                wheres.push(
-                    "((l.global = 0 AND l.collectivite_siret IN (SELECT siret FROM collectivite WHERE id = $3 OR cdg_id = $3)) \
-                     OR (l.global = 1 AND l.collectivite_siret = $4))"
-                        .into(),
-                );
-                args.push(Box::new(*id));
-                args.push(Box::new(siret.clone()));
-            }
-            Scope::Collectivite { siret } => {
-                wheres.push("l.global = 0 AND l.collectivite_siret = $3".into());
-                args.push(Box::new(siret.clone()));
-            }
-        }
-        if let Some(t) = &q.type_fichier {
-            let n = args.len() + 1;
-            wheres.push(format!("l.type_fichier = ${n}"));
-            args.push(Box::new(t.clone()));
-        }
-        let filter = wheres.join(" AND ");
-        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|b| b.as_ref()).collect();
+        let sql = q.sql(|i| format!("${i}"));
+        let params: Vec<&(dyn ToSql + Sync)> = sql
+            .params
+            .iter()
+            .map(|c| c as &(dyn ToSql + Sync))
+            .collect();
         let total: i64 = self
             .client
-            .query_one(
-                format!("SELECT count(*) FROM import_log l WHERE {filter}").as_str(),
-                &params,
-            )?
+            .query_one(sql.count.as_str(), &params[..sql.count_params])?
             .get(0);
-        let n = args.len();
-        let sql = format!(
-            "SELECT l.id, l.import_id, l.type_fichier, l.started_at, l.label, l.collectivite_siret, c.nom, l.global, i.file_name \
-             FROM import_log l JOIN import i ON i.id = l.import_id LEFT JOIN collectivite c ON c.siret = l.collectivite_siret \
-             WHERE {filter} ORDER BY l.started_at DESC, l.id DESC LIMIT ${} OFFSET ${}",
-            n + 1,
-            n + 2
-        );
-        let limit = q.limit as i64;
-        let offset = q.offset as i64;
-        let mut all = params.clone();
-        all.push(&limit);
-        all.push(&offset);
         let rows = self
             .client
-            .query(sql.as_str(), &all)?
+            .query(sql.page.as_str(), &params)?
             .iter()
             .map(|r| SuiviRow {
                 log_id: r.get(0),

@@ -200,32 +200,7 @@ impl PgStore {
 
 impl crate::AccountStore for PgStore {
     fn add_utilisateur(&mut self, u: &NewUtilisateur) -> Result<Utilisateur> {
-        let collectivite_id = match (&u.collectivite, u.role.needs_collectivite()) {
-            (Some(s), true) => Some(
-                self.collectivite_in(s)?
-                    .ok_or_else(|| {
-                        StoreError::Invalid(format!(
-                            "la collectivité {s} n'existe pas : créez-la d'abord"
-                        ))
-                    })?
-                    .id,
-            ),
-            (None, true) => {
-                return Err(StoreError::Invalid(format!(
-                    "le rôle {} demande une collectivité (--collectivite SIRET)",
-                    u.role.code()
-                )))
-            }
-            (Some(_), false) => {
-                return Err(StoreError::Invalid(
-                    "un administrateur plate-forme n'est rattaché à aucune collectivité".into(),
-                ))
-            }
-            (None, false) => None,
-        };
-        if u.login.trim().is_empty() {
-            return Err(StoreError::Invalid("l'identifiant est vide".into()));
-        }
+        let collectivite_id = crate::rules::new_utilisateur(u, |s| self.collectivite_in(s))?;
         // The unique index decides between two instances creating the same login at once.
         let id: Option<i64> = self
             .client
@@ -350,21 +325,10 @@ impl crate::ReferenceStore for PgStore {
         nom: &str,
         cdg: Option<&Siret>,
     ) -> Result<Collectivite> {
-        if self.collectivite_in(siret.as_str())?.is_some() {
-            return Err(StoreError::Invalid(format!(
-                "la collectivité {siret} existe déjà"
-            )));
-        }
-        let cdg_id = match cdg {
-            Some(c) => Some(
-                self.collectivite_in(c.as_str())?
-                    .ok_or_else(|| {
-                        StoreError::Invalid(format!("le CDG {c} n'existe pas : créez-le d'abord"))
-                    })?
-                    .id,
-            ),
-            None => None,
-        };
+        let cdg_id =
+            crate::rules::new_collectivite(siret.as_str(), cdg.map(|c| c.as_str()), |s| {
+                self.collectivite_in(s)
+            })?;
         self.client.execute(
             "INSERT INTO collectivite (siret, nom, cdg_id, created_at) VALUES ($1, $2, $3, $4)",
             &[&siret.as_str(), &nom, &cdg_id, &now()],
@@ -383,31 +347,10 @@ impl crate::ReferenceStore for PgStore {
     }
 
     fn set_cdg(&mut self, siret: &str, cdg: Option<&str>) -> Result<()> {
-        let c = self
-            .collectivite_in(siret)?
-            .ok_or_else(|| StoreError::Invalid(format!("la collectivité {siret} n'existe pas")))?;
-        let cdg_id = match cdg {
-            None => None,
-            Some(s) => {
-                if s == siret {
-                    return Err(StoreError::Invalid(
-                        "une collectivité ne peut pas être rattachée à elle-même".into(),
-                    ));
-                }
-                Some(
-                    self.collectivite_in(s)?
-                        .ok_or_else(|| {
-                            StoreError::Invalid(format!(
-                                "le CDG {s} n'existe pas : créez-le d'abord"
-                            ))
-                        })?
-                        .id,
-                )
-            }
-        };
+        let (id, cdg_id) = crate::rules::attachment(siret, cdg, |s| self.collectivite_in(s))?;
         self.client.execute(
             "UPDATE collectivite SET cdg_id = $2 WHERE id = $1",
-            &[&c.id, &cdg_id],
+            &[&id, &cdg_id],
         )?;
         Ok(())
     }

@@ -5,32 +5,7 @@ use super::*;
 
 impl crate::AccountStore for SqliteStore {
     fn add_utilisateur(&mut self, u: &NewUtilisateur) -> Result<Utilisateur> {
-        let collectivite_id = match (&u.collectivite, u.role.needs_collectivite()) {
-            (Some(s), true) => Some(
-                collectivite_in(&self.conn, s)?
-                    .ok_or_else(|| {
-                        StoreError::Invalid(format!(
-                            "la collectivité {s} n'existe pas : créez-la d'abord"
-                        ))
-                    })?
-                    .id,
-            ),
-            (None, true) => {
-                return Err(StoreError::Invalid(format!(
-                    "le rôle {} demande une collectivité (--collectivite SIRET)",
-                    u.role.code()
-                )))
-            }
-            (Some(_), false) => {
-                return Err(StoreError::Invalid(
-                    "un administrateur plate-forme n'est rattaché à aucune collectivité".into(),
-                ))
-            }
-            (None, false) => None,
-        };
-        if u.login.trim().is_empty() {
-            return Err(StoreError::Invalid("l'identifiant est vide".into()));
-        }
+        let collectivite_id = crate::rules::new_utilisateur(u, |s| collectivite_in(&self.conn, s))?;
         let exists: Option<i64> = self
             .conn
             .query_row(

@@ -99,54 +99,15 @@ impl crate::ImportStore for SqliteStore {
     }
 
     fn suivi(&mut self, q: &SuiviQuery) -> Result<(Vec<SuiviRow>, u64)> {
-        // Dates are stored as local `YYYY-MM-DDTHH:MM:SS`: the period is a text range.
-        let du = q.du.clone();
-        let au = format!("{}T99", q.au);
-        let mut wheres: Vec<String> = vec!["l.started_at >= ?1".into(), "l.started_at < ?2".into()];
-        let mut args: Vec<Box<dyn ToSql>> = vec![Box::new(du), Box::new(au)];
-        match &q.scope {
-            Scope::Tout => {}
-            Scope::Cdg { id, siret } => {
-                wheres.push(
-                    "((l.global = 0 AND l.collectivite_siret IN (SELECT siret FROM collectivite WHERE id = ?3 OR cdg_id = ?3)) \
-                     OR (l.global = 1 AND l.collectivite_siret = ?4))"
-                        .into(),
-                );
-                args.push(Box::new(*id));
-                args.push(Box::new(siret.clone()));
-            }
-            Scope::Collectivite { siret } => {
-                wheres.push("l.global = 0 AND l.collectivite_siret = ?3".into());
-                args.push(Box::new(siret.clone()));
-            }
-        }
-        if let Some(t) = &q.type_fichier {
-            let n = args.len() + 1;
-            wheres.push(format!("l.type_fichier = ?{n}"));
-            args.push(Box::new(t.clone()));
-        }
-        let filter = wheres.join(" AND ");
-        let params: Vec<&dyn ToSql> = args.iter().map(|b| b.as_ref()).collect();
+        let sql = q.sql(|i| format!("?{i}"));
+        let params: Vec<&dyn ToSql> = sql.params.iter().map(|c| c as &dyn ToSql).collect();
         let total: i64 = self
             .conn
-            .prepare_cached(&format!("SELECT count(*) FROM import_log l WHERE {filter}"))?
-            .query_row(params.as_slice(), |r| r.get(0))?;
-        let n = args.len();
-        let sql = format!(
-            "SELECT l.id, l.import_id, l.type_fichier, l.started_at, l.label, l.collectivite_siret, c.nom, l.global, i.file_name \
-             FROM import_log l JOIN import i ON i.id = l.import_id LEFT JOIN collectivite c ON c.siret = l.collectivite_siret \
-             WHERE {filter} ORDER BY l.started_at DESC, l.id DESC LIMIT ?{} OFFSET ?{}",
-            n + 1,
-            n + 2
-        );
-        let limit = q.limit as i64;
-        let offset = q.offset as i64;
-        let mut all = params.clone();
-        all.push(&limit);
-        all.push(&offset);
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+            .prepare_cached(&sql.count)?
+            .query_row(&params[..sql.count_params], |r| r.get(0))?;
+        let mut stmt = self.conn.prepare_cached(&sql.page)?;
         let rows = stmt
-            .query_map(all.as_slice(), |r| {
+            .query_map(params.as_slice(), |r| {
                 Ok(SuiviRow {
                     log_id: r.get(0)?,
                     import_id: r.get(1)?,

@@ -10,21 +10,10 @@ impl crate::ReferenceStore for SqliteStore {
         nom: &str,
         cdg: Option<&Siret>,
     ) -> Result<Collectivite> {
-        if collectivite_in(&self.conn, siret.as_str())?.is_some() {
-            return Err(StoreError::Invalid(format!(
-                "la collectivité {siret} existe déjà"
-            )));
-        }
-        let cdg_id = match cdg {
-            Some(c) => Some(
-                collectivite_in(&self.conn, c.as_str())?
-                    .ok_or_else(|| {
-                        StoreError::Invalid(format!("le CDG {c} n'existe pas : créez-le d'abord"))
-                    })?
-                    .id,
-            ),
-            None => None,
-        };
+        let cdg_id =
+            crate::rules::new_collectivite(siret.as_str(), cdg.map(|c| c.as_str()), |s| {
+                collectivite_in(&self.conn, s)
+            })?;
         self.conn.execute(
             "INSERT INTO collectivite (siret, nom, cdg_id, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![siret.as_str(), nom, cdg_id, now()],
@@ -41,30 +30,11 @@ impl crate::ReferenceStore for SqliteStore {
     }
 
     fn set_cdg(&mut self, siret: &str, cdg: Option<&str>) -> Result<()> {
-        let c = collectivite_in(&self.conn, siret)?
-            .ok_or_else(|| StoreError::Invalid(format!("la collectivité {siret} n'existe pas")))?;
-        let cdg_id = match cdg {
-            None => None,
-            Some(s) => {
-                if s == siret {
-                    return Err(StoreError::Invalid(
-                        "une collectivité ne peut pas être rattachée à elle-même".into(),
-                    ));
-                }
-                Some(
-                    collectivite_in(&self.conn, s)?
-                        .ok_or_else(|| {
-                            StoreError::Invalid(format!(
-                                "le CDG {s} n'existe pas : créez-le d'abord"
-                            ))
-                        })?
-                        .id,
-                )
-            }
-        };
+        let (id, cdg_id) =
+            crate::rules::attachment(siret, cdg, |s| collectivite_in(&self.conn, s))?;
         self.conn.execute(
             "UPDATE collectivite SET cdg_id = ?2 WHERE id = ?1",
-            params![c.id, cdg_id],
+            params![id, cdg_id],
         )?;
         Ok(())
     }

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use atmp_sender::demo;
 use serde_json::Value as Json;
 
 use crate::harness::*;
@@ -430,7 +429,6 @@ fn an_upload_cut_in_the_middle_is_retried_and_integrated_once() {
         1
     );
     assert_eq!(platform_counts(&p, SDIS).0, 12000);
-    let _ = demo::SDIS;
     p.kill();
 }
 
