@@ -690,19 +690,33 @@ pub trait FileTx {
     fn commit(self: Box<Self>, row: &ImportRow, logs: &[ImportLog]) -> Result<()>;
 }
 
-/// Opens the store named by a URL: `sqlite://PATH` (PostgreSQL: a later issue).
+/// Opens the store named by a URL: `sqlite://PATH`, or `postgres://…` (libpq's form; TLS
+/// with `sslmode=require`, see [`postgres`]).
 pub fn open(url: &str) -> Result<Box<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         Ok(Box::new(SqliteStore::open(std::path::Path::new(path))?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Err(StoreError::Url(
-            "PostgreSQL n'est pas encore disponible dans cette version (SQLite seulement)".into(),
-        ))
+        Ok(Box::new(PgStore::connect(url)?))
     } else {
         Err(StoreError::Url(format!(
-            "« {url} » : adresse attendue de la forme sqlite://CHEMIN ou postgres://…"
+            "« {} » : adresse attendue de la forme sqlite://CHEMIN ou postgres://…",
+            redact_url(url)
         )))
     }
+}
+
+/// The backend a URL names, as said at start (`SQLite` or `PostgreSQL`).
+pub fn backend_name(url: &str) -> &'static str {
+    if url.starts_with("sqlite://") {
+        "SQLite"
+    } else {
+        "PostgreSQL"
+    }
+}
+
+/// A base URL as it may be shown in errors and traces: its password masked.
+pub fn redact_url(url: &str) -> String {
+    postgres::redact(url)
 }
 
 /// Now, as stored (`YYYY-MM-DDTHH:MM:SS`, local time of the platform).

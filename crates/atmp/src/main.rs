@@ -368,7 +368,8 @@ fn serve(db: Option<String>, args: ServeArgs) -> Result<u8> {
 
 fn open_store(db: &Option<String>) -> Result<Box<dyn Store>> {
     let url = db.clone().unwrap_or_else(|| DEFAULT_DB.to_string());
-    atmp_store::open(&url).with_context(|| format!("ouverture de la base {url}"))
+    atmp_store::open(&url)
+        .with_context(|| format!("ouverture de la base {}", atmp_store::redact_url(&url)))
 }
 
 fn run(cli: Cli) -> Result<u8> {

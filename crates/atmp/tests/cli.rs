@@ -1,5 +1,6 @@
 //! The command-line contract of FORMAT.md §7: options, exit statuses, JSON shapes.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -50,9 +51,9 @@ fn usage_errors_exit_2() {
         .contains("SIRET « 28219002400013 » invalide : la clé de contrôle du SIRET est invalide"));
 }
 
-#[test]
-fn global_options_before_or_after() {
-    let env = Env::new();
+both!(global_options_before_or_after);
+fn global_options_before_or_after(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let db = env.db();
     let before = env.ok(&["collectivite", "list", "--json"]);
@@ -121,9 +122,9 @@ fn validate_json_reports_positions_and_exit_status() {
     assert!(e["message"].as_str().unwrap().contains("obligatoire"));
 }
 
-#[test]
-fn import_exit_status_and_several_files() {
-    let env = Env::new();
+both!(import_exit_status_and_several_files);
+fn import_exit_status_and_several_files(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let good = examples().join("services.xml");
     let bad = env.write("bad.xml", "<flux");
@@ -158,9 +159,9 @@ fn import_exit_status_and_several_files() {
     assert_eq!((j["result"].as_str(), code), (Some("reussi"), 0));
 }
 
-#[test]
-fn nomenclatures_are_data() {
-    let env = Env::new();
+both!(nomenclatures_are_data);
+fn nomenclatures_are_data(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let list = env.ok(&["nomenclature", "list", "--json"]);
     assert!(list.contains("\"TYPE_EVENEMENT\""));
@@ -203,10 +204,10 @@ fn nomenclatures_are_data() {
         .contains("SIEGE_LESION (329 codes)"));
 }
 
-#[test]
-fn gzip_and_latin1_files_import_like_the_plain_ones() {
+both!(gzip_and_latin1_files_import_like_the_plain_ones);
+fn gzip_and_latin1_files_import_like_the_plain_ones(b: Backend) {
     use std::io::Write;
-    let env = Env::new();
+    let env = Env::on(b);
     env.sdis();
     // ISO-8859-1: the names come out in UTF-8 in the logs and the base.
     let a = agent(
@@ -259,11 +260,11 @@ fn gzip_and_latin1_files_import_like_the_plain_ones() {
     assert_eq!((j["result"].as_str(), code), (Some("echoue"), 1), "{j}");
 }
 
-/// An e-mail address is checked when it is entered: one with a line break (which would
-/// forge mail headers) or of the wrong shape is refused, in French, and nothing is stored.
-#[test]
-fn user_email_is_checked_at_entry() {
-    let env = Env::new();
+// An e-mail address is checked when it is entered: one with a line break (which would
+// forge mail headers) or of the wrong shape is refused, in French, and nothing is stored.
+both!(user_email_is_checked_at_entry);
+fn user_email_is_checked_at_entry(b: Backend) {
+    let env = Env::on(b);
     for bad in [
         "agent@mairie.fr\r\nBcc: x@y.fr",
         "pas-une-adresse",
@@ -304,4 +305,36 @@ fn user_email_is_checked_at_entry() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+// A PostgreSQL base over TLS (the certificate checked against the CA named in the URL), and a
+// password in the URL never shown in an error.
+#[test]
+fn postgres_over_tls_and_the_password_is_never_shown() {
+    let env = Env::on(Backend::Postgres);
+    env.sdis();
+    let ca =
+        std::env::var("ATMP_TEST_POSTGRES_CA").expect("ATMP_TEST_POSTGRES_CA (./scripts/test)");
+    let tls = format!("{}?sslmode=verify-full&sslrootcert={ca}", env.db());
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_atmp"))
+        .args(["collectivite", "list", "--json", "--db", &tls])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(SDIS));
+    let admin = std::env::var("ATMP_TEST_POSTGRES_URL").unwrap();
+    let wrong = admin
+        .replace("atmp@", "atmp:motdepasse-secret@")
+        .replace("/postgres", "/base_absente");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_atmp"))
+        .args(["collectivite", "list", "--db", &wrong])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("atmp:***@") && err.contains("base_absente"),
+        "{err}"
+    );
+    assert!(!err.contains("motdepasse-secret"), "{err}");
 }

@@ -1,5 +1,6 @@
 //! The example files of ../shared/spec/examples give exactly the outcomes their README states.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -28,9 +29,9 @@ fn validate_examples_without_database() {
     }
 }
 
-#[test]
-fn services_then_duplicate() {
-    let env = Env::new();
+both!(services_then_duplicate);
+fn services_then_duplicate(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let (j, code) = env.import(&examples().join("services.xml"), Some("SOFIVAL"));
     assert_eq!(code, 0);
@@ -65,9 +66,9 @@ fn services_then_duplicate() {
     assert_eq!(env.snapshot(), before);
 }
 
-#[test]
-fn declaration_differentiel() {
-    let env = Env::new();
+both!(declaration_differentiel);
+fn declaration_differentiel(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     env.import(&examples().join("services.xml"), Some("SOFIVAL"));
     let (j, code) = env.import(
@@ -114,9 +115,9 @@ fn declaration_differentiel() {
     assert_eq!(env.snapshot(), before, "nothing added, nothing changed");
 }
 
-#[test]
-fn declaration_without_services() {
-    let env = Env::new();
+both!(declaration_without_services);
+fn declaration_without_services(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let (j, code) = env.import(
         &examples().join("declaration-differentiel.xml"),
@@ -146,9 +147,9 @@ fn declaration_without_services() {
     );
 }
 
-#[test]
-fn cdg_grouped_file() {
-    let env = Env::new();
+both!(cdg_grouped_file);
+fn cdg_grouped_file(b: Backend) {
+    let env = Env::on(b);
     env.cdg(true);
     let (j, code) = env.import(&examples().join("cdg-groupe.xml"), Some("CDGVAUCL"));
     assert_eq!(code, 0);
@@ -207,9 +208,9 @@ fn cdg_grouped_file() {
     assert_eq!(env.scalar(&format!("SELECT count(*) FROM agent a JOIN collectivite c ON c.id = a.collectivite_id WHERE c.siret = '{CCAS}'")), "1");
 }
 
-#[test]
-fn cdg_block_not_attached_is_rejected() {
-    let env = Env::new();
+both!(cdg_block_not_attached_is_rejected);
+fn cdg_block_not_attached_is_rejected(b: Backend) {
+    let env = Env::on(b);
     env.cdg(false);
     let (j, code) = env.import(&examples().join("cdg-groupe.xml"), Some("CDGVAUCL"));
     assert_eq!(code, 0);

@@ -1,5 +1,6 @@
 //! One test per line shape of FORMAT.md §6.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -34,9 +35,9 @@ fn full_file() -> String {
     Doc::declaration(vec![(SDIS.into(), format!("{a1}{a2}"))]).render()
 }
 
-#[test]
-fn line_shapes_and_sequence() {
-    let env = Env::new();
+both!(line_shapes_and_sequence);
+fn line_shapes_and_sequence(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     env.ok(&["collectivite", "list"]);
     let (j, _) = env.import(&env.write("complet.xml", &full_file()), None);
@@ -178,9 +179,9 @@ fn line_shapes_and_sequence() {
     );
 }
 
-#[test]
-fn error_log_holds_exactly_the_error_lines_and_quotes_fields() {
-    let env = Env::new();
+both!(error_log_holds_exactly_the_error_lines_and_quotes_fields);
+fn error_log_holds_exactly_the_error_lines_and_quotes_fields(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     // A service code with ';' and '"' in it: the field is quoted as in CSV.
     let a = agent(
@@ -225,9 +226,9 @@ fn error_log_holds_exactly_the_error_lines_and_quotes_fields() {
     );
 }
 
-#[test]
-fn nir_sex_mismatch_is_a_warning() {
-    let env = Env::new();
+both!(nir_sex_mismatch_is_a_warning);
+fn nir_sex_mismatch_is_a_warning(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let a = agent(
         &nir("M", "1980-01-01", 1),

@@ -1,5 +1,6 @@
 //! One test per rule of FORMAT.md §5, through the real binary and a real SQLite base.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -34,9 +35,9 @@ fn complete_lines(j: &serde_json::Value, siret: &str) -> Vec<Vec<String>> {
 }
 
 // §5.1: the base is the master; a differing field is kept and named in a WARN line.
-#[test]
-fn present_record_is_never_overwritten() {
-    let env = Env::new();
+both!(present_record_is_never_overwritten);
+fn present_record_is_never_overwritten(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     env.import(&env.write("a.xml", &base_file("2015-11-08")), None);
     let before = env.snapshot();
@@ -60,9 +61,9 @@ fn present_record_is_never_overwritten() {
 }
 
 // §5.1: a DIFFERENTIEL file adds new arrêts to an older declaration.
-#[test]
-fn differential_file_adds_children_to_present_event() {
-    let env = Env::new();
+both!(differential_file_adds_children_to_present_event);
+fn differential_file_adds_children_to_present_event(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     env.import(&env.write("a.xml", &base_file("2015-11-15")), None);
     let ev = event(
@@ -89,9 +90,9 @@ fn differential_file_adds_children_to_present_event() {
 
 // §5.1 identity keys: an event is found by identifiant, failing that by (type, date);
 // certificat and conséquence likewise; lésion by (siège, nature, latéralité); décès per event.
-#[test]
-fn identity_keys_and_fallbacks() {
-    let env = Env::new();
+both!(identity_keys_and_fallbacks);
+fn identity_keys_and_fallbacks(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let children = |ev_id: &str, cert_id: &str, cons_id: &str, lat: &str| {
         event(
@@ -151,9 +152,9 @@ fn identity_keys_and_fallbacks() {
 
 // §5.2.1: same NIR, other identity → the agent and everything under it are rejected with
 // the message of §6.3; names are compared without case, accents, hyphens, apostrophes, spaces.
-#[test]
-fn agent_identity_mismatch_message() {
-    let env = Env::new();
+both!(agent_identity_mismatch_message);
+fn agent_identity_mismatch_message(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let n = nir("M", "1978-06-22", 7);
     let first = agent(
@@ -210,9 +211,9 @@ fn agent_identity_mismatch_message() {
 }
 
 // §5.2.2: not found by NIR but found by identity with another NIR → rejected, both NIRs named.
-#[test]
-fn same_identity_other_nir_is_rejected() {
-    let env = Env::new();
+both!(same_identity_other_nir_is_rejected);
+fn same_identity_other_nir_is_rejected(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let n1 = nir("F", "1970-03-04", 1);
     let n2 = nir("F", "1970-03-04", 2);
@@ -271,9 +272,9 @@ fn same_identity_other_nir_is_rejected() {
 
 // §5.2.3: an invalid record is rejected with its children, siblings go on; one ERROR line
 // naming every problem of its own fields; an invalid arrêt rejects only itself.
-#[test]
-fn invalid_records_reject_their_children_only() {
-    let env = Env::new();
+both!(invalid_records_reject_their_children_only);
+fn invalid_records_reject_their_children_only(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let bad_nir = format!("{}00", &nir("M", "1980-01-01", 1)[..13]);
     let bad_agent = agent(
@@ -340,9 +341,9 @@ fn invalid_records_reject_their_children_only() {
 }
 
 // §5.2.3 structural errors inside a record reject that record only.
-#[test]
-fn structural_error_rejects_the_record() {
-    let env = Env::new();
+both!(structural_error_rejects_the_record);
+fn structural_error_rejects_the_record(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let wrong_order = format!(
         "<agent><nomUsuel>X</nomUsuel><nir>{}</nir><prenom>A</prenom><dateNaissance>1980-01-01</dateNaissance><sexe>M</sexe></agent>",
@@ -398,9 +399,9 @@ fn structural_error_rejects_the_record() {
 }
 
 // §5.2.4: an unknown service is an ERROR line, the agent is still integrated.
-#[test]
-fn unknown_service_keeps_the_agent() {
-    let env = Env::new();
+both!(unknown_service_keeps_the_agent);
+fn unknown_service_keeps_the_agent(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let a = agent(
         &nir("M", "1980-01-01", 1),
@@ -420,9 +421,9 @@ fn unknown_service_keeps_the_agent() {
 }
 
 // §5.3.1, §5.3.2, §5.3.4: blocks rejected whole, one ERROR line, first reason that applies.
-#[test]
-fn block_rejections_and_their_order() {
-    let env = Env::new();
+both!(block_rejections_and_their_order);
+fn block_rejections_and_their_order(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let unknown = siret("1111111181111");
     let other = siret("2222222262222");
@@ -511,9 +512,9 @@ fn block_rejections_and_their_order() {
 }
 
 // §5.3.4: unknown collectivité comes before not attached; not authorised before not attached.
-#[test]
-fn cdg_reason_order() {
-    let env = Env::new();
+both!(cdg_reason_order);
+fn cdg_reason_order(b: Backend) {
+    let env = Env::on(b);
     env.cdg(true);
     let lonely = siret("3333333343333");
     env.ok(&[
@@ -549,9 +550,9 @@ fn cdg_reason_order() {
 }
 
 // §5.3.2: the header's emetteur must be the account that delivered the file.
-#[test]
-fn emetteur_must_be_the_delivering_account() {
-    let env = Env::new();
+both!(emetteur_must_be_the_delivering_account);
+fn emetteur_must_be_the_delivering_account(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     env.ok(&["emetteur", "add", "--code", "AUTRE", "--collectivite", SDIS]);
     let f = env.write("a.xml", &base_file("2015-11-15"));
@@ -575,9 +576,9 @@ fn emetteur_must_be_the_delivering_account() {
 }
 
 // §5.4.1: a file rejected whole stores nothing and says why, in French.
-#[test]
-fn files_rejected_whole_store_nothing() {
-    let env = Env::new();
+both!(files_rejected_whole_store_nothing);
+fn files_rejected_whole_store_nothing(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     env.import(&env.write("seed.xml", &base_file("2015-11-15")), None);
     let good = Doc::declaration(vec![(
@@ -682,9 +683,9 @@ fn files_rejected_whole_store_nothing() {
 
 // §5.4.3 and §5.4.4: duplicates by bytes; the same content under another name or date
 // never creates a record twice.
-#[test]
-fn duplicates_and_reimports() {
-    let env = Env::new();
+both!(duplicates_and_reimports);
+fn duplicates_and_reimports(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let content = base_file("2015-11-15");
     let (j, _) = env.import(&env.write("a.xml", &content), None);
@@ -728,9 +729,9 @@ fn duplicates_and_reimports() {
 }
 
 // §5.4.2: a kill at any moment leaves either the whole file integrated or nothing of it.
-#[test]
-fn killed_import_leaves_nothing_then_integrates_once() {
-    let env = Env::new();
+both!(killed_import_leaves_nothing_then_integrates_once);
+fn killed_import_leaves_nothing_then_integrates_once(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     env.ok(&["emetteur", "add", "--code", "BENCH", "--collectivite", SDIS]);
     let big = env.dir.path().join("big.xml");

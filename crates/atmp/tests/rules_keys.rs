@@ -1,6 +1,7 @@
 //! Rules of FORMAT.md §5–§6 that had no test that would fail without them (issue 7, point 10):
 //! each test here is written so that removing its rule makes it fail.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -23,9 +24,9 @@ fn lines(path: &str) -> Vec<Vec<String>> {
 // §5.1: an event is looked up by identifiant first; its type and date may differ (each
 // difference is one WARN), it is still the same event. Without the identifiant lookup the
 // (type, date) fallback would not find it and a second event would be created.
-#[test]
-fn an_event_is_found_by_identifiant_before_type_and_date_with_one_warn_per_field() {
-    let env = Env::new();
+both!(an_event_is_found_by_identifiant_before_type_and_date_with_one_warn_per_field);
+fn an_event_is_found_by_identifiant_before_type_and_date_with_one_warn_per_field(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let file = |name: &str, t: &str, date: &str, cert_type: &str| {
         let ev = event(
@@ -85,9 +86,9 @@ fn an_event_is_found_by_identifiant_before_type_and_date_with_one_warn_per_field
 
 // §5.1: the agent key is (collectivité, NIR) and the service key (collectivité, code): the
 // same NIR or code in two collectivités are two records.
-#[test]
-fn agent_and_service_keys_are_per_collectivite() {
-    let env = Env::new();
+both!(agent_and_service_keys_are_per_collectivite);
+fn agent_and_service_keys_are_per_collectivite(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     env.cdg(true);
     env.ok(&[
@@ -129,9 +130,9 @@ fn agent_and_service_keys_are_per_collectivite() {
 }
 
 // §5.2.1: names compared without case or accents: no rejection, and no WARN either.
-#[test]
-fn names_differing_only_in_case_or_accents_give_no_line_at_all() {
-    let env = Env::new();
+both!(names_differing_only_in_case_or_accents_give_no_line_at_all);
+fn names_differing_only_in_case_or_accents_give_no_line_at_all(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let ev = event("EV-1", "AS", "2015-11-08", "");
     env.import_sdis("a.xml", &one_agent(SDIS, "CARDON", "Jérôme", &ev).1);
@@ -143,9 +144,9 @@ fn names_differing_only_in_case_or_accents_give_no_line_at_all() {
 }
 
 // §6.3: the mismatch message names "nom usuel" when the usual name differs.
-#[test]
-fn the_mismatch_message_names_the_usual_name() {
-    let env = Env::new();
+both!(the_mismatch_message_names_the_usual_name);
+fn the_mismatch_message_names_the_usual_name(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let ev = event("EV-1", "AS", "2015-11-08", "");
     env.import_sdis("a.xml", &one_agent(SDIS, "CARDON", "Yannick", &ev).1);
@@ -164,9 +165,9 @@ fn the_mismatch_message_names_the_usual_name() {
 }
 
 // §5.3.3: a CDG's own block is accepted in its grouped file.
-#[test]
-fn a_cdg_own_block_is_integrated_in_its_grouped_file() {
-    let env = Env::new();
+both!(a_cdg_own_block_is_integrated_in_its_grouped_file);
+fn a_cdg_own_block_is_integrated_in_its_grouped_file(b: Backend) {
+    let env = Env::on(b);
     env.cdg(true);
     let ev = event("EV-1", "AS", "2015-11-08", "");
     let mut d = Doc::declaration(vec![
@@ -197,9 +198,9 @@ fn a_cdg_own_block_is_integrated_in_its_grouped_file() {
 }
 
 // §3.2: matricule stored as X when absent.
-#[test]
-fn an_absent_matricule_is_stored_as_x() {
-    let env = Env::new();
+both!(an_absent_matricule_is_stored_as_x);
+fn an_absent_matricule_is_stored_as_x(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let ev = event("EV-1", "AS", "2015-11-08", "");
     env.import_sdis("a.xml", &one_agent(SDIS, "CARDON", "Yannick", &ev).1);
@@ -208,9 +209,9 @@ fn an_absent_matricule_is_stored_as_x() {
 
 // §6.1: the agent field as written in the file (NIR without its spaces, names in their case);
 // a field holding a line break or a `;` is quoted as in CSV.
-#[test]
-fn log_fields_as_written_and_quoted_when_they_hold_a_line_break() {
-    let env = Env::new();
+both!(log_fields_as_written_and_quoted_when_they_hold_a_line_break);
+fn log_fields_as_written_and_quoted_when_they_hold_a_line_break(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let n = cardon();
     let spaced = format!(
@@ -243,9 +244,9 @@ fn log_fields_as_written_and_quoted_when_they_hold_a_line_break() {
 }
 
 // §6.1: the lines of a service name it in the élément field, `Service : CODE`.
-#[test]
-fn service_lines_name_the_service_code() {
-    let env = Env::new();
+both!(service_lines_name_the_service_code);
+fn service_lines_name_the_service_code(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let mut d = Doc::declaration(vec![(
         SDIS.into(),
@@ -271,16 +272,14 @@ fn service_lines_name_the_service_code() {
 }
 
 // §6.4: a duplicate says the day the bytes were first integrated, not today's.
-#[test]
-fn a_duplicate_says_the_day_of_the_first_integration() {
-    let env = Env::new();
+both!(a_duplicate_says_the_day_of_the_first_integration);
+fn a_duplicate_says_the_day_of_the_first_integration(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let ev = event("EV-1", "AS", "2015-11-08", "");
     let content = Doc::declaration(vec![one_agent(SDIS, "CARDON", "Yannick", &ev)]).render();
     env.import(&env.write("a.xml", &content), None);
-    env.conn()
-        .execute("UPDATE import SET finished_at = '2016-03-04T10:00:00'", [])
-        .unwrap();
+    env.execute("UPDATE import SET finished_at = '2016-03-04T10:00:00'");
     let (j, _) = env.import(&env.write("b.xml", &content), None);
     assert_eq!(j["result"], "doublon");
     assert_eq!(j["label"], "Doublon : déjà intégré le 04/03/2016");
@@ -292,9 +291,9 @@ fn a_duplicate_says_the_day_of_the_first_integration() {
 }
 
 // §2: a wrong nombreEvenements rejects the file whole; nothing stored.
-#[test]
-fn a_wrong_event_total_rejects_the_file() {
-    let env = Env::new();
+both!(a_wrong_event_total_rejects_the_file);
+fn a_wrong_event_total_rejects_the_file(b: Backend) {
+    let env = Env::on(b);
     env.sdis();
     let ev = event("EV-1", "AS", "2015-11-08", "");
     let mut d = Doc::declaration(vec![one_agent(SDIS, "CARDON", "Yannick", &ev)]);

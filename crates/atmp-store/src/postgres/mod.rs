@@ -13,10 +13,13 @@
 
 use std::collections::{HashMap, HashSet};
 
+mod connect;
 mod imports;
 
+pub use connect::redact;
+
 use atmp_model::{Nomenclature, NomenclatureEntry, Siret};
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use crate::{
     now, AuditEvent, AuditRow, Autorisation, Collectivite, Emetteur, Job, JobState, Mail, NewMail,
@@ -28,7 +31,16 @@ const MIGRATION_LOCK: i64 = 0x61746d70;
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
-        StoreError::Postgres(e.to_string())
+        // The server's own message, or the cause of a connection failure (TLS, refused…),
+        // which the client's display leaves out.
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(" : ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        StoreError::Postgres(msg)
     }
 }
 
@@ -43,7 +55,7 @@ pub struct PgStore {
 impl PgStore {
     /// Connects and brings the schema up to date.
     pub fn connect(url: &str) -> Result<PgStore> {
-        let client = Client::connect(url, NoTls)?;
+        let client = connect::connect(url)?;
         let mut s = PgStore {
             client,
             columns: HashMap::new(),

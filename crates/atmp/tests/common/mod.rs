@@ -38,14 +38,104 @@ pub fn nir(sexe: &str, dob: &str, n: u32) -> String {
     format!("{body}{:02}", 97 - v % 97)
 }
 
+/// The backend a test runs on: the same test body runs on both (`both!`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Declares `NAME::sqlite` and `NAME::postgres`, two tests running `NAME(Backend)`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                super::$name($crate::common::Backend::Postgres)
+            }
+        }
+    };
+}
+
+/// A fresh database on the PostgreSQL server of the tests (`./scripts/test` starts one and
+/// sets `ATMP_TEST_POSTGRES_URL`): (its URL, the server's admin URL, its name).
+pub fn pg_database() -> (String, String, String) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let admin = std::env::var("ATMP_TEST_POSTGRES_URL").expect(
+        "ATMP_TEST_POSTGRES_URL: the PostgreSQL server of the tests (./scripts/test starts one)",
+    );
+    let name = format!(
+        "cli_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut a = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    a.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .unwrap();
+    a.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    (
+        format!("{}/{name}", admin.rsplit_once('/').unwrap().0),
+        admin,
+        name,
+    )
+}
+
+/// A value read back from the base, the same on both backends.
+#[derive(Debug, PartialEq, Eq)]
+pub enum V {
+    Null,
+    Int(i64),
+    /// A real, as `{:?}` writes it (`100.0`).
+    Real(String),
+    Text(String),
+}
+
+impl std::fmt::Display for V {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            V::Null => write!(f, "NULL"),
+            V::Int(n) => write!(f, "{n}"),
+            V::Real(r) => write!(f, "{r}"),
+            V::Text(t) => write!(f, "{t}"),
+        }
+    }
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
+    pub backend: Backend,
+    /// PostgreSQL: (URL, admin URL, database name).
+    pg: Option<(String, String, String)>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some((_, admin, name)) = &self.pg {
+            if let Ok(mut a) = postgres::Client::connect(admin, postgres::NoTls) {
+                let _ = a.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
 }
 
 impl Env {
+    /// A fresh SQLite base.
     pub fn new() -> Env {
+        Env::on(Backend::Sqlite)
+    }
+
+    /// A fresh base on `backend`.
+    pub fn on(backend: Backend) -> Env {
         Env {
             dir: tempfile::tempdir().unwrap(),
+            backend,
+            pg: (backend == Backend::Postgres).then(pg_database),
         }
     }
 
@@ -54,7 +144,10 @@ impl Env {
     }
 
     pub fn db(&self) -> String {
-        format!("sqlite://{}", self.db_path().display())
+        match &self.pg {
+            Some((url, _, _)) => url.clone(),
+            None => format!("sqlite://{}", self.db_path().display()),
+        }
     }
 
     pub fn logs(&self) -> PathBuf {
@@ -120,28 +213,88 @@ impl Env {
         self.import(&f, None)
     }
 
-    pub fn conn(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.db_path()).unwrap()
+    /// Every row of a query, every column as a [`V`].
+    pub fn rows(&self, sql: &str) -> Vec<Vec<V>> {
+        match &self.pg {
+            None => {
+                let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+                let mut stmt = conn.prepare(sql).unwrap();
+                let n = stmt.column_count();
+                let rows = stmt
+                    .query_map([], |r| {
+                        (0..n)
+                            .map(|i| {
+                                Ok(match r.get::<_, rusqlite::types::Value>(i)? {
+                                    rusqlite::types::Value::Null => V::Null,
+                                    rusqlite::types::Value::Integer(n) => V::Int(n),
+                                    rusqlite::types::Value::Real(x) => V::Real(format!("{x:?}")),
+                                    rusqlite::types::Value::Text(t) => V::Text(t),
+                                    other => panic!("unexpected value {other:?}"),
+                                })
+                            })
+                            .collect::<rusqlite::Result<Vec<V>>>()
+                    })
+                    .unwrap();
+                rows.map(|r| r.unwrap()).collect()
+            }
+            Some((url, _, _)) => {
+                use postgres::types::Type;
+                let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                c.query(sql, &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| {
+                                let t = r.columns()[i].type_().clone();
+                                let v = if t == Type::INT8 {
+                                    r.get::<_, Option<i64>>(i).map(V::Int)
+                                } else if t == Type::INT4 {
+                                    r.get::<_, Option<i32>>(i).map(|n| V::Int(n as i64))
+                                } else if t == Type::INT2 {
+                                    r.get::<_, Option<i16>>(i).map(|n| V::Int(n as i64))
+                                } else if t == Type::FLOAT8 {
+                                    r.get::<_, Option<f64>>(i)
+                                        .map(|x| V::Real(format!("{x:?}")))
+                                } else if t == Type::TEXT || t == Type::VARCHAR {
+                                    r.get::<_, Option<String>>(i).map(V::Text)
+                                } else {
+                                    panic!("unexpected column type {t} in {sql}")
+                                };
+                                v.unwrap_or(V::Null)
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+        }
     }
 
+    /// Runs a statement on the base (to set up a case the command line cannot).
+    pub fn execute(&self, sql: &str) {
+        match &self.pg {
+            None => {
+                rusqlite::Connection::open(self.db_path())
+                    .unwrap()
+                    .execute_batch(sql)
+                    .unwrap();
+            }
+            Some((url, _, _)) => postgres::Client::connect(url, postgres::NoTls)
+                .unwrap()
+                .batch_execute(sql)
+                .unwrap(),
+        }
+    }
+
+    /// The one value of a query, as text (`NULL` for null).
     pub fn scalar(&self, sql: &str) -> String {
-        self.conn()
-            .query_row(sql, [], |r| {
-                let v: rusqlite::types::Value = r.get(0)?;
-                Ok(match v {
-                    rusqlite::types::Value::Null => "NULL".to_string(),
-                    rusqlite::types::Value::Integer(n) => n.to_string(),
-                    rusqlite::types::Value::Real(f) => f.to_string(),
-                    rusqlite::types::Value::Text(t) => t,
-                    rusqlite::types::Value::Blob(_) => "<blob>".to_string(),
-                })
-            })
-            .unwrap()
+        let rows = self.rows(sql);
+        assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+        rows[0][0].to_string()
     }
 
     /// Every row of every table of integrated data, as text: "the base is exactly as before".
     pub fn snapshot(&self) -> String {
-        let conn = self.conn();
         let mut out = String::new();
         for t in [
             "collectivite",
@@ -156,24 +309,12 @@ impl Env {
             "consequence",
             "deces",
         ] {
-            let mut stmt = conn
-                .prepare(&format!("SELECT * FROM {t} ORDER BY id"))
-                .unwrap();
-            let n = stmt.column_count();
-            let rows = stmt
-                .query_map([], |r| {
-                    let mut s = String::new();
-                    for i in 0..n {
-                        let v: rusqlite::types::Value = r.get(i)?;
-                        s.push_str(&format!("{v:?}|"));
-                    }
-                    Ok(s)
-                })
-                .unwrap();
-            for r in rows {
+            for r in self.rows(&format!("SELECT * FROM {t} ORDER BY id")) {
                 out.push_str(t);
                 out.push(':');
-                out.push_str(&r.unwrap());
+                for v in r {
+                    out.push_str(&format!("{v:?}|"));
+                }
                 out.push('\n');
             }
         }
