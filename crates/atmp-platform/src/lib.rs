@@ -87,6 +87,11 @@ impl Shared {
         r
     }
 
+    /// Where received files and logs are kept, as said at start.
+    pub fn file_store_description(&self) -> String {
+        format!("dossier local {}", self.data_dir.display())
+    }
+
     /// The root of the senders' FTPS folders (`<data>/ftp`).
     pub fn ftp_root(&self) -> PathBuf {
         self.data_dir.join("ftp")
@@ -243,27 +248,19 @@ impl Application {
                 wide.1
             );
         }
-        let first_admin_password = shared.with_store(|s| {
-            if s.count_utilisateurs()? > 0 {
-                return Ok(None);
-            }
-            let pw = auth::password();
-            s.add_utilisateur(&NewUtilisateur {
-                login: "admin".into(),
-                password_hash: auth::hash_password(&pw),
-                role: Role::Plateforme,
-                collectivite: None,
-                email: None,
-                doit_changer: true,
-            })?;
-            Ok(Some(pw))
-        })?;
-        let demo_summary = if config.demo {
-            demo::load(&shared)?
-        } else {
-            None
-        };
-        recover_spool(&shared)?;
+        // The base's clients are synchronous: never called from a task of the runtime.
+        let s2 = shared.clone();
+        let demo = config.demo;
+        tracing::info!(
+            backend = atmp_store::backend_name(&shared.database_url),
+            "base opened"
+        );
+        let (first_admin_password, demo_summary) =
+            tokio::task::spawn_blocking(move || prepare_base(&s2, demo))
+                .await
+                .map_err(|e| {
+                    PlatformError::Config(format!("préparation de la base interrompue : {e}"))
+                })??;
         let (cert, key) =
             tls::ensure_certificate(&data_dir, config.cert.as_deref(), config.key.as_deref())?;
         let web = tokio::net::TcpListener::bind(config.http)
@@ -370,6 +367,33 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// At start: the first administrator (when there is no account), the demo set (`--demo`), and
+/// the received files that have no job. Returns the administrator's one-time password and
+/// the demo summary.
+fn prepare_base(
+    shared: &Shared,
+    demo: bool,
+) -> Result<(Option<String>, Option<String>), PlatformError> {
+    let first_admin_password = shared.with_store(|s| {
+        if s.count_utilisateurs()? > 0 {
+            return Ok(None);
+        }
+        let pw = auth::password();
+        s.add_utilisateur(&NewUtilisateur {
+            login: "admin".into(),
+            password_hash: auth::hash_password(&pw),
+            role: Role::Plateforme,
+            collectivite: None,
+            email: None,
+            doit_changer: true,
+        })?;
+        Ok(Some(pw))
+    })?;
+    let demo_summary = if demo { demo::load(shared)? } else { None };
+    recover_spool(shared)?;
+    Ok((first_admin_password, demo_summary))
 }
 
 /// Received files whose job was never recorded (a crash between the move and the insert)

@@ -171,8 +171,7 @@ fn integrate_in_child(shared: &Shared, job: &Job) -> Result<ChildEnd, PlatformEr
     let limits = shared.config.limits;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("integrer-job")
-        .arg("--base")
-        .arg(&shared.database_url)
+        .env("ATMP_INTEGRATION_BASE", &shared.database_url)
         .arg("--job")
         .arg(job.id.to_string())
         .arg("--fichier")

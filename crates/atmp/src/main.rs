@@ -151,7 +151,9 @@ enum EmetteurCmd {
 
 #[derive(Args)]
 struct IntegrerJobArgs {
-    #[arg(long)]
+    /// The base, from the environment: a URL may hold a password, which the command line
+    /// would show to every local user (`ps`).
+    #[arg(long = "base", env = "ATMP_INTEGRATION_BASE", hide_env_values = true)]
     base: String,
     #[arg(long)]
     job: i64,
@@ -304,11 +306,14 @@ fn main() -> ExitCode {
     } else {
         "error"
     };
+    // The PostgreSQL client traces every statement's parameters at debug level: names and
+    // NIRs. Capped at info whatever ATMP_LOG asks (the program's trace never holds them).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATMP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter))
+        .add_directive("tokio_postgres=info".parse().expect("directive"))
+        .add_directive("postgres=info".parse().expect("directive"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ATMP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
@@ -357,6 +362,12 @@ fn serve(db: Option<String>, args: ServeArgs) -> Result<u8> {
             app.http_addr(),
             app.ftps_addr(),
             app.shared().data_dir.display()
+        );
+        println!(
+            "Base : {} ({}) — fichiers reçus et journaux : {}",
+            atmp_store::backend_name(&app.shared().database_url),
+            atmp_store::redact_url(&app.shared().database_url),
+            app.shared().file_store_description()
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();

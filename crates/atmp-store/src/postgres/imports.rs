@@ -219,6 +219,7 @@ impl crate::ImportStore for PgStore {
             columns,
             import_id,
             stmts: Vec::new(),
+            finds: Vec::new(),
             dossiers: Vec::new(),
         }))
     }
@@ -350,6 +351,11 @@ struct PgFileTx<'a> {
     columns: &'a HashMap<&'static str, HashMap<String, Type>>,
     import_id: i64,
     stmts: Vec<Statement>,
+    /// For each find: (SQL before the key, its key columns, a statement per pattern of null
+    /// keys). `col IS NOT DISTINCT FROM $n` cannot use an index on PostgreSQL (each find would
+    /// scan the collectivité's agents: quadratic), so `col = $n` or `col IS NULL` is chosen
+    /// by the values, and each pattern prepared once.
+    finds: Vec<(String, Vec<&'static str>, HashMap<u64, Statement>)>,
     /// For each dossier statement: its index and each part's (table, columns).
     dossiers: Vec<(usize, Vec<DossierPart>)>,
 }
@@ -421,13 +427,8 @@ impl FileTx for PgFileTx<'_> {
             table.name(),
             table.parent_column()
         ));
-        for (i, k) in key.iter().enumerate() {
-            sql.push_str(&format!(" AND {k} IS NOT DISTINCT FROM ${}", i + 2));
-        }
-        sql.push_str(" ORDER BY id LIMIT 1");
-        let st = self.tx.prepare(&sql)?;
-        self.stmts.push(st);
-        Ok(FindId(self.stmts.len() - 1))
+        self.finds.push((sql, key.to_vec(), HashMap::new()));
+        Ok(FindId(self.finds.len() - 1))
     }
 
     fn prepare_insert(&mut self, table: Table, cols: &[&'static str]) -> Result<InsertId> {
@@ -447,9 +448,37 @@ impl FileTx for PgFileTx<'_> {
     }
 
     fn find(&mut self, id: FindId, parent: i64, key: &[Cell]) -> Result<Option<Found>> {
-        let st = self.stmts[id.0].clone();
+        let mask = key
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Cell::Null))
+            .fold(0u64, |m, (i, _)| m | 1 << i);
+        let (head, cols, by_mask) = &mut self.finds[id.0];
+        let st = match by_mask.get(&mask) {
+            Some(st) => st.clone(),
+            None => {
+                let mut sql = head.clone();
+                let mut n = 1;
+                for (i, k) in cols.iter().enumerate() {
+                    if mask & 1 << i != 0 {
+                        sql.push_str(&format!(" AND {k} IS NULL"));
+                    } else {
+                        n += 1;
+                        sql.push_str(&format!(" AND {k} = ${n}"));
+                    }
+                }
+                sql.push_str(" ORDER BY id LIMIT 1");
+                let st = self.tx.prepare(&sql)?;
+                by_mask.insert(mask, st.clone());
+                st
+            }
+        };
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&parent];
-        params.extend(key.iter().map(|c| c as &(dyn ToSql + Sync)));
+        params.extend(
+            key.iter()
+                .filter(|c| !matches!(c, Cell::Null))
+                .map(|c| c as &(dyn ToSql + Sync)),
+        );
         Ok(self.tx.query_opt(&st, &params)?.map(|r| Found {
             id: r.get(0),
             cells: (1..r.len()).map(|i| cell_of(&r, i)).collect(),

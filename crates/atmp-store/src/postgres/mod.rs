@@ -68,9 +68,15 @@ impl PgStore {
     fn migrate(&mut self) -> Result<()> {
         let mut tx = self.client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS atmp_migration (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
-        )?;
+        // Created when missing (checked first: `IF NOT EXISTS` would send a NOTICE each time).
+        let exists: bool = tx
+            .query_one("SELECT to_regclass('atmp_migration') IS NOT NULL", &[])?
+            .get(0);
+        if !exists {
+            tx.batch_execute(
+                "CREATE TABLE atmp_migration (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
+            )?;
+        }
         let applied: i64 = tx
             .query_one("SELECT coalesce(max(version), 0) FROM atmp_migration", &[])?
             .get(0);

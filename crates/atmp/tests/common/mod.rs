@@ -107,20 +107,164 @@ impl std::fmt::Display for V {
     }
 }
 
-pub struct Env {
-    pub dir: tempfile::TempDir,
+/// A base of a test on one backend: a fresh PostgreSQL database (dropped at the end), or an
+/// SQLite file; read and written with the backend's own client, as a check from outside.
+pub struct Base {
     pub backend: Backend,
+    sqlite: PathBuf,
     /// PostgreSQL: (URL, admin URL, database name).
     pg: Option<(String, String, String)>,
 }
 
-impl Drop for Env {
+impl Drop for Base {
     fn drop(&mut self) {
         if let Some((_, admin, name)) = &self.pg {
             if let Ok(mut a) = postgres::Client::connect(admin, postgres::NoTls) {
                 let _ = a.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             }
         }
+    }
+}
+
+impl Base {
+    /// A fresh base on `backend`; on SQLite, the file `sqlite` (created by atmp).
+    pub fn new(backend: Backend, sqlite: PathBuf) -> Base {
+        Base {
+            backend,
+            sqlite,
+            pg: (backend == Backend::Postgres).then(pg_database),
+        }
+    }
+
+    /// The URL atmp is given (`--db`).
+    pub fn url(&self) -> String {
+        match &self.pg {
+            Some((url, _, _)) => url.clone(),
+            None => format!("sqlite://{}", self.sqlite.display()),
+        }
+    }
+
+    fn sqlite_conn(&self) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(&self.sqlite).unwrap();
+        c.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+        c
+    }
+
+    /// Every row of a query, every column as a [`V`].
+    pub fn rows(&self, sql: &str) -> Vec<Vec<V>> {
+        match &self.pg {
+            None => {
+                let conn = self.sqlite_conn();
+                let mut stmt = conn.prepare(sql).unwrap();
+                let n = stmt.column_count();
+                let rows = stmt
+                    .query_map([], |r| {
+                        (0..n)
+                            .map(|i| {
+                                Ok(match r.get::<_, rusqlite::types::Value>(i)? {
+                                    rusqlite::types::Value::Null => V::Null,
+                                    rusqlite::types::Value::Integer(n) => V::Int(n),
+                                    rusqlite::types::Value::Real(x) => V::Real(format!("{x:?}")),
+                                    rusqlite::types::Value::Text(t) => V::Text(t),
+                                    other => panic!("unexpected value {other:?}"),
+                                })
+                            })
+                            .collect::<rusqlite::Result<Vec<V>>>()
+                    })
+                    .unwrap();
+                rows.map(|r| r.unwrap()).collect()
+            }
+            Some((url, _, _)) => {
+                use postgres::types::Type;
+                let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                c.query(sql, &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| {
+                                let t = r.columns()[i].type_().clone();
+                                let v = if t == Type::INT8 {
+                                    r.get::<_, Option<i64>>(i).map(V::Int)
+                                } else if t == Type::INT4 {
+                                    r.get::<_, Option<i32>>(i).map(|n| V::Int(n as i64))
+                                } else if t == Type::INT2 {
+                                    r.get::<_, Option<i16>>(i).map(|n| V::Int(n as i64))
+                                } else if t == Type::FLOAT8 {
+                                    r.get::<_, Option<f64>>(i)
+                                        .map(|x| V::Real(format!("{x:?}")))
+                                } else if t == Type::TEXT || t == Type::VARCHAR {
+                                    r.get::<_, Option<String>>(i).map(V::Text)
+                                } else {
+                                    panic!("unexpected column type {t} in {sql}")
+                                };
+                                v.unwrap_or(V::Null)
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Runs a statement on the base (to set up a case the command line cannot).
+    pub fn execute(&self, sql: &str) {
+        match &self.pg {
+            None => {
+                self.sqlite_conn().execute_batch(sql).unwrap();
+            }
+            Some((url, _, _)) => postgres::Client::connect(url, postgres::NoTls)
+                .unwrap()
+                .batch_execute(sql)
+                .unwrap(),
+        }
+    }
+
+    /// The one value of a query, as text (`NULL` for null).
+    pub fn scalar(&self, sql: &str) -> String {
+        let rows = self.rows(sql);
+        assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+        rows[0][0].to_string()
+    }
+
+    /// Every row of every table of integrated data, as text: "the base is exactly as before".
+    pub fn snapshot(&self) -> String {
+        let mut out = String::new();
+        for t in [
+            "collectivite",
+            "emetteur",
+            "autorisation",
+            "service",
+            "agent",
+            "evenement",
+            "arret",
+            "certificat",
+            "lesion",
+            "consequence",
+            "deces",
+        ] {
+            for r in self.rows(&format!("SELECT * FROM {t} ORDER BY id")) {
+                out.push_str(t);
+                out.push(':');
+                for v in r {
+                    out.push_str(&format!("{v:?}|"));
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub base: Base,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Base;
+    fn deref(&self) -> &Base {
+        &self.base
     }
 }
 
@@ -132,11 +276,9 @@ impl Env {
 
     /// A fresh base on `backend`.
     pub fn on(backend: Backend) -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-            backend,
-            pg: (backend == Backend::Postgres).then(pg_database),
-        }
+        let dir = tempfile::tempdir().unwrap();
+        let base = Base::new(backend, dir.path().join("base.db"));
+        Env { dir, base }
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -144,10 +286,7 @@ impl Env {
     }
 
     pub fn db(&self) -> String {
-        match &self.pg {
-            Some((url, _, _)) => url.clone(),
-            None => format!("sqlite://{}", self.db_path().display()),
-        }
+        self.base.url()
     }
 
     pub fn logs(&self) -> PathBuf {
@@ -211,114 +350,6 @@ impl Env {
             &Doc::declaration(vec![(SDIS.into(), body.to_string())]).render(),
         );
         self.import(&f, None)
-    }
-
-    /// Every row of a query, every column as a [`V`].
-    pub fn rows(&self, sql: &str) -> Vec<Vec<V>> {
-        match &self.pg {
-            None => {
-                let conn = rusqlite::Connection::open(self.db_path()).unwrap();
-                let mut stmt = conn.prepare(sql).unwrap();
-                let n = stmt.column_count();
-                let rows = stmt
-                    .query_map([], |r| {
-                        (0..n)
-                            .map(|i| {
-                                Ok(match r.get::<_, rusqlite::types::Value>(i)? {
-                                    rusqlite::types::Value::Null => V::Null,
-                                    rusqlite::types::Value::Integer(n) => V::Int(n),
-                                    rusqlite::types::Value::Real(x) => V::Real(format!("{x:?}")),
-                                    rusqlite::types::Value::Text(t) => V::Text(t),
-                                    other => panic!("unexpected value {other:?}"),
-                                })
-                            })
-                            .collect::<rusqlite::Result<Vec<V>>>()
-                    })
-                    .unwrap();
-                rows.map(|r| r.unwrap()).collect()
-            }
-            Some((url, _, _)) => {
-                use postgres::types::Type;
-                let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
-                c.query(sql, &[])
-                    .unwrap()
-                    .iter()
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| {
-                                let t = r.columns()[i].type_().clone();
-                                let v = if t == Type::INT8 {
-                                    r.get::<_, Option<i64>>(i).map(V::Int)
-                                } else if t == Type::INT4 {
-                                    r.get::<_, Option<i32>>(i).map(|n| V::Int(n as i64))
-                                } else if t == Type::INT2 {
-                                    r.get::<_, Option<i16>>(i).map(|n| V::Int(n as i64))
-                                } else if t == Type::FLOAT8 {
-                                    r.get::<_, Option<f64>>(i)
-                                        .map(|x| V::Real(format!("{x:?}")))
-                                } else if t == Type::TEXT || t == Type::VARCHAR {
-                                    r.get::<_, Option<String>>(i).map(V::Text)
-                                } else {
-                                    panic!("unexpected column type {t} in {sql}")
-                                };
-                                v.unwrap_or(V::Null)
-                            })
-                            .collect()
-                    })
-                    .collect()
-            }
-        }
-    }
-
-    /// Runs a statement on the base (to set up a case the command line cannot).
-    pub fn execute(&self, sql: &str) {
-        match &self.pg {
-            None => {
-                rusqlite::Connection::open(self.db_path())
-                    .unwrap()
-                    .execute_batch(sql)
-                    .unwrap();
-            }
-            Some((url, _, _)) => postgres::Client::connect(url, postgres::NoTls)
-                .unwrap()
-                .batch_execute(sql)
-                .unwrap(),
-        }
-    }
-
-    /// The one value of a query, as text (`NULL` for null).
-    pub fn scalar(&self, sql: &str) -> String {
-        let rows = self.rows(sql);
-        assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
-        rows[0][0].to_string()
-    }
-
-    /// Every row of every table of integrated data, as text: "the base is exactly as before".
-    pub fn snapshot(&self) -> String {
-        let mut out = String::new();
-        for t in [
-            "collectivite",
-            "emetteur",
-            "autorisation",
-            "service",
-            "agent",
-            "evenement",
-            "arret",
-            "certificat",
-            "lesion",
-            "consequence",
-            "deces",
-        ] {
-            for r in self.rows(&format!("SELECT * FROM {t} ORDER BY id")) {
-                out.push_str(t);
-                out.push(':');
-                for v in r {
-                    out.push_str(&format!("{v:?}|"));
-                }
-                out.push('\n');
-            }
-        }
-        out
     }
 
     /// The standard set-up: the SDIS and its sender SOFIVAL.

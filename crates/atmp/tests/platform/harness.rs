@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use suppaftp::{RustlsConnector, RustlsFtpStream};
 
 /// The collectivités of the examples, as in the command-line tests.
-pub use crate::common::{CCAS, CDG, COMMUNE, SDIS};
+pub use crate::common::{Backend, Base, CCAS, CDG, COMMUNE, SDIS};
 
 /// The passwords of the accounts [`Platform::setup`] creates.
 pub const PW_SOFIVAL: &str = "sofival-mot-de-passe-1";
@@ -33,6 +33,8 @@ pub fn bin() -> &'static str {
 }
 
 pub struct Platform {
+    /// The base, on the backend of the test (dropped after the server: fields drop in order).
+    pub base: Base,
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub url: String,
@@ -50,9 +52,12 @@ impl Drop for Platform {
 }
 
 impl Platform {
-    pub fn new(env: &[(&str, &str)]) -> Platform {
+    /// A platform on `backend` (its base: `<data>/atmp.db` or a fresh PostgreSQL database).
+    pub fn new(backend: Backend, env: &[(&str, &str)]) -> Platform {
+        let dir = tempfile::tempdir().unwrap();
         Platform {
-            dir: tempfile::tempdir().unwrap(),
+            base: Base::new(backend, dir.path().join("data/atmp.db")),
+            dir,
             child: None,
             url: String::new(),
             ftps: String::new(),
@@ -68,7 +73,7 @@ impl Platform {
     }
 
     pub fn db_url(&self) -> String {
-        format!("sqlite://{}", self.data().join("atmp.db").display())
+        self.base.url()
     }
 
     pub fn cert(&self) -> PathBuf {
@@ -223,6 +228,8 @@ impl Platform {
         let mut cmd = Command::new(bin());
         cmd.args(["serve", "--data"])
             .arg(self.data())
+            .arg("--db")
+            .arg(self.db_url())
             .args(["--http", "127.0.0.1:0", "--ftps", "127.0.0.1:0"])
             .args(extra)
             .current_dir(self.dir.path())
@@ -342,9 +349,10 @@ impl Platform {
 
     /// Reads one value from the base.
     pub fn sql(&self, q: &str) -> i64 {
-        let c = rusqlite::Connection::open(self.data().join("atmp.db")).unwrap();
-        c.busy_timeout(Duration::from_secs(30)).unwrap();
-        c.query_row(q, [], |r| r.get(0)).unwrap()
+        self.base
+            .scalar(q)
+            .parse()
+            .unwrap_or_else(|_| panic!("{q}: not a number"))
     }
 
     /// Waits until `n` jobs are done.

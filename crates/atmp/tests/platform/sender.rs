@@ -42,7 +42,8 @@ fn atmp(dir: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String)
 /// The platform with the demo's sender authorised for the demo's consenting collectivités,
 /// started; and the sender's folder with its demo source and configuration.
 fn platform_and_sender(first_day: atmp_model::Date) -> (Platform, PathBuf) {
-    let mut p = Platform::new(&[]);
+    // The sender's side is the subject here; the platform's backends are covered by main.rs.
+    let mut p = Platform::new(Backend::Sqlite, &[]);
     p.setup();
     for s in [CDG, COMMUNE] {
         p.cli(
