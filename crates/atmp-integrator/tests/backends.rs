@@ -146,15 +146,7 @@ fn sqlite_and_postgres_integrate_alike() {
     setup(&mut sqlite);
     let a = run(&mut sqlite, &files, &dir.path().join("logs-sqlite"));
 
-    let admin = std::env::var("ATMP_TEST_POSTGRES_URL").expect(
-        "ATMP_TEST_POSTGRES_URL: the PostgreSQL server of the tests (./scripts/test starts one)",
-    );
-    let name = format!("backends_{}", std::process::id());
-    let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .unwrap();
-    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let (url, _) = atmp_store::test_support::fresh_database("backends");
     let mut pg = PgStore::connect(&url).unwrap();
     setup(&mut pg);
     let b = run(&mut pg, &files, &dir.path().join("logs-pg"));

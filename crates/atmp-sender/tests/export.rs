@@ -34,12 +34,6 @@ fn q(v: Option<&str>) -> String {
     }
 }
 
-fn pg_admin() -> String {
-    std::env::var("ATMP_TEST_POSTGRES_URL").expect(
-        "ATMP_TEST_POSTGRES_URL: the PostgreSQL server of the tests (./scripts/test starts one)",
-    )
-}
-
 impl Src {
     fn new(b: Backend) -> Src {
         let dir = tempfile::tempdir().unwrap();
@@ -57,20 +51,7 @@ impl Src {
                 }
             }
             Backend::Postgres => {
-                use std::sync::atomic::{AtomicU32, Ordering};
-                static N: AtomicU32 = AtomicU32::new(0);
-                let name = format!(
-                    "source_{}_{}",
-                    std::process::id(),
-                    N.fetch_add(1, Ordering::SeqCst)
-                );
-                let admin = pg_admin();
-                let mut a = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-                a.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-                    .unwrap();
-                a.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-                let (base, _) = admin.rsplit_once('/').unwrap();
-                let url = format!("{base}/{name}");
+                let (url, _) = atmp_store::test_support::fresh_database("source");
                 let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
                 c.batch_execute(SCHEMA).unwrap();
                 Src {
@@ -639,7 +620,7 @@ fn a_source_without_the_schema_is_refused_with_what_is_missing(b: Backend) {
     let missing = match b {
         Backend::Sqlite => "sqlite:///nonexistent/x.db".to_string(),
         Backend::Postgres => {
-            let admin = pg_admin();
+            let admin = atmp_store::test_support::admin_url();
             format!("{}/base_absente", admin.rsplit_once('/').unwrap().0)
         }
     };

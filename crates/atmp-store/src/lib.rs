@@ -11,6 +11,8 @@
 mod platform;
 mod postgres;
 mod sqlite;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 /// The migrations of the PostgreSQL backend, in order (the backend that applies them is the
 /// next step of issue 8; a test already checks that they give the tables and columns of the

@@ -62,30 +62,6 @@ macro_rules! both {
     };
 }
 
-/// A fresh database on the PostgreSQL server of the tests (`./scripts/test` starts one and
-/// sets `ATMP_TEST_POSTGRES_URL`): (its URL, the server's admin URL, its name).
-pub fn pg_database() -> (String, String, String) {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let admin = std::env::var("ATMP_TEST_POSTGRES_URL").expect(
-        "ATMP_TEST_POSTGRES_URL: the PostgreSQL server of the tests (./scripts/test starts one)",
-    );
-    let name = format!(
-        "cli_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let mut a = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-    a.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .unwrap();
-    a.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    (
-        format!("{}/{name}", admin.rsplit_once('/').unwrap().0),
-        admin,
-        name,
-    )
-}
-
 /// A value read back from the base, the same on both backends.
 #[derive(Debug, PartialEq, Eq)]
 pub enum V {
@@ -112,16 +88,14 @@ impl std::fmt::Display for V {
 pub struct Base {
     pub backend: Backend,
     sqlite: PathBuf,
-    /// PostgreSQL: (URL, admin URL, database name).
-    pg: Option<(String, String, String)>,
+    /// PostgreSQL: (URL, database name).
+    pg: Option<(String, String)>,
 }
 
 impl Drop for Base {
     fn drop(&mut self) {
-        if let Some((_, admin, name)) = &self.pg {
-            if let Ok(mut a) = postgres::Client::connect(admin, postgres::NoTls) {
-                let _ = a.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-            }
+        if let Some((_, name)) = &self.pg {
+            atmp_store::test_support::drop_database(name);
         }
     }
 }
@@ -132,14 +106,15 @@ impl Base {
         Base {
             backend,
             sqlite,
-            pg: (backend == Backend::Postgres).then(pg_database),
+            pg: (backend == Backend::Postgres)
+                .then(|| atmp_store::test_support::fresh_database("cli")),
         }
     }
 
     /// The URL atmp is given (`--db`).
     pub fn url(&self) -> String {
         match &self.pg {
-            Some((url, _, _)) => url.clone(),
+            Some((url, _)) => url.clone(),
             None => format!("sqlite://{}", self.sqlite.display()),
         }
     }
@@ -174,7 +149,7 @@ impl Base {
                     .unwrap();
                 rows.map(|r| r.unwrap()).collect()
             }
-            Some((url, _, _)) => {
+            Some((url, _)) => {
                 use postgres::types::Type;
                 let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
                 c.query(sql, &[])
@@ -213,7 +188,7 @@ impl Base {
             None => {
                 self.sqlite_conn().execute_batch(sql).unwrap();
             }
-            Some((url, _, _)) => postgres::Client::connect(url, postgres::NoTls)
+            Some((url, _)) => postgres::Client::connect(url, postgres::NoTls)
                 .unwrap()
                 .batch_execute(sql)
                 .unwrap(),
