@@ -122,6 +122,132 @@ fn cut(p: &Path) -> PathBuf {
     out
 }
 
+/// A file where records meet rows of the same file: an agent of the base given new events,
+/// an agent twice (the second time with one more event and one more arrêt under a known
+/// event), and a new agent with the first one's service.
+fn repeats(dir: &Path) -> PathBuf {
+    let src = std::fs::read_to_string(demo("declaration-differentiel.xml")).unwrap();
+    let agents: Vec<&str> = src
+        .match_indices("<agent>")
+        .map(|(i, _)| &src[i..i + src[i..].find("</agent>").unwrap() + "</agent>".len()])
+        .collect();
+    assert!(agents.len() >= 3, "the demo file's agents");
+    let first = agents[0];
+    let again = first.replacen(
+        "<arret>",
+        "<arret>\n          <dateDebut>2015-11-21</dateDebut>\n          <dateFin>2015-11-22</dateFin>\n        </arret>\n        <arret>",
+        1,
+    );
+    let more = first.replace("SDIS-2015-0871", "SDIS-2015-0999").replace(
+        "<type>AS</type>\n        <date>2015-11-08</date>",
+        "<type>AS</type>\n        <date>2015-11-05</date>",
+    );
+    let ev_start = more.find("<evenement>").unwrap();
+    let ev = &more[ev_start..more.rfind("</evenement>").unwrap() + "</evenement>".len()];
+    let twice = again.replace(
+        "</evenement>\n    </agent>",
+        &format!("</evenement>\n      {ev}\n    </agent>"),
+    );
+    let newcomer = first
+        .replace("184052153114629", "184052153114728")
+        .replace("CARDON", "CARDONNE")
+        .replace("SDIS-2015-0871", "SDIS-2015-0872");
+    let body = [agents[1], first, agents[2], &twice, &newcomer, agents[1]].join("\n    ");
+    let head_end = src.find("<agent>").unwrap();
+    let tail_start = src.rfind("</agent>").unwrap() + "</agent>".len();
+    let text = format!("{}{body}{}", &src[..head_end], &src[tail_start..])
+        .replace("2015-11-28T02:00:00", "2015-12-05T02:00:00")
+        .replace("<nombreAgents>3<", "<nombreAgents>6<")
+        .replace("<nombreEvenements>3<", "<nombreEvenements>7<");
+    let p = dir.join("repetitions.xml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Every stored row of the integrated tables, ids and links left out, sorted.
+fn content_sqlite(path: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let mut out = Vec::new();
+    for t in Table::ALL {
+        let cols: Vec<String> = c
+            .prepare(&format!("PRAGMA table_info({})", t.name()))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(1))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .filter(|n| n != "id" && !n.ends_with("_id"))
+            .collect();
+        let sql = format!("SELECT {} FROM {}", cols.join(", "), t.name());
+        let mut st = c.prepare(&sql).unwrap();
+        let mut rows: Vec<String> = st
+            .query_map([], |r| {
+                Ok((0..cols.len())
+                    .map(|i| match r.get_ref(i).unwrap() {
+                        rusqlite::types::ValueRef::Null => "∅".to_string(),
+                        rusqlite::types::ValueRef::Integer(i) => i.to_string(),
+                        rusqlite::types::ValueRef::Real(f) => f.to_string(),
+                        rusqlite::types::ValueRef::Text(b) => {
+                            String::from_utf8_lossy(b).into_owned()
+                        }
+                        rusqlite::types::ValueRef::Blob(_) => "blob".into(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap()
+            .map(|r| format!("{}: {}", t.name(), r.unwrap()))
+            .collect();
+        rows.sort();
+        out.extend(rows);
+    }
+    out
+}
+
+fn content_pg(url: &str) -> Vec<String> {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let mut out = Vec::new();
+    for t in Table::ALL {
+        let cols: Vec<String> = c
+            .query(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = $1 AND table_schema = 'public' ORDER BY ordinal_position",
+                &[&t.name()],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .filter(|n| n != "id" && !n.ends_with("_id"))
+            .collect();
+        let st = c
+            .prepare(&format!("SELECT {} FROM {}", cols.join(", "), t.name()))
+            .unwrap();
+        let mut rows: Vec<String> = c
+            .query(&st, &[])
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let cells: Vec<String> = (0..cols.len())
+                    .map(|i| {
+                        let ty = r.columns()[i].type_().clone();
+                        if ty == postgres::types::Type::INT8 {
+                            r.get::<_, Option<i64>>(i)
+                                .map_or("∅".into(), |v| v.to_string())
+                        } else if ty == postgres::types::Type::FLOAT8 {
+                            r.get::<_, Option<f64>>(i)
+                                .map_or("∅".into(), |v| v.to_string())
+                        } else {
+                            r.get::<_, Option<String>>(i).unwrap_or_else(|| "∅".into())
+                        }
+                    })
+                    .collect();
+                format!("{}: {}", t.name(), cells.join("|"))
+            })
+            .collect();
+        rows.sort();
+        out.extend(rows);
+    }
+    out
+}
+
 #[test]
 fn sqlite_and_postgres_integrate_alike() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,6 +258,8 @@ fn sqlite_and_postgres_integrate_alike() {
         (demo("declaration-rectificative.xml"), "SOFIVAL"),
         // The same bytes again: a duplicate.
         (demo("declaration-differentiel.xml"), "SOFIVAL"),
+        // Records that meet rows of their own file, and of the base.
+        (repeats(dir.path()), "SOFIVAL"),
         // Cut in the middle: records are stored in the file's transaction, then the file is
         // rejected whole and everything is rolled back.
         (
@@ -145,11 +273,8 @@ fn sqlite_and_postgres_integrate_alike() {
     let mut sqlite = SqliteStore::open(&dir.path().join("b.db")).unwrap();
     setup(&mut sqlite);
     let a = run(&mut sqlite, &files, &dir.path().join("logs-sqlite"));
-
-    let (url, _) = atmp_store::test_support::fresh_database("backends");
-    let mut pg = PgStore::connect(&url).unwrap();
-    setup(&mut pg);
-    let b = run(&mut pg, &files, &dir.path().join("logs-pg"));
+    drop(sqlite);
+    let stored = content_sqlite(&dir.path().join("b.db"));
     assert!(a.iter().any(|l| l.contains("Doublon")), "{a:#?}");
     assert!(
         a.iter().any(|l| l.starts_with("coupe.xml Echoue")),
@@ -162,8 +287,41 @@ fn sqlite_and_postgres_integrate_alike() {
     assert!(a
         .iter()
         .any(|l| l.starts_with("agent: ") && l != "agent: 0"));
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x, y);
+    let rep = a
+        .iter()
+        .position(|l| l.starts_with("repetitions.xml"))
+        .unwrap();
+    assert!(a[rep].contains("Reussi"), "{}", a[rep]);
+    assert!(
+        stored.iter().any(|r| r.contains("SDIS-2015-0999")),
+        "{:#?}",
+        &a[rep..rep + 80]
+    );
+    assert!(stored.iter().any(|r| r.contains("2015-11-21")));
+
+    // PostgreSQL, with the default buffer and with flushes every few rows, so that every
+    // lookup meets rows on both sides of a flush.
+    for flush in [None, Some(1), Some(2), Some(7)] {
+        let (url, _) = atmp_store::test_support::fresh_database("backends");
+        let mut pg = PgStore::connect(&url).unwrap();
+        if let Some(n) = flush {
+            pg.set_flush_rows(n);
+        }
+        setup(&mut pg);
+        let b = run(
+            &mut pg,
+            &files,
+            &dir.path().join(format!("logs-pg-{flush:?}")),
+        );
+        drop(pg);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y, "flush every {flush:?} rows");
+        }
+        assert_eq!(a.len(), b.len());
+        let c = content_pg(&url);
+        for (x, y) in stored.iter().zip(&c) {
+            assert_eq!(x, y, "flush every {flush:?} rows");
+        }
+        assert_eq!(stored.len(), c.len());
     }
-    assert_eq!(a.len(), b.len());
 }

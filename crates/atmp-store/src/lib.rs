@@ -22,6 +22,7 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0002_platform.sql"),
     include_str!("../migrations/postgres/0003_audit.sql"),
     include_str!("../migrations/postgres/0004_purge.sql"),
+    include_str!("../migrations/postgres/0005_id_blocks.sql"),
 ];
 
 pub use platform::*;

@@ -432,3 +432,98 @@ fn several_instances_starting_at_once_migrate_once() {
         .get(0);
     assert_eq!(n as usize, atmp_store::POSTGRES_MIGRATIONS.len());
 }
+
+/// A file's transaction: what it inserts is visible to its own lookups, a failure (here a
+/// row the schema refuses, which PostgreSQL only meets when the buffered rows are sent)
+/// comes back as an error and leaves nothing stored, and the store goes on with the next file.
+fn file_story(s: &mut dyn Store) {
+    use atmp_store::{Cell, Table};
+    s.add_collectivite(&siret(SDIS), "SDIS", None).unwrap();
+    let coll = s.collectivite(SDIS).unwrap().unwrap().id;
+    let row = ImportRow {
+        job_id: None,
+        ..import_row(0)
+    };
+    let cols = [
+        "nir",
+        "nom_usuel",
+        "prenom",
+        "date_naissance",
+        "sexe",
+        "nom_norm",
+        "prenom_norm",
+    ];
+    let agent = |nir: &str, nom: Option<&str>| -> Vec<Cell> {
+        vec![
+            Cell::Text(nir.into()),
+            nom.map_or(Cell::Null, |n| Cell::Text(n.into())),
+            Cell::Text("Martine".into()),
+            Cell::Text("1966-09-23".into()),
+            Cell::Text("F".into()),
+            Cell::Text(nom.unwrap_or("").into()),
+            Cell::Text("MARTINE".into()),
+        ]
+    };
+    // A refused row: nom_usuel is NOT NULL.
+    let failed = (|| -> atmp_store::Result<()> {
+        let mut tx = s.begin_file(&row)?;
+        let ins = tx.prepare_insert(Table::Agent, &cols)?;
+        tx.insert(ins, coll, &agent("266092105426383", Some("GRANDJEAN")))?;
+        tx.insert(ins, coll, &agent("158022161705230", None))?;
+        tx.commit(&row, &[])
+    })();
+    assert!(failed.is_err(), "the refused row fails the file");
+    assert_eq!(s.count(Table::Agent).unwrap(), 0, "nothing of it is stored");
+
+    // The next file: its rows are found by its own lookups before and after commit.
+    let mut tx = s.begin_file(&row).unwrap();
+    let ins = tx.prepare_insert(Table::Agent, &cols).unwrap();
+    let by_nir = tx
+        .prepare_find(Table::Agent, &["nir"], &["nom_usuel"])
+        .unwrap();
+    let nir = Cell::Text("266092105426383".into());
+    assert!(tx
+        .find(by_nir, coll, std::slice::from_ref(&nir))
+        .unwrap()
+        .is_none());
+    let id = tx
+        .insert(ins, coll, &agent("266092105426383", Some("GRANDJEAN")))
+        .unwrap();
+    let f = tx
+        .find(by_nir, coll, std::slice::from_ref(&nir))
+        .unwrap()
+        .unwrap();
+    assert_eq!((f.id, f.cells), (id, vec![Cell::Text("GRANDJEAN".into())]));
+    assert!(tx
+        .find(by_nir, coll + 1, std::slice::from_ref(&nir))
+        .unwrap()
+        .is_none());
+    tx.commit(&row, &[]).unwrap();
+    assert_eq!(s.count(Table::Agent).unwrap(), 1);
+    let mut tx = s.begin_file(&row).unwrap();
+    let by_nir = tx
+        .prepare_find(Table::Agent, &["nir"], &["nom_usuel"])
+        .unwrap();
+    assert_eq!(tx.find(by_nir, coll, &[nir]).unwrap().unwrap().id, id);
+    // Dropped without commit: rolled back.
+    let ins = tx.prepare_insert(Table::Agent, &cols).unwrap();
+    tx.insert(ins, coll, &agent("158022161705230", Some("PASQUIER")))
+        .unwrap();
+    drop(tx);
+    assert_eq!(s.count(Table::Agent).unwrap(), 1);
+}
+
+#[test]
+fn file_transaction_on_sqlite() {
+    file_story(&mut SqliteStore::memory().unwrap());
+}
+
+#[test]
+fn file_transaction_on_postgres() {
+    let mut pg = PgStore::connect(&pg_database("story_file")).unwrap();
+    file_story(&mut pg);
+    // With a flush at every row, the refused row fails at its own insert or at commit.
+    let mut pg = PgStore::connect(&pg_database("story_file_flush")).unwrap();
+    pg.set_flush_rows(1);
+    file_story(&mut pg);
+}

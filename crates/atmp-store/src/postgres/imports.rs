@@ -1,18 +1,15 @@
-//! PostgreSQL: imports — duplicates, the storage transaction of one file, the tracking
-//! table, one import's detail, retention. This first version inserts row by row inside the
-//! file's transaction (correct, not yet fast: the binary COPY path with id blocks is the next
-//! step of issue 8).
+//! PostgreSQL: imports — duplicates, the tracking table, one import's detail, retention; the
+//! storage transaction of one file is in `file_tx.rs`.
 
 use std::collections::HashMap;
 
 use postgres::types::{IsNull, ToSql, Type};
-use postgres::{Statement, Transaction};
 
+use super::file_tx::{FileConn, PgFileTx};
 use super::PgStore;
 use crate::{
-    Autorisation, Cell, Collectivite, FileTx, FindId, Found, ImportLog, ImportResult, ImportRow,
-    InsertId, PurgeCandidate, PurgeKind, RecordCounts, Result, StoreError, SuiviQuery, SuiviRow,
-    Table,
+    Cell, FileTx, ImportLog, ImportResult, ImportRow, PurgeCandidate, PurgeKind, RecordCounts,
+    Result, StoreError, SuiviQuery, SuiviRow, Table,
 };
 
 /// The columns of `import` read by [`import_row`].
@@ -49,7 +46,7 @@ fn import_row(r: &postgres::Row) -> Result<(i64, ImportRow)> {
     ))
 }
 
-fn counts_text(c: &RecordCounts) -> String {
+pub(super) fn counts_text(c: &RecordCounts) -> String {
     serde_json::to_string(c).expect("plain numbers")
 }
 
@@ -80,7 +77,7 @@ fn insert_import(c: &mut impl postgres::GenericClient, row: &ImportRow) -> Resul
     .get(0))
 }
 
-fn insert_logs(
+pub(super) fn insert_logs(
     c: &mut impl postgres::GenericClient,
     import_id: i64,
     row: &ImportRow,
@@ -144,7 +141,7 @@ impl ToSql for Cell {
 }
 
 /// A cell read from a row, by the column's type.
-fn cell_of(r: &postgres::Row, i: usize) -> Cell {
+pub(super) fn cell_of(r: &postgres::Row, i: usize) -> Cell {
     let ty = r.columns()[i].type_();
     if *ty == Type::INT8 {
         r.get::<_, Option<i64>>(i).map_or(Cell::Null, Cell::Int)
@@ -211,17 +208,23 @@ impl crate::ImportStore for PgStore {
     }
 
     fn begin_file<'a>(&'a mut self, row: &ImportRow) -> Result<Box<dyn FileTx + 'a>> {
-        let columns = &self.columns;
-        let mut tx = self.client.transaction()?;
-        let import_id = insert_import(&mut tx, row)?;
-        Ok(Box::new(PgFileTx {
-            tx,
+        let PgStore {
+            client,
+            columns,
+            flush_rows,
+            url,
+            file_conn,
+        } = self;
+        let mut conn = FileConn::open(file_conn, url)?;
+        let row = row.clone();
+        let import_id = conn.call(move |tx| insert_import(tx, &row))?;
+        Ok(Box::new(PgFileTx::new(
+            conn,
+            client,
             columns,
             import_id,
-            stmts: Vec::new(),
-            finds: Vec::new(),
-            dossiers: Vec::new(),
-        }))
+            *flush_rows,
+        )))
     }
 
     fn import(&mut self, id: i64) -> Result<Option<crate::ImportDetail>> {
@@ -338,270 +341,6 @@ impl crate::ImportStore for PgStore {
                 PurgeKind::parse(&w).map(|k| (k, r.get(1)))
             })
             .collect())
-    }
-}
-
-/// A part of a dossier statement: a table and the columns read from it.
-type DossierPart = (Table, &'static [&'static str]);
-
-/// One file's storage transaction: dropped without `commit`, it rolls back.
-struct PgFileTx<'a> {
-    tx: Transaction<'a>,
-    /// (table → column → SQL type) of the integrated tables.
-    columns: &'a HashMap<&'static str, HashMap<String, Type>>,
-    import_id: i64,
-    stmts: Vec<Statement>,
-    /// For each find: (SQL before the key, its key columns, a statement per pattern of null
-    /// keys). `col IS NOT DISTINCT FROM $n` cannot use an index on PostgreSQL (each find would
-    /// scan the collectivité's agents: quadratic), so `col = $n` or `col IS NULL` is chosen
-    /// by the values, and each pattern prepared once.
-    finds: Vec<(String, Vec<&'static str>, HashMap<u64, Statement>)>,
-    /// For each dossier statement: its index and each part's (table, columns).
-    dossiers: Vec<(usize, Vec<DossierPart>)>,
-}
-
-impl PgFileTx<'_> {
-    fn check_cols(&self, table: Table, cols: &[&'static str]) -> Result<()> {
-        let known = &self.columns[table.name()];
-        for c in cols {
-            if !known.contains_key(*c) {
-                return Err(StoreError::Invalid(format!(
-                    "colonne inconnue {}.{c}",
-                    table.name()
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl FileTx for PgFileTx<'_> {
-    fn import_id(&self) -> i64 {
-        self.import_id
-    }
-
-    fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>> {
-        Ok(self
-            .tx
-            .query_opt(
-                "SELECT c.id, c.siret, c.nom, p.siret FROM collectivite c LEFT JOIN collectivite p ON p.id = c.cdg_id WHERE c.siret = $1",
-                &[&siret],
-            )?
-            .map(|r| Collectivite {
-                id: r.get(0),
-                siret: r.get(1),
-                nom: r.get(2),
-                cdg_siret: r.get(3),
-            }))
-    }
-
-    fn autorisation(
-        &mut self,
-        emetteur: &str,
-        collectivite_id: i64,
-    ) -> Result<Option<Autorisation>> {
-        Ok(self
-            .tx
-            .query_opt(
-                "SELECT a.statut FROM autorisation a JOIN emetteur e ON e.id = a.emetteur_id WHERE e.code = $1 AND a.collectivite_id = $2",
-                &[&emetteur, &collectivite_id],
-            )?
-            .and_then(|r| Autorisation::parse(&r.get::<_, String>(0))))
-    }
-
-    fn prepare_find(
-        &mut self,
-        table: Table,
-        key: &[&'static str],
-        want: &[&'static str],
-    ) -> Result<FindId> {
-        self.check_cols(table, key)?;
-        self.check_cols(table, want)?;
-        let mut sql = String::from("SELECT id");
-        for w in want {
-            sql.push_str(", ");
-            sql.push_str(w);
-        }
-        sql.push_str(&format!(
-            " FROM {} WHERE {} = $1",
-            table.name(),
-            table.parent_column()
-        ));
-        self.finds.push((sql, key.to_vec(), HashMap::new()));
-        Ok(FindId(self.finds.len() - 1))
-    }
-
-    fn prepare_insert(&mut self, table: Table, cols: &[&'static str]) -> Result<InsertId> {
-        self.check_cols(table, cols)?;
-        let mut names = vec![table.parent_column(), "import_id"];
-        names.extend_from_slice(cols);
-        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({}) RETURNING id",
-            table.name(),
-            names.join(", "),
-            placeholders.join(", ")
-        );
-        let st = self.tx.prepare(&sql)?;
-        self.stmts.push(st);
-        Ok(InsertId(self.stmts.len() - 1))
-    }
-
-    fn find(&mut self, id: FindId, parent: i64, key: &[Cell]) -> Result<Option<Found>> {
-        let mask = key
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| matches!(c, Cell::Null))
-            .fold(0u64, |m, (i, _)| m | 1 << i);
-        let (head, cols, by_mask) = &mut self.finds[id.0];
-        let st = match by_mask.get(&mask) {
-            Some(st) => st.clone(),
-            None => {
-                let mut sql = head.clone();
-                let mut n = 1;
-                for (i, k) in cols.iter().enumerate() {
-                    if mask & 1 << i != 0 {
-                        sql.push_str(&format!(" AND {k} IS NULL"));
-                    } else {
-                        n += 1;
-                        sql.push_str(&format!(" AND {k} = ${n}"));
-                    }
-                }
-                sql.push_str(" ORDER BY id LIMIT 1");
-                let st = self.tx.prepare(&sql)?;
-                by_mask.insert(mask, st.clone());
-                st
-            }
-        };
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&parent];
-        params.extend(
-            key.iter()
-                .filter(|c| !matches!(c, Cell::Null))
-                .map(|c| c as &(dyn ToSql + Sync)),
-        );
-        Ok(self.tx.query_opt(&st, &params)?.map(|r| Found {
-            id: r.get(0),
-            cells: (1..r.len()).map(|i| cell_of(&r, i)).collect(),
-        }))
-    }
-
-    fn prepare_dossier(&mut self, parts: &[(Table, &'static [&'static str])]) -> Result<FindId> {
-        // Every column read as text in the UNION (its branches have different types), then
-        // typed again from the table's own column types.
-        let width = parts.iter().map(|(_, w)| w.len()).max().unwrap_or(0);
-        let mut selects = Vec::new();
-        for (i, (table, want)) in parts.iter().enumerate() {
-            self.check_cols(*table, want)?;
-            let mut cols: Vec<String> = want.iter().map(|c| format!("CAST({c} AS TEXT)")).collect();
-            cols.resize(width, "CAST(NULL AS TEXT)".to_string());
-            let filter = match table {
-                Table::Evenement => "agent_id = $1",
-                Table::Service | Table::Agent => {
-                    return Err(StoreError::Invalid(
-                        "pas de dossier pour cette table".into(),
-                    ))
-                }
-                _ => "evenement_id IN (SELECT id FROM evenement WHERE agent_id = $1)",
-            };
-            let cols = if cols.is_empty() {
-                String::new()
-            } else {
-                format!(", {}", cols.join(", "))
-            };
-            selects.push(format!(
-                "SELECT CAST({i} AS BIGINT), {}, id{cols} FROM {} WHERE {filter}",
-                table.parent_column(),
-                table.name()
-            ));
-        }
-        let sql = format!("{} ORDER BY 1, 3", selects.join(" UNION ALL "));
-        let st = self.tx.prepare(&sql)?;
-        self.stmts.push(st);
-        self.dossiers.push((self.stmts.len() - 1, parts.to_vec()));
-        Ok(FindId(self.stmts.len() - 1))
-    }
-
-    fn dossier(&mut self, id: FindId, agent_id: i64) -> Result<Vec<(usize, i64, Found)>> {
-        let parts = self
-            .dossiers
-            .iter()
-            .find(|(i, _)| *i == id.0)
-            .expect("a prepared dossier")
-            .1
-            .clone();
-        let st = self.stmts[id.0].clone();
-        let mut out = Vec::new();
-        for r in self.tx.query(&st, &[&agent_id])? {
-            let part = r.get::<_, i64>(0) as usize;
-            let (table, want) = parts[part];
-            let types = &self.columns[table.name()];
-            let mut cells = Vec::with_capacity(want.len());
-            for (k, col) in want.iter().enumerate() {
-                let v: Option<String> = r.get(3 + k);
-                let ty = &types[*col];
-                cells.push(match v {
-                    None => Cell::Null,
-                    Some(t) if *ty == Type::INT8 => {
-                        t.parse().map(Cell::Int).unwrap_or(Cell::Text(t))
-                    }
-                    Some(t) if *ty == Type::FLOAT8 => {
-                        t.parse().map(Cell::Real).unwrap_or(Cell::Text(t))
-                    }
-                    Some(t) => Cell::Text(t),
-                });
-            }
-            out.push((
-                part,
-                r.get(1),
-                Found {
-                    id: r.get(2),
-                    cells,
-                },
-            ));
-        }
-        Ok(out)
-    }
-
-    fn insert(&mut self, id: InsertId, parent: i64, cells: &[Cell]) -> Result<i64> {
-        let st = self.stmts[id.0].clone();
-        let import_id = self.import_id;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&parent, &import_id];
-        params.extend(cells.iter().map(|c| c as &(dyn ToSql + Sync)));
-        Ok(self.tx.query_one(&st, &params)?.get(0))
-    }
-
-    fn service_code(&mut self, service_id: i64) -> Result<Option<String>> {
-        Ok(self
-            .tx
-            .query_opt("SELECT code FROM service WHERE id = $1", &[&service_id])?
-            .map(|r| r.get(0)))
-    }
-
-    fn commit(mut self: Box<Self>, row: &ImportRow, logs: &[ImportLog]) -> Result<()> {
-        let import_id = self.import_id;
-        self.tx.execute(
-            "UPDATE import SET finished_at = $2, result = $3, label = $4, errors = $5, warnings = $6, counts = $7, \
-             emetteur = $8, type_fichier = $9, mode = $10, date_creation = $11, cdg_siret = $12, sha256 = $13 WHERE id = $1",
-            &[
-                &import_id,
-                &row.finished_at,
-                &row.result.code(),
-                &row.label,
-                &(row.errors as i64),
-                &(row.warnings as i64),
-                &counts_text(&row.counts),
-                &row.emetteur,
-                &row.type_fichier,
-                &row.mode,
-                &row.date_creation,
-                &row.cdg_siret,
-                &row.sha256,
-            ],
-        )?;
-        insert_logs(&mut self.tx, import_id, row, logs)?;
-        let PgFileTx { tx, .. } = *self;
-        tx.commit()?;
-        Ok(())
     }
 }
 

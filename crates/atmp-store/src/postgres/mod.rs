@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 mod connect;
+mod file_tx;
 mod imports;
 
 pub use connect::redact;
@@ -50,15 +51,31 @@ pub struct PgStore {
     /// (table → column → SQL type) of the integrated tables: checks column names and types
     /// the values read back from a dossier.
     columns: HashMap<&'static str, HashMap<String, postgres::types::Type>>,
+    /// Rows a file transaction buffers before sending them (see `file_tx.rs`).
+    flush_rows: usize,
+    /// The URL (a file's transaction runs on a second connection, opened when first needed).
+    url: String,
+    /// That second connection, between files.
+    file_conn: Option<Client>,
 }
 
 impl PgStore {
+    /// Sets how many rows a file transaction buffers before it sends them by COPY (20 000
+    /// by default). The tests set it to 1, 2, 3… so that every read meets rows on both
+    /// sides of a flush; nothing else needs it.
+    pub fn set_flush_rows(&mut self, n: usize) {
+        self.flush_rows = n.max(1);
+    }
+
     /// Connects and brings the schema up to date.
     pub fn connect(url: &str) -> Result<PgStore> {
         let client = connect::connect(url)?;
         let mut s = PgStore {
             client,
             columns: HashMap::new(),
+            flush_rows: file_tx::FLUSH_ROWS,
+            url: url.to_string(),
+            file_conn: None,
         };
         s.migrate()?;
         s.columns = imports::column_types(&mut s.client)?;
