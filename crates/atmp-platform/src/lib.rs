@@ -326,6 +326,14 @@ impl Application {
         std::thread::Builder::new()
             .name("atmp-worker".into())
             .spawn(move || worker::run(s2, rx))?;
+        if atmp_store::backend_name(&shared.database_url) == "PostgreSQL" {
+            // Other instances' news (a job received, a job done) wake this worker at once;
+            // its 2-second poll stays as the fallback.
+            let s4 = shared.clone();
+            std::thread::Builder::new()
+                .name("atmp-ecoute".into())
+                .spawn(move || worker::listen(s4))?;
+        }
         let s3 = shared.clone();
         std::thread::Builder::new()
             .name("atmp-conservation".into())

@@ -59,6 +59,31 @@ pub fn run(shared: Arc<Shared>, wake: std::sync::mpsc::Receiver<()>) {
     }
 }
 
+/// Listens to the base's news of the job queue (`LISTEN`, PostgreSQL) and wakes the worker.
+pub fn listen(shared: Arc<Shared>) {
+    loop {
+        let mut store = match atmp_store::open(&shared.database_url) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "job listener cannot open the base");
+                std::thread::sleep(Duration::from_secs(5));
+                continue;
+            }
+        };
+        loop {
+            match store.wait_for_jobs(Duration::from_secs(30)) {
+                Ok(true) => shared.wake_worker(),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "job listener lost the base, reconnecting");
+                    std::thread::sleep(Duration::from_secs(1));
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Integrates one job (if its import is not committed yet) and publishes its results.
 pub fn run_job(shared: &Shared, store: &mut dyn Store, job: &Job) -> Result<(), PlatformError> {
     let import_id = match store.import_of_job(job.id)? {
@@ -107,6 +132,14 @@ pub fn run_job(shared: &Shared, store: &mut dyn Store, job: &Job) -> Result<(), 
                         }
                     },
                     ChildEnd::Retry(why) => return Err(PlatformError::Config(why)),
+                    ChildEnd::Taken => match store.import_of_job(job.id)? {
+                        Some(id) => return finish(shared, store, job, id),
+                        None => {
+                            // Another instance integrates it; it publishes it too.
+                            tracing::info!(job = job.id, "job taken by another instance");
+                            return Ok(());
+                        }
+                    },
                     ChildEnd::Crashed(how) => match store.import_of_job(job.id)? {
                         // Died after its commit: the file is integrated, only publish.
                         Some(id) => return finish(shared, store, job, id),
@@ -153,12 +186,17 @@ enum ChildEnd {
     Done,
     /// A failure of the platform (base busy, disk full): the job is taken again later.
     Retry(String),
+    /// Another instance holds the job (or has integrated it): left to it.
+    Taken,
     /// Killed by a signal, a panic, an abort, memory exhausted…: said in French.
     Crashed(String),
 }
 
 /// The exit status of a child whose integration met a platform error (to retry).
 pub const CHILD_RETRY: i32 = 3;
+
+/// The exit status of a child whose job another instance holds, or has integrated.
+pub const CHILD_TAKEN: i32 = 4;
 
 /// Integrates a job's file in a process of its own (`atmp integrer-job`), so that nothing a
 /// file does to the integration (a crash, an abort, memory) can take the web or FTPS down.
@@ -214,6 +252,7 @@ fn integrate_in_child(shared: &Shared, job: &Job) -> Result<ChildEnd, PlatformEr
     );
     Ok(match (status.code(), status.signal()) {
         (Some(0), _) => ChildEnd::Done,
+        (Some(CHILD_TAKEN), _) => ChildEnd::Taken,
         (Some(CHILD_RETRY), _) => ChildEnd::Retry(
             "l'intégration a rencontré une erreur de la plate-forme ; nouvel essai".into(),
         ),
@@ -286,6 +325,10 @@ pub fn child_main(a: ChildArgs) -> i32 {
     };
     match import_file(store.as_mut(), &a.file, &opts) {
         Ok(_) => 0,
+        Err(atmp_integrator::IntegratorError::Store(atmp_store::StoreError::JobTaken(_))) => {
+            tracing::info!(job = a.job_id, "job held by another instance");
+            CHILD_TAKEN
+        }
         Err(e) => {
             tracing::error!(job = a.job_id, error = %e, "integration failed, retried later");
             CHILD_RETRY

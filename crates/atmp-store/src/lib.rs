@@ -42,6 +42,10 @@ pub enum StoreError {
     Invalid(String),
     #[error("base de données non prise en charge : {0}")]
     Url(String),
+    /// The job is being integrated by another instance, or is integrated already: this one
+    /// leaves it (not a failure).
+    #[error("le travail {0} est déjà pris en charge par une autre instance")]
+    JobTaken(i64),
     #[error("erreur d'accès au dossier de la base : {0}")]
     Io(#[from] std::io::Error),
 }
@@ -596,13 +600,18 @@ pub trait JobStore: Send {
         stored_path: &str,
         size: u64,
     ) -> Result<i64>;
-    /// The oldest unfinished job (waiting, or interrupted while running).
+    /// The oldest job that may be taken now: unfinished (waiting, or interrupted while
+    /// running), and either integrated already (to publish) or with no earlier unfinished job
+    /// of a sender that shares an authorised collectivité with its sender ([`JOB_ELIGIBLE`]:
+    /// two files that may touch the same collectivité go one after the other, in arrival
+    /// order). On PostgreSQL a job being integrated by another instance is skipped.
     fn next_job(&mut self) -> Result<Option<Job>>;
     /// The job of an id.
     fn job(&mut self, id: i64) -> Result<Option<Job>>;
     /// Every job's stored path (to find received files whose job was never recorded).
     fn job_paths(&mut self) -> Result<Vec<String>>;
-    /// Sets a job's state (`en_cours` counts an attempt), with the last error if any.
+    /// Sets a job's state (`en_cours` counts an attempt), with the last error if any. On
+    /// PostgreSQL a job being integrated by another instance is left as it is.
     fn set_job_state(&mut self, id: i64, state: JobState, error: Option<&str>) -> Result<()>;
     /// Marks a job done with the import it gave.
     fn finish_job(&mut self, id: i64, import_id: i64, sha256: &str) -> Result<()>;
@@ -610,6 +619,13 @@ pub trait JobStore: Send {
     fn import_of_job(&mut self, job_id: i64) -> Result<Option<i64>>;
     /// How many received files wait for, or are in, integration.
     fn pending_jobs(&mut self) -> Result<u64>;
+    /// Waits up to `timeout` for news of the job queue from any instance (a job added, a job
+    /// done): true when some came. PostgreSQL listens (`LISTEN atmp_jobs`); SQLite has one
+    /// instance, whose own intake wakes its worker, and only waits.
+    fn wait_for_jobs(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        std::thread::sleep(timeout);
+        Ok(false)
+    }
 }
 
 /// The platform's base, one concern: the mail outbox and who receives what.
@@ -692,6 +708,21 @@ pub trait FileTx {
     /// Finishes the import row and its logs, and commits everything.
     fn commit(self: Box<Self>, row: &ImportRow, logs: &[ImportLog]) -> Result<()>;
 }
+
+/// The condition on `job` of [`JobStore::next_job`], the same SQL on both backends: a job
+/// integrated already (to publish), or one with no earlier unfinished, unintegrated job of a
+/// sender sharing an authorised collectivité with its sender (a file stores data only for the
+/// collectivités its sender is authorised for; the authorisation's state does not matter, it
+/// may change while the file waits).
+pub const JOB_ELIGIBLE: &str = "job.state IN ('attente', 'en_cours') AND (\
+    EXISTS (SELECT 1 FROM import i WHERE i.job_id = job.id) \
+    OR NOT EXISTS (SELECT 1 FROM job e WHERE e.id < job.id AND e.state IN ('attente', 'en_cours') \
+        AND NOT EXISTS (SELECT 1 FROM import i WHERE i.job_id = e.id) \
+        AND (e.emetteur = job.emetteur OR EXISTS (\
+            SELECT 1 FROM autorisation a1 JOIN emetteur m1 ON m1.id = a1.emetteur_id \
+            JOIN autorisation a2 ON a2.collectivite_id = a1.collectivite_id \
+            JOIN emetteur m2 ON m2.id = a2.emetteur_id \
+            WHERE m1.code = job.emetteur AND m2.code = e.emetteur))))";
 
 /// Opens the store named by a URL: `sqlite://PATH`, or `postgres://…` (libpq's form; TLS
 /// with `sslmode=require`, see [`postgres`]).

@@ -527,3 +527,92 @@ fn file_transaction_on_postgres() {
     pg.set_flush_rows(1);
     file_story(&mut pg);
 }
+
+/// The order of jobs: two files whose senders share an authorised collectivité go one after
+/// the other, in arrival order; a file of an unrelated sender does not wait for them.
+fn setup_order(s: &mut dyn Store) -> (i64, i64, i64) {
+    s.add_collectivite(&siret(SDIS), "SDIS", None).unwrap();
+    s.add_collectivite(&siret(CDG), "CDG", None).unwrap();
+    s.add_collectivite(&siret(COMMUNE), "Commune", None)
+        .unwrap();
+    for (e, c) in [("SOFIVAL", SDIS), ("ASSUREUR", SDIS), ("CDGVAUCL", COMMUNE)] {
+        s.add_emetteur(e, None).unwrap();
+        s.set_autorisation(e, c, Autorisation::Accordee, None)
+            .unwrap();
+    }
+    let j1 = s.add_job("SOFIVAL", "1.xml", "/recus/1.xml", 1).unwrap();
+    let j2 = s.add_job("ASSUREUR", "2.xml", "/recus/2.xml", 1).unwrap();
+    let j3 = s.add_job("CDGVAUCL", "3.xml", "/recus/3.xml", 1).unwrap();
+    (j1, j2, j3)
+}
+
+fn file_row(job: i64) -> ImportRow {
+    ImportRow {
+        job_id: Some(job),
+        result: ImportResult::EnCours,
+        finished_at: None,
+        ..import_row(job)
+    }
+}
+
+#[test]
+fn jobs_go_in_order_per_collectivite_on_sqlite() {
+    let mut s = SqliteStore::memory().unwrap();
+    let (j1, j2, j3) = setup_order(&mut s);
+    assert_eq!(s.next_job().unwrap().unwrap().id, j1);
+    let imp = s.record_import(&import_row(j1), &[]).unwrap();
+    // Integrated, not yet published: still offered (to publish), and no longer holds j2 back.
+    assert_eq!(s.next_job().unwrap().unwrap().id, j1);
+    s.finish_job(j1, imp, "f00d").unwrap();
+    assert_eq!(s.next_job().unwrap().unwrap().id, j2);
+    // A job whose import exists is not integrated again.
+    let e = s.begin_file(&file_row(j1)).err().unwrap();
+    assert!(
+        matches!(e, atmp_store::StoreError::JobTaken(j) if j == j1),
+        "{e}"
+    );
+    let _ = j3;
+}
+
+#[test]
+fn jobs_are_claimed_by_the_file_transaction_on_postgres() {
+    let url = pg_database("story_claim");
+    let mut a = PgStore::connect(&url).unwrap();
+    let mut b = PgStore::connect(&url).unwrap();
+    let (j1, j2, j3) = setup_order(&mut a);
+    assert_eq!(b.next_job().unwrap().unwrap().id, j1);
+    {
+        // Instance A integrates j1: its file transaction holds the job.
+        let tx = a.begin_file(&file_row(j1)).unwrap();
+        // B does not see j1 any more, nor j2 (same collectivité, after j1): j3 is next.
+        assert_eq!(b.next_job().unwrap().unwrap().id, j3);
+        let e = b.begin_file(&file_row(j1)).err().unwrap();
+        assert!(
+            matches!(e, atmp_store::StoreError::JobTaken(j) if j == j1),
+            "{e}"
+        );
+        // B's state changes leave a job A holds as it is, without waiting for A.
+        b.set_job_state(j1, JobState::Attente, Some("ailleurs"))
+            .unwrap();
+        drop(tx);
+    }
+    // A died (rolled back): j1 is free again at once, for anyone.
+    assert_eq!(b.next_job().unwrap().unwrap().id, j1);
+    let tx = b.begin_file(&file_row(j1)).unwrap();
+    // Committed by B: j1 is integrated once; A cannot take it again.
+    let row = import_row(j1);
+    tx.commit(&row, &[]).unwrap();
+    let e = a.begin_file(&file_row(j1)).err().unwrap();
+    assert!(matches!(e, atmp_store::StoreError::JobTaken(_)), "{e}");
+    let imp = a.import_of_job(j1).unwrap().unwrap();
+    a.finish_job(j1, imp, "f00d").unwrap();
+    assert_eq!(a.next_job().unwrap().unwrap().id, j2);
+    // The news reaches a listening instance (listening from its first wait on).
+    assert!(!b
+        .wait_for_jobs(std::time::Duration::from_millis(10))
+        .unwrap());
+    let t =
+        std::thread::spawn(move || b.wait_for_jobs(std::time::Duration::from_secs(20)).unwrap());
+    a.add_job("SOFIVAL", "4.xml", "/recus/4.xml", 1).unwrap();
+    assert!(t.join().unwrap(), "a job added wakes the other instances");
+}

@@ -312,8 +312,11 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter))
         .add_directive("tokio_postgres=info".parse().expect("directive"))
         .add_directive("postgres=info".parse().expect("directive"));
+    // Colours only on a terminal: a journal or a log file gets plain text.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {

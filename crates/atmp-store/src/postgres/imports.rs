@@ -214,10 +214,30 @@ impl crate::ImportStore for PgStore {
             flush_rows,
             url,
             file_conn,
+            ..
         } = self;
         let mut conn = FileConn::open(file_conn, url)?;
         let row = row.clone();
-        let import_id = conn.call(move |tx| insert_import(tx, &row))?;
+        let import_id = conn.call(move |tx| {
+            // The claim of the job is the file transaction's own row lock: held until commit
+            // or rollback, gone at once if this process dies. Another instance that holds it,
+            // or an import already made, means the job is not this one's.
+            if let Some(job) = row.job_id {
+                let mine = tx
+                    .query_opt(
+                        "SELECT id FROM job WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED",
+                        &[&job],
+                    )?
+                    .is_some();
+                let done = tx
+                    .query_opt("SELECT id FROM import WHERE job_id = $1", &[&job])?
+                    .is_some();
+                if !mine || done {
+                    return Err(StoreError::JobTaken(job));
+                }
+            }
+            insert_import(tx, &row)
+        })?;
         Ok(Box::new(PgFileTx::new(
             conn,
             client,

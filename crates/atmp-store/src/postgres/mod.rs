@@ -57,6 +57,8 @@ pub struct PgStore {
     url: String,
     /// That second connection, between files.
     file_conn: Option<Client>,
+    /// `LISTEN atmp_jobs` was sent on this connection.
+    listening: bool,
 }
 
 impl PgStore {
@@ -76,6 +78,7 @@ impl PgStore {
             flush_rows: file_tx::FLUSH_ROWS,
             url: url.to_string(),
             file_conn: None,
+            listening: false,
         };
         s.migrate()?;
         s.columns = imports::column_types(&mut s.client)?;
@@ -623,16 +626,36 @@ impl crate::JobStore for PgStore {
         Ok(self
             .client
             .query_one(
-                "INSERT INTO job (emetteur, file_name, stored_path, size, received_at, state, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'attente', $5) RETURNING id",
+                "WITH j AS (INSERT INTO job (emetteur, file_name, stored_path, size, received_at, state, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'attente', $5) RETURNING id) \
+                 SELECT id, pg_notify('atmp_jobs', id::text) FROM j",
                 &[&emetteur, &file_name, &stored_path, &(size as i64), &t],
             )?
             .get(0))
     }
 
+    fn wait_for_jobs(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        if !self.listening {
+            self.client.batch_execute("LISTEN atmp_jobs")?;
+            self.listening = true;
+        }
+        let mut n = self.client.notifications();
+        let mut it = n.timeout_iter(timeout);
+        use postgres::fallible_iterator::FallibleIterator;
+        Ok(it.next()?.is_some())
+    }
+
     fn next_job(&mut self) -> Result<Option<Job>> {
+        // The row lock of a file transaction (`FileTx` of another instance's integration) makes
+        // its job invisible here: a killed instance's job is free again at once.
         Ok(self
-            .job_where("state IN ('attente', 'en_cours') ORDER BY id LIMIT 1", &[])?
+            .job_where(
+                &format!(
+                    "{} ORDER BY id LIMIT 1 FOR NO KEY UPDATE OF job SKIP LOCKED",
+                    crate::JOB_ELIGIBLE
+                ),
+                &[],
+            )?
             .pop())
     }
 
@@ -652,9 +675,12 @@ impl crate::JobStore for PgStore {
     fn set_job_state(&mut self, id: i64, state: JobState, error: Option<&str>) -> Result<()> {
         let bump = i64::from(state == JobState::EnCours);
         self.client.execute(
-            "UPDATE job SET state = $2, last_error = coalesce($3, last_error), attempts = attempts + $4, updated_at = $5 WHERE id = $1",
+            "UPDATE job SET state = $2, last_error = coalesce($3, last_error), attempts = attempts + $4, updated_at = $5 \
+             WHERE id = (SELECT id FROM job WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED)",
             &[&id, &state.code(), &error, &bump, &now()],
         )?;
+        self.client
+            .execute("SELECT pg_notify('atmp_jobs', '')", &[])?;
         Ok(())
     }
 
@@ -663,6 +689,9 @@ impl crate::JobStore for PgStore {
             "UPDATE job SET state = 'fait', import_id = $2, sha256 = $3, updated_at = $4 WHERE id = $1",
             &[&id, &import_id, &sha256, &now()],
         )?;
+        // Later jobs of the senders sharing its collectivités may be taken now, anywhere.
+        self.client
+            .execute("SELECT pg_notify('atmp_jobs', '')", &[])?;
         Ok(())
     }
 

@@ -51,6 +51,19 @@ impl crate::ImportStore for SqliteStore {
 
     fn begin_file<'a>(&'a mut self, row: &ImportRow) -> Result<Box<dyn FileTx + 'a>> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        // One instance on SQLite: a job is not another's, but it may be integrated already.
+        if let Some(job) = row.job_id {
+            let done: Option<i64> = self
+                .conn
+                .query_row("SELECT id FROM import WHERE job_id = ?1", [job], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if done.is_some() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(StoreError::JobTaken(job));
+            }
+        }
         let import_id = match insert_import(&self.conn, row) {
             Ok(id) => id,
             Err(e) => {

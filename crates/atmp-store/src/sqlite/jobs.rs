@@ -23,7 +23,7 @@ impl crate::JobStore for SqliteStore {
 
     fn next_job(&mut self) -> Result<Option<Job>> {
         Ok(self
-            .job_where("state IN ('attente', 'en_cours') ORDER BY id LIMIT 1", &[])?
+            .job_where(&format!("{} ORDER BY id LIMIT 1", crate::JOB_ELIGIBLE), &[])?
             .pop())
     }
 

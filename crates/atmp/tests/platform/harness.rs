@@ -40,6 +40,8 @@ pub struct Platform {
     pub url: String,
     pub ftps: String,
     pub env: Vec<(String, String)>,
+    /// Another platform's base, shared (several instances; PostgreSQL only).
+    pub shared_db: Option<String>,
 }
 
 impl Drop for Platform {
@@ -65,7 +67,16 @@ impl Platform {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            shared_db: None,
         }
+    }
+
+    /// Another instance of `other`'s platform: its own `--data` folder, the same base.
+    pub fn sharing(other: &Platform) -> Platform {
+        let mut p = Platform::new(Backend::Sqlite, &[]);
+        p.shared_db = Some(other.db_url());
+        p.env = other.env.clone();
+        p
     }
 
     pub fn data(&self) -> PathBuf {
@@ -73,7 +84,7 @@ impl Platform {
     }
 
     pub fn db_url(&self) -> String {
-        self.base.url()
+        self.shared_db.clone().unwrap_or_else(|| self.base.url())
     }
 
     pub fn cert(&self) -> PathBuf {
@@ -217,8 +228,11 @@ impl Platform {
         assert!(self.child.is_none());
         let addresses = self.data().join("adresses.json");
         let _ = std::fs::remove_file(&addresses);
-        // A passive port range of its own, so that tests running together do not collide.
-        let base = 20000 + (std::process::id() % 400) as u16 * 100;
+        // A passive port range of its own, so that tests running together do not collide
+        // (half of the process's hundred for each server it starts, in turn).
+        static STARTS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let slot = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2;
+        let base = 20000 + (std::process::id() % 400) as u16 * 100 + slot * 50;
         let out = std::fs::File::create(self.dir.path().join("serve.out")).unwrap();
         let err = std::fs::OpenOptions::new()
             .create(true)
@@ -234,7 +248,7 @@ impl Platform {
             .args(extra)
             .current_dir(self.dir.path())
             .env_remove("ATMP_DATABASE_URL")
-            .env("ATMP_FTPS_PASSIVE_PORTS", format!("{}-{}", base, base + 99))
+            .env("ATMP_FTPS_PASSIVE_PORTS", format!("{}-{}", base, base + 49))
             .env("ATMP_LOG", "warn,atmp_platform=info,atmp_integrator=info")
             .stdout(out)
             .stderr(err);

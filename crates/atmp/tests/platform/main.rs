@@ -790,12 +790,8 @@ fn kill_during_integration_then_restart_integrates_once(b: Backend) {
     let mut p = Platform::new(b, &[]);
     p.setup();
     let big = p.dir.path().join("gros.xml");
-    // Long enough to be killed in the middle: PostgreSQL inserts row by row today (the bulk
-    // COPY path is still to come), several times slower than SQLite on this file.
-    let agents = match b {
-        Backend::Sqlite => 15000,
-        Backend::Postgres => 3000,
-    };
+    // Long enough to be killed in the middle, on either backend.
+    let agents: i64 = 15000;
     let agents_arg = agents.to_string();
     p.cli(
         &[
@@ -1902,4 +1898,144 @@ fn ftps_blocks_an_account_after_five_wrong_passwords(b: Backend) {
     }
     assert!(p.ftp("SOFIVAL", PW_SOFIVAL).is_err(), "not blocked");
     p.ftp("CDGVAUCL", PW_CDGVAUCL).unwrap().quit().unwrap();
+}
+
+// Two instances sharing one PostgreSQL base, each with its own `--data` folder: files
+// uploaded to both at once are each integrated exactly once, those of one collectivité in
+// the order they arrived; one instance killed in the middle, the other takes its work at once
+// (the claim is the file transaction's row lock), and its restart integrates nothing twice.
+// On one machine the files an instance received are readable by the other (the shared file
+// store is issue 8's next step).
+#[test]
+fn two_instances_on_one_postgresql_base_integrate_every_file_once() {
+    let mut a = Platform::new(Backend::Postgres, &[]);
+    a.setup();
+    let mut b = Platform::sharing(&a);
+    a.start(&[]);
+    b.start(&[]);
+    let mut files = Vec::new();
+    for i in 0..12u32 {
+        let (sender, pw, coll) = if i % 2 == 0 {
+            ("SOFIVAL", PW_SOFIVAL, SDIS)
+        } else {
+            ("CDGVAUCL", PW_CDGVAUCL, COMMUNE)
+        };
+        let path = a.dir.path().join(format!("f{i}.xml"));
+        let created = format!("2016-01-{:02}T02:00:00", i + 1);
+        a.cli(
+            &[
+                "gen",
+                "--agents",
+                "150",
+                "--seed",
+                &(100 + i).to_string(),
+                "--out",
+                path.to_str().unwrap(),
+                "--collectivite",
+                coll,
+                "--emetteur",
+                sender,
+                "--date-creation",
+                &created,
+            ],
+            None,
+        );
+        files.push((
+            sender,
+            pw,
+            format!("f{i}.xml"),
+            std::fs::read(&path).unwrap(),
+        ));
+    }
+    // Uploaded to one instance or the other, all at once.
+    std::thread::scope(|s| {
+        for (i, (sender, pw, name, bytes)) in files.iter().enumerate() {
+            let p = if i % 4 < 2 { &a } else { &b };
+            s.spawn(move || p.upload(sender, pw, name, bytes));
+        }
+    });
+    let done = |p: &Platform| p.sql("SELECT count(*) FROM job WHERE state = 'fait'");
+    let t = std::time::Instant::now();
+    while done(&a) < 3 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(120),
+            "{}",
+            a.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    a.kill();
+    let t = std::time::Instant::now();
+    while done(&a) < 12 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(180),
+            "{} jobs done; {}",
+            done(&a),
+            b.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    a.start(&[]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(a.sql("SELECT count(*) FROM job"), 12);
+    assert_eq!(
+        a.sql("SELECT count(*) FROM import WHERE job_id IS NOT NULL AND result = 'reussi'"),
+        12,
+        "every file integrated"
+    );
+    assert_eq!(
+        a.sql("SELECT count(DISTINCT job_id) FROM import WHERE job_id IS NOT NULL"),
+        12,
+        "once each"
+    );
+    // The base holds what the imports say they added, nothing more.
+    for (table, key) in [
+        ("agent", "agents"),
+        ("evenement", "evenements"),
+        ("arret", "arrets"),
+    ] {
+        assert_eq!(
+            a.sql(&format!("SELECT count(*) FROM {table}")),
+            a.sql(&format!(
+                "SELECT sum((counts::json->'{key}'->>'added')::bigint)::bigint FROM import"
+            )),
+            "{table}"
+        );
+    }
+    assert!(a.sql("SELECT count(*) FROM agent") >= 150 * 2);
+    assert_eq!(a.sql("SELECT count(*) FROM job WHERE state <> 'fait'"), 0);
+    // One sender's files, integrated in the order they arrived: import ids follow job ids.
+    assert_eq!(
+        a.sql(
+            "SELECT count(*) FROM job j1 JOIN job j2 ON j2.emetteur = j1.emetteur AND j2.id > j1.id \
+             JOIN import i1 ON i1.job_id = j1.id JOIN import i2 ON i2.job_id = j2.id WHERE i2.id < i1.id"
+        ),
+        0,
+        "in arrival order per collectivité"
+    );
+    for p in [&a, &b] {
+        let err = p.stderr();
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // A was killed with at most a few jobs done: B integrated files that A had received.
+    let received_by_a: Vec<i64> = a
+        .base
+        .rows(&format!(
+            "SELECT id FROM job WHERE stored_path LIKE '{}%'",
+            a.data().display()
+        ))
+        .into_iter()
+        .map(|r| match r[0] {
+            common::V::Int(i) => i,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(received_by_a.len(), 6);
+    let by_b = b.stderr();
+    assert!(
+        received_by_a
+            .iter()
+            .any(|j| by_b.contains(&format!("integrating job={j}\n"))),
+        "{received_by_a:?} {by_b}"
+    );
 }
