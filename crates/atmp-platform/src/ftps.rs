@@ -59,6 +59,11 @@ pub struct SenderAuth {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// Wrong FTPS passwords for one account from one address before it is blocked there, and for
+/// how long.
+const FTPS_MAX_FAILURES: u64 = 5;
+const FTPS_BLOCK_SECONDS: i64 = 300;
+
 #[async_trait]
 impl Authenticator for SenderAuth {
     async fn authenticate(
@@ -74,6 +79,28 @@ impl Authenticator for SenderAuth {
         let code = username.to_string();
         let address = creds.source_ip.to_string();
         let ok = tokio::task::spawn_blocking(move || {
+            // Five wrong passwords for an account from one address block it there for five
+            // minutes, on every instance (the count is in the base).
+            let key = format!("ftps:{code}|{address}");
+            let since = (chrono::Local::now() - chrono::Duration::seconds(FTPS_BLOCK_SECONDS))
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string();
+            let failures = shared
+                .with_store(|s| s.login_failures(&key, &since))
+                .unwrap_or(0);
+            if failures >= FTPS_MAX_FAILURES {
+                tracing::warn!(emetteur = %code, "FTPS login refused: blocked after too many failures");
+                crate::record_audit(
+                    &shared,
+                    atmp_store::AuditEvent {
+                        actor: format!("émetteur {code}"),
+                        action: "connexion_ftps_refusee".into(),
+                        detail: "compte bloqué après trop d'échecs depuis cette adresse".into(),
+                        address,
+                    },
+                );
+                return false;
+            }
             let hash = shared
                 .with_store(|s| s.emetteur_password(&code))
                 .ok()
@@ -81,6 +108,16 @@ impl Authenticator for SenderAuth {
             // Same work whether or not the sender exists.
             let hash = hash.unwrap_or_else(|| crate::auth::hash_password("-"));
             let ok = crate::auth::verify_password(&password, &hash);
+            let recorded = if ok {
+                shared.with_store(|s| s.clear_login_failures(&key))
+            } else {
+                shared
+                    .with_store(|s| s.record_login_failure(&key, &atmp_store::now(), &since))
+                    .map(|_| ())
+            };
+            if recorded.is_err() {
+                tracing::warn!("FTPS login failure count not updated");
+            }
             crate::record_audit(
                 &shared,
                 atmp_store::AuditEvent {
@@ -244,12 +281,7 @@ pub async fn run(
         // `connexions_par_adresse` connections at once.
         .login_timeout(shared.config.ftps_login_timeout)
         .max_connections_per_ip(shared.config.max_connections_per_ip)
-        // Five wrong passwords for an account from one address block it for five minutes.
-        .failed_logins_policy(libunftp::options::FailedLoginsPolicy::new(
-            5,
-            std::time::Duration::from_secs(300),
-            libunftp::options::FailedLoginsBlock::UserAndIP,
-        ))
+        // Wrong passwords are counted in the base by `SenderAuth`, for every instance.
         .notify_data(Intake {
             shared: shared.clone(),
         })

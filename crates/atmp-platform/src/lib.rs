@@ -56,8 +56,6 @@ pub struct Shared {
     pub(crate) mail_retry: Duration,
     /// The web address actually bound.
     pub(crate) http_addr: Mutex<Option<SocketAddr>>,
-    /// Recent failed web logins by login: (count, first failure).
-    pub(crate) login_failures: Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -233,7 +231,6 @@ impl Application {
             mail_wake: tokio::sync::Notify::new(),
             mail_retry: Duration::from_secs(retry_secs.max(1)),
             http_addr: Mutex::new(None),
-            login_failures: Mutex::new(std::collections::HashMap::new()),
             config: config.clone(),
         });
         for d in ["recus", "journaux", "ftp"] {

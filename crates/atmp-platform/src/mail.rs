@@ -276,7 +276,16 @@ fn build_message(shared: &Shared, m: &Mail) -> Result<Message, String> {
         .recipient
         .parse()
         .map_err(|e| format!("destinataire invalide : {e}"))?;
-    let builder = Message::builder().from(from).to(to).subject(&m.subject);
+    // One Message-ID per queued mail: a mail sent again after a crash (its sending instance
+    // died before recording it) is recognisably the same message.
+    let builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(&m.subject)
+        .message_id(Some(format!(
+            "<atmp-{}-{}@atmp.invalid>",
+            m.import_id, m.id
+        )));
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
         .body(m.body.clone());
@@ -310,7 +319,11 @@ pub async fn run(shared: Arc<Shared>) {
     loop {
         let s2 = shared.clone();
         let due = tokio::task::spawn_blocking(move || {
-            s2.with_store(|s| s.due_mails(&atmp_store::now(), 50))
+            // Ten at a time, each SMTP exchange within 30 s: well inside the lease.
+            let until = (chrono::Local::now() + chrono::Duration::minutes(MAIL_LEASE_MINUTES))
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string();
+            s2.with_store(|s| s.claim_mails(&atmp_store::now(), &until, 10))
         })
         .await;
         let due = match due {
@@ -355,6 +368,9 @@ pub async fn run(shared: Arc<Shared>) {
         }
     }
 }
+
+/// How long a claimed mail is this instance's to send (see `MailStore::claim_mails`).
+const MAIL_LEASE_MINUTES: i64 = 10;
 
 #[cfg(test)]
 mod tests {

@@ -668,7 +668,7 @@ async fn login(
     }
     let source = client_address(&app, peer.map(|p| p.0 .0), &headers);
     let login = f.login.trim().to_string();
-    if address_blocked(&app, &source) {
+    if failures(&app, &address_key(&source)).await >= MAX_ADDRESS_FAILURES {
         tracing::warn!("web login refused: too many failures from this address");
         audit(
             &app,
@@ -686,8 +686,8 @@ async fn login(
     }
     // The block of an identifier applies to the address that failed: a stranger elsewhere
     // cannot lock its owner out.
-    let login_key = format!("{}|{source}", login.to_lowercase());
-    if blocked(&app, &login_key) {
+    let login_key = format!("web:{}|{source}", login.to_lowercase());
+    if failures(&app, &login_key).await >= MAX_FAILURES {
         tracing::warn!("web login refused: too many failures");
         audit(
             &app,
@@ -730,18 +730,18 @@ async fn login(
             &source,
         )
         .await;
-        failed_login(&app, &login_key);
-        failed_login(&app, &address_key(&source));
+        failed_login(&app, &login_key).await;
+        failed_login(&app, &address_key(&source)).await;
         return login_refused(
             &app,
             StatusCode::UNAUTHORIZED,
             "Identifiant ou mot de passe incorrect.",
         );
     };
-    app.login_failures
-        .lock()
-        .expect("failures")
-        .remove(&login_key);
+    let key = login_key.clone();
+    if let Err(r) = db(&app, move |s| s.clear_login_failures(&key)).await {
+        return r;
+    }
     let token = auth::token(32);
     let h = auth::token_hash(&token);
     let csrf = auth::token(24);
@@ -770,11 +770,11 @@ async fn login(
 }
 
 /// Failed logins before an identifier is blocked, and for how long.
-const MAX_FAILURES: u32 = 5;
-const BLOCK: std::time::Duration = std::time::Duration::from_secs(300);
+const MAX_FAILURES: u64 = 5;
+const BLOCK: chrono::Duration = chrono::Duration::seconds(300);
 
 /// Failed logins from one address, whatever the identifiers, before it is refused.
-const MAX_ADDRESS_FAILURES: u32 = 10;
+const MAX_ADDRESS_FAILURES: u64 = 10;
 
 /// The connection's peer, put in each request by the accept loop.
 #[derive(Clone, Copy, Debug)]
@@ -799,27 +799,36 @@ fn client_address(app: &App, peer: Option<std::net::SocketAddr>, headers: &Heade
 }
 
 fn address_key(source: &str) -> String {
-    format!("@{source}")
+    format!("web:@{source}")
 }
 
-fn address_blocked(app: &App, source: &str) -> bool {
-    let mut m = app.login_failures.lock().expect("failures");
-    m.retain(|_, (_, t)| t.elapsed() < BLOCK);
-    m.get(&address_key(source))
-        .is_some_and(|(n, _)| *n >= MAX_ADDRESS_FAILURES)
+/// The start of the blocking window: failures before it no longer count.
+fn window_start() -> String {
+    (chrono::Local::now() - BLOCK)
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
 }
 
-/// Whether a key (identifier and address) is blocked after too many failures.
-fn blocked(app: &App, key: &str) -> bool {
-    let mut m = app.login_failures.lock().expect("failures");
-    m.retain(|_, (_, t)| t.elapsed() < BLOCK);
-    m.get(key).is_some_and(|(n, _)| *n >= MAX_FAILURES)
+/// The failed logins of a key within the window. Kept in the base, so that a lock-out holds
+/// on every instance and across restarts; if the base cannot say, the login goes on to the
+/// password check (which needs the base anyway).
+async fn failures(app: &App, key: &str) -> u64 {
+    let key = key.to_string();
+    let since = window_start();
+    db(app, move |s| s.login_failures(&key, &since))
+        .await
+        .unwrap_or(0)
 }
 
-fn failed_login(app: &App, key: &str) {
-    let mut m = app.login_failures.lock().expect("failures");
-    let e = m.entry(key.to_string()).or_insert((0, Instant::now()));
-    e.0 += 1;
+async fn failed_login(app: &App, key: &str) {
+    let key = key.to_string();
+    let (now, since) = (atmp_store::now(), window_start());
+    if db(app, move |s| s.record_login_failure(&key, &now, &since))
+        .await
+        .is_err()
+    {
+        tracing::warn!("failed login not recorded");
+    }
 }
 
 /// The login page again, with an error.

@@ -14,15 +14,15 @@ mod sqlite;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
-/// The migrations of the PostgreSQL backend, in order (the backend that applies them is the
-/// next step of issue 8; a test already checks that they give the tables and columns of the
-/// SQLite migrations).
+/// The migrations of the PostgreSQL backend, in order (a test checks that they give the tables
+/// and columns of the SQLite migrations).
 pub const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_platform.sql"),
     include_str!("../migrations/postgres/0003_audit.sql"),
     include_str!("../migrations/postgres/0004_purge.sql"),
     include_str!("../migrations/postgres/0005_id_blocks.sql"),
+    include_str!("../migrations/postgres/0006_login_failures.sql"),
 ];
 
 pub use platform::*;
@@ -588,7 +588,24 @@ pub trait AccountStore: Send {
     fn delete_session(&mut self, token_sha256: &str) -> Result<()>;
     /// Ends every session of a user (password change) but `keep`.
     fn delete_sessions_of(&mut self, user: i64, keep: Option<&str>) -> Result<()>;
+    /// The failed logins of a key (web or FTPS; an identifier with its address, or an
+    /// address) whose first failure is at `since` or later.
+    fn login_failures(&mut self, key: &str, since: &str) -> Result<u64>;
+    /// Records a failed login of a key at `now` (a count whose first failure is before `since`
+    /// starts again); returns the count. Keys past their window are forgotten.
+    fn record_login_failure(&mut self, key: &str, now: &str, since: &str) -> Result<u64>;
+    /// Forgets a key's failures (a successful login).
+    fn clear_login_failures(&mut self, key: &str) -> Result<()>;
 }
+
+/// The SQL of [`AccountStore::record_login_failure`], the same on both backends (`$1` key,
+/// `$2` now, `$3` since).
+pub(crate) const RECORD_LOGIN_FAILURE: &str =
+    "INSERT INTO login_failure (key, failures, first_at) VALUES ($1, 1, $2) \
+    ON CONFLICT (key) DO UPDATE SET \
+    failures = CASE WHEN login_failure.first_at < $3 THEN 1 ELSE login_failure.failures + 1 END, \
+    first_at = CASE WHEN login_failure.first_at < $3 THEN $2 ELSE login_failure.first_at END \
+    RETURNING failures";
 
 /// The platform's base, one concern: the durable job queue of received files.
 pub trait JobStore: Send {
@@ -632,8 +649,10 @@ pub trait JobStore: Send {
 pub trait MailStore: Send {
     /// Queues a mail (once per import and recipient).
     fn enqueue_mail(&mut self, m: &NewMail) -> Result<()>;
-    /// Mails due for sending at `now`.
-    fn due_mails(&mut self, now: &str, limit: usize) -> Result<Vec<Mail>>;
+    /// Claims up to `limit` mails due for sending at `now`: they are not due again, for any
+    /// instance, before `until` (the lease of their sending: a mail is sent once whatever
+    /// the number of instances, and again only if its sender died before recording it).
+    fn claim_mails(&mut self, now: &str, until: &str, limit: usize) -> Result<Vec<Mail>>;
     /// Records a mail as sent.
     fn mail_sent(&mut self, id: i64) -> Result<()>;
     /// Records a failed attempt; `next`: when to try again (`None`: give up).

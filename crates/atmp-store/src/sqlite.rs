@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_platform.sql"),
     include_str!("../migrations/sqlite/0003_audit.sql"),
     include_str!("../migrations/sqlite/0004_purge.sql"),
+    include_str!("../migrations/sqlite/0005_login_failures.sql"),
 ];
 
 /// The columns of `import` read by [`import_row`].

@@ -315,29 +315,50 @@ fn jobs_and_mail_story<S: ReferenceStore + AccountStore + JobStore + MailStore>(
     s.enqueue_mail(&mail("x@exemple.invalid")).unwrap();
     s.enqueue_mail(&mail("x@exemple.invalid")).unwrap();
     s.enqueue_mail(&mail("y@exemple.invalid")).unwrap();
-    let due = s.due_mails("2999-01-01T00:00:00", 10).unwrap();
+    let due = s
+        .claim_mails("2999-01-01T00:00:00", "2999-01-01T00:10:00", 10)
+        .unwrap();
     assert_eq!(due.len(), 2, "queued once per recipient");
+    assert!(
+        s.claim_mails("2999-01-01T00:05:00", "2999-01-01T00:15:00", 10)
+            .unwrap()
+            .is_empty(),
+        "claimed once: another instance does not send them too"
+    );
     assert_eq!(
         due[0].attachments,
         vec![("journal.log".to_string(), "/logs/1.log".to_string())]
     );
     assert!(
-        s.due_mails("2000-01-01T00:00:00", 10).unwrap().is_empty(),
+        s.claim_mails("2000-01-01T00:00:00", "2000-01-01T00:10:00", 10)
+            .unwrap()
+            .is_empty(),
         "not due yet"
     );
     s.mail_sent(due[0].id).unwrap();
     s.mail_failed(due[1].id, "421", Some("2999-06-01T00:00:00"))
         .unwrap();
-    let again = s.due_mails("2999-12-31T00:00:00", 10).unwrap();
+    let again = s
+        .claim_mails("2999-12-31T00:00:00", "2999-12-31T00:10:00", 10)
+        .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].attempts), (due[1].id, 1));
     assert!(
-        s.due_mails("2999-01-02T00:00:00", 10).unwrap().is_empty(),
+        s.claim_mails("2999-01-02T00:00:00", "2999-01-02T00:10:00", 10)
+            .unwrap()
+            .is_empty(),
         "retried later"
     );
+    // A claim whose sender died: due again once its lease is over.
+    let back = s
+        .claim_mails("2999-12-31T00:11:00", "2999-12-31T00:21:00", 10)
+        .unwrap();
+    assert_eq!(back.len(), 1, "the lease is over");
     s.mail_failed(due[1].id, "550", None).unwrap();
     assert!(
-        s.due_mails("2999-12-31T00:00:00", 10).unwrap().is_empty(),
+        s.claim_mails("3000-01-01T00:00:00", "3000-01-01T00:10:00", 10)
+            .unwrap()
+            .is_empty(),
         "given up"
     );
 }

@@ -354,6 +354,33 @@ impl crate::AccountStore for PgStore {
         )?;
         Ok(())
     }
+
+    fn login_failures(&mut self, key: &str, since: &str) -> Result<u64> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT failures FROM login_failure WHERE key = $1 AND first_at >= $2",
+                &[&key, &since],
+            )?
+            .map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    fn record_login_failure(&mut self, key: &str, now: &str, since: &str) -> Result<u64> {
+        self.client.execute(
+            "DELETE FROM login_failure WHERE first_at < $1 AND key <> $2",
+            &[&since, &key],
+        )?;
+        Ok(self
+            .client
+            .query_one(crate::RECORD_LOGIN_FAILURE, &[&key, &now, &since])?
+            .get::<_, i64>(0) as u64)
+    }
+
+    fn clear_login_failures(&mut self, key: &str) -> Result<()> {
+        self.client
+            .execute("DELETE FROM login_failure WHERE key = $1", &[&key])?;
+        Ok(())
+    }
 }
 
 impl crate::ReferenceStore for PgStore {
@@ -725,13 +752,16 @@ impl crate::MailStore for PgStore {
         Ok(())
     }
 
-    fn due_mails(&mut self, now: &str, limit: usize) -> Result<Vec<Mail>> {
-        Ok(self
+    fn claim_mails(&mut self, now: &str, until: &str, limit: usize) -> Result<Vec<Mail>> {
+        // SKIP LOCKED: two instances claiming at once take different mails.
+        let mut v: Vec<Mail> = self
             .client
             .query(
-                "SELECT id, import_id, recipient, subject, body, attachments, attempts FROM mail \
-                 WHERE state = 'attente' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
-                &[&now, &(limit as i64)],
+                "UPDATE mail SET next_attempt_at = $3 WHERE id IN (SELECT id FROM mail \
+                 WHERE state = 'attente' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, import_id, recipient, subject, body, attachments, attempts",
+                &[&now, &(limit as i64), &until],
             )?
             .iter()
             .map(|r| {
@@ -746,7 +776,9 @@ impl crate::MailStore for PgStore {
                     attempts: r.get::<_, i64>(6) as u64,
                 }
             })
-            .collect())
+            .collect();
+        v.sort_by_key(|m| m.id);
+        Ok(v)
     }
 
     fn mail_sent(&mut self, id: i64) -> Result<()> {

@@ -126,4 +126,35 @@ impl crate::AccountStore for SqliteStore {
         )?;
         Ok(())
     }
+
+    fn login_failures(&mut self, key: &str, since: &str) -> Result<u64> {
+        let n: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT failures FROM login_failure WHERE key = ?1 AND first_at >= ?2",
+                params![key, since],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+
+    fn record_login_failure(&mut self, key: &str, now: &str, since: &str) -> Result<u64> {
+        self.conn.execute(
+            "DELETE FROM login_failure WHERE first_at < ?1 AND key <> ?2",
+            params![since, key],
+        )?;
+        let n: i64 = self.conn.query_row(
+            &crate::RECORD_LOGIN_FAILURE.replace('$', "?"),
+            params![key, now, since],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    fn clear_login_failures(&mut self, key: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM login_failure WHERE key = ?1", [key])?;
+        Ok(())
+    }
 }

@@ -14,12 +14,13 @@ impl crate::MailStore for SqliteStore {
         Ok(())
     }
 
-    fn due_mails(&mut self, now: &str, limit: usize) -> Result<Vec<Mail>> {
+    fn claim_mails(&mut self, now: &str, until: &str, limit: usize) -> Result<Vec<Mail>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, import_id, recipient, subject, body, attachments, attempts FROM mail \
-             WHERE state = 'attente' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2",
+            "UPDATE mail SET next_attempt_at = ?3 WHERE id IN (SELECT id FROM mail \
+             WHERE state = 'attente' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2) \
+             RETURNING id, import_id, recipient, subject, body, attachments, attempts",
         )?;
-        let rows = stmt.query_map(params![now, limit as i64], |r| {
+        let rows = stmt.query_map(params![now, limit as i64, until], |r| {
             let att: String = r.get(5)?;
             Ok(Mail {
                 id: r.get(0)?,
@@ -31,7 +32,9 @@ impl crate::MailStore for SqliteStore {
                 attempts: r.get::<_, i64>(6)? as u64,
             })
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let mut v: Vec<Mail> = rows.collect::<rusqlite::Result<_>>()?;
+        v.sort_by_key(|m| m.id);
+        Ok(v)
     }
 
     fn mail_sent(&mut self, id: i64) -> Result<()> {
