@@ -1,0 +1,614 @@
+//! The web: the tracking table of imports, one import's page, its downloads.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(super) struct SuiviLine {
+    import_id: i64,
+    log_id: i64,
+    type_fichier: &'static str,
+    date: String,
+    label: String,
+    collectivite: String,
+}
+
+#[derive(Template)]
+#[template(path = "suivi.html")]
+pub(super) struct SuiviT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    types: Vec<(&'static str, &'static str)>,
+    type_choisi: String,
+    du: String,
+    au: String,
+    rows: Vec<SuiviLine>,
+    total: u64,
+    page: u64,
+    pages: u64,
+    query: String,
+}
+
+pub(super) struct LogLine {
+    id: i64,
+    collectivite: String,
+    label: String,
+    errors: u64,
+    warnings: u64,
+}
+
+pub(super) struct Rejet {
+    agent: String,
+    message: String,
+    /// (field, base, file, differs)
+    mismatch: Option<Vec<(&'static str, String, String, bool)>>,
+}
+
+#[derive(Template)]
+#[template(path = "import.html")]
+pub(super) struct ImportT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    id: i64,
+    row: atmp_store::ImportRow,
+    emetteur: String,
+    type_fichier: String,
+    mode: String,
+    date_creation: String,
+    cdg: String,
+    debut: String,
+    fin: String,
+    counts: Vec<(&'static str, u64, u64, u64)>,
+    logs: Vec<LogLine>,
+    rejets: Vec<Rejet>,
+    rejets_total: usize,
+    rejets_page: usize,
+    rejets_pages: usize,
+    /// What the retention purge removed of this import, said in French.
+    purges: Vec<String>,
+    /// The logs were purged: no download links.
+    logs_purged: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Suivi des imports
+
+#[derive(Deserialize, Default)]
+pub(super) struct SuiviParams {
+    #[serde(rename = "type", default)]
+    type_fichier: String,
+    #[serde(default)]
+    du: String,
+    #[serde(default)]
+    au: String,
+    #[serde(default)]
+    page: Option<String>,
+}
+
+pub(super) const TYPES: [(&str, &str); 4] = [
+    ("", "Tous"),
+    ("AGENT", "Agent"),
+    ("SERVICE", "Service"),
+    ("DECLARATION", "Déclaration"),
+];
+
+pub(super) fn type_libelle(t: Option<&str>) -> &'static str {
+    TYPES
+        .iter()
+        .find(|(v, _)| Some(*v) == t && !v.is_empty())
+        .map(|(_, l)| *l)
+        .unwrap_or("—")
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` → `DD/MM/YYYY HH:MM:SS`.
+pub(super) fn fr_datetime(s: &str) -> String {
+    match chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S") {
+        Ok(d) => d.format("%d/%m/%Y %H:%M:%S").to_string(),
+        Err(_) => s.to_string(),
+    }
+}
+
+pub(super) fn fr_date_opt(s: Option<&str>) -> String {
+    s.map(fr_datetime).unwrap_or_else(|| "—".into())
+}
+
+pub(super) fn parse_day(s: &str) -> Option<chrono::NaiveDate> {
+    let s = s.trim();
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .or_else(|_| chrono::NaiveDate::parse_from_str(s, "%d/%m/%Y"))
+        .ok()
+}
+
+pub(super) fn enc(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+pub(super) async fn suivi(
+    State(app): State<App>,
+    a: Auth,
+    Query(p): Query<SuiviParams>,
+) -> Response {
+    let today = chrono::Local::now().date_naive();
+    let mut error = None;
+    let au = if p.au.is_empty() {
+        today
+    } else {
+        parse_day(&p.au).unwrap_or_else(|| {
+            error = Some("Date de fin invalide : la période par défaut est appliquée.".to_string());
+            today
+        })
+    };
+    let default_du = au
+        .checked_sub_months(chrono::Months::new(12))
+        .unwrap_or(au)
+        .succ_opt()
+        .unwrap_or(au);
+    let du = if p.du.is_empty() {
+        default_du
+    } else {
+        parse_day(&p.du).unwrap_or_else(|| {
+            error =
+                Some("Date de début invalide : la période par défaut est appliquée.".to_string());
+            default_du
+        })
+    };
+    let type_choisi = TYPES
+        .iter()
+        .find(|(v, _)| *v == p.type_fichier)
+        .map(|(v, _)| v.to_string())
+        .unwrap_or_default();
+    let page: u64 = p
+        .page
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1);
+    let q = SuiviQuery {
+        scope: a.scope(),
+        type_fichier: (!type_choisi.is_empty()).then(|| type_choisi.clone()),
+        du: du.format("%Y-%m-%d").to_string(),
+        au: au.format("%Y-%m-%d").to_string(),
+        limit: PAGE,
+        offset: (page - 1) * PAGE,
+    };
+    let platform = a.user.role == Role::Plateforme;
+    let (rows, total, pending) = match db(&app, move |s| {
+        let (rows, total) = s.suivi(&q)?;
+        // Files in the queue have no collectivité yet: only the platform sees them.
+        let pending = if platform { s.pending_jobs()? } else { 0 };
+        Ok((rows, total, pending))
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let pages = total.div_ceil(PAGE).max(1);
+    let rows = rows
+        .into_iter()
+        .map(|r| SuiviLine {
+            import_id: r.import_id,
+            log_id: r.log_id,
+            type_fichier: type_libelle(r.type_fichier.as_deref()),
+            date: fr_datetime(&r.started_at),
+            label: r.label,
+            collectivite: match (r.global, r.collectivite_nom) {
+                (true, Some(n)) => format!("{n} (journal global du CDG)"),
+                (true, None) => format!("{} (journal global du CDG)", r.collectivite_siret),
+                (false, Some(n)) => n,
+                (false, None) if r.collectivite_siret.is_empty() => "— (fichier rejeté)".into(),
+                (false, None) => r.collectivite_siret,
+            },
+        })
+        .collect();
+    let du_s = du.format("%Y-%m-%d").to_string();
+    let au_s = au.format("%Y-%m-%d").to_string();
+    let query = format!(
+        "/suivi?type={}&du={}&au={}",
+        enc(&type_choisi),
+        enc(&du_s),
+        enc(&au_s)
+    );
+    let t = SuiviT {
+        user: Some(a.nav()),
+        message: (pending > 0)
+            .then(|| format!("{pending} fichier(s) reçu(s) en attente ou en cours d'intégration.")),
+        error,
+        types: TYPES.to_vec(),
+        type_choisi,
+        du: du_s,
+        au: au_s,
+        rows,
+        total,
+        page: page.min(pages),
+        pages,
+        query,
+    };
+    render(StatusCode::OK, &t)
+}
+
+// ---------------------------------------------------------------------------------------
+// One import
+
+/// The import and the logs of it the user may see; `None`: nothing visible (404).
+pub(super) async fn visible_import(
+    app: &App,
+    a: &Auth,
+    id: i64,
+) -> Result<Option<(atmp_store::ImportRow, Vec<(i64, ImportLog)>, bool)>, Response> {
+    let found = db(app, move |s| {
+        let Some((row, logs)) = s.import(id)? else {
+            return Ok(None);
+        };
+        let mut cdgs = Vec::new();
+        for (_, l) in &logs {
+            cdgs.push(
+                s.collectivite(&l.collectivite_siret)?
+                    .and_then(|c| c.cdg_siret),
+            );
+        }
+        Ok(Some((row, logs, cdgs)))
+    })
+    .await?;
+    let Some((row, logs, cdgs)) = found else {
+        return Ok(None);
+    };
+    let all = logs.len();
+    let visible: Vec<(i64, ImportLog)> = logs
+        .into_iter()
+        .zip(cdgs)
+        .filter(|((_, l), cdg)| may_see(a, l, cdg.as_deref()))
+        .map(|(l, _)| l)
+        .collect();
+    if visible.is_empty() {
+        return Ok(None);
+    }
+    let sees_all = visible.len() == all;
+    Ok(Some((row, visible, sees_all)))
+}
+
+pub(super) fn counts_rows(counts: &atmp_store::RecordCounts) -> Vec<(&'static str, u64, u64, u64)> {
+    counts
+        .rows()
+        .iter()
+        .map(|(_, label, c)| (*label, c.added, c.existing, c.rejected))
+        .collect()
+}
+
+/// The two identities of a §6.3 mismatch message, side by side.
+pub(super) fn mismatch(msg: &str) -> Option<Vec<(&'static str, String, String, bool)>> {
+    let rest = msg.strip_prefix("Les données de l'agent dans la base [")?;
+    let (base, rest) = rest.split_once("] ne correspondent pas à celles du fichier à traiter [")?;
+    let (file, rest) = rest.split_once("] (")?;
+    let (diff, _) = rest.split_once(')')?;
+    let split = |s: &str| -> (String, String, String) {
+        let mut p = s.rsplitn(3, " - ");
+        let nir = p.next().unwrap_or("").to_string();
+        let dob = p.next().unwrap_or("").to_string();
+        let name = p.next().unwrap_or("").to_string();
+        (name, dob, nir)
+    };
+    let (bn, bd, bnir) = split(base);
+    let (fnm, fd, fnir) = split(file);
+    let names_differ = diff.contains("nom usuel") || diff.contains("prénom");
+    Some(vec![
+        ("Nom et prénom", bn, fnm, names_differ),
+        (
+            "Date de naissance",
+            bd,
+            fd,
+            diff.contains("date de naissance"),
+        ),
+        ("NIR", bnir, fnir, false),
+    ])
+}
+
+/// The rejected agents of the visible error logs (at most `max`).
+pub(super) fn rejets(paths: &[String], offset: usize, limit: usize) -> (Vec<Rejet>, usize) {
+    use std::io::BufRead;
+    let mut out = Vec::new();
+    let mut total = 0;
+    for p in paths {
+        let Ok(f) = std::fs::File::open(p) else {
+            continue;
+        };
+        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+            let f = atmp_integrator::split_line(&line);
+            if f.len() < 6
+                || f[1] != "ERROR"
+                || f[2].is_empty()
+                || !f[3].is_empty()
+                || !f[4].is_empty()
+            {
+                continue;
+            }
+            total += 1;
+            if total > offset && out.len() < limit {
+                out.push(Rejet {
+                    agent: f[2].clone(),
+                    mismatch: mismatch(&f[5]),
+                    message: f[5].clone(),
+                });
+            }
+        }
+    }
+    (out, total)
+}
+
+/// Rejected agents shown per page of an import's page.
+pub(super) const REJETS_PAGE: usize = 100;
+
+#[derive(Deserialize, Default)]
+pub(super) struct ImportParams {
+    #[serde(default)]
+    rejets: Option<String>,
+}
+
+pub(super) async fn import_page(
+    State(app): State<App>,
+    a: Auth,
+    Path(id): Path<String>,
+    Query(q): Query<ImportParams>,
+) -> Response {
+    let rejets_page: usize = q
+        .rejets
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1);
+    let Ok(id) = id.parse::<i64>() else {
+        return not_found();
+    };
+    let (row, logs, sees_all) = match visible_import(&app, &a, id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return not_found(),
+        Err(r) => return r,
+    };
+    let siret_names = {
+        let sirets: Vec<String> = logs
+            .iter()
+            .map(|(_, l)| l.collectivite_siret.clone())
+            .collect();
+        match db(&app, move |s| {
+            sirets
+                .iter()
+                .map(|x| Ok(s.collectivite(x)?.map(|c| c.nom)))
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+    let purged = match db(&app, move |s| s.purges_of(id)).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let logs_purged = purged
+        .iter()
+        .any(|(k, _)| *k == atmp_store::PurgeKind::Journaux);
+    let purges: Vec<String> = purged
+        .iter()
+        .map(|(k, at)| match k {
+            atmp_store::PurgeKind::FichierRecu => format!(
+                "Fichier reçu supprimé le {} (durée de conservation atteinte).",
+                fr_datetime(at)
+            ),
+            atmp_store::PurgeKind::Journaux => format!(
+                "Journaux supprimés le {} (durée de conservation atteinte).",
+                fr_datetime(at)
+            ),
+        })
+        .collect();
+    let error_paths: Vec<String> = if logs_purged {
+        Vec::new()
+    } else {
+        logs.iter().map(|(_, l)| l.erreurs_path.clone()).collect()
+    };
+    let offset = (rejets_page - 1) * REJETS_PAGE;
+    let (rejets, rejets_total) =
+        tokio::task::spawn_blocking(move || rejets(&error_paths, offset, REJETS_PAGE))
+            .await
+            .unwrap_or_default();
+    let logs: Vec<LogLine> = logs
+        .iter()
+        .zip(siret_names)
+        .map(|((lid, l), nom)| LogLine {
+            id: *lid,
+            collectivite: match (l.global, nom) {
+                (true, Some(n)) => {
+                    format!("{n} ({}) — journal global du CDG", l.collectivite_siret)
+                }
+                (false, Some(n)) => format!("{n} ({})", l.collectivite_siret),
+                (_, None) if l.collectivite_siret.is_empty() => "— (fichier rejeté)".into(),
+                (_, None) => l.collectivite_siret.clone(),
+            },
+            label: l.label.clone(),
+            errors: l.errors,
+            warnings: l.warnings,
+        })
+        .collect();
+    let t = ImportT {
+        user: Some(a.nav()),
+        message: None,
+        error: None,
+        id,
+        emetteur: row.emetteur.clone().unwrap_or_else(|| "—".into()),
+        type_fichier: type_libelle(row.type_fichier.as_deref()).into(),
+        mode: row.mode.clone().unwrap_or_else(|| "—".into()),
+        date_creation: fr_date_opt(row.date_creation.as_deref()),
+        cdg: row.cdg_siret.clone().unwrap_or_else(|| "—".into()),
+        debut: fr_datetime(&row.started_at),
+        fin: fr_date_opt(row.finished_at.as_deref()),
+        counts: if sees_all {
+            counts_rows(&row.counts)
+        } else {
+            vec![]
+        },
+        row,
+        logs,
+        rejets,
+        rejets_total,
+        rejets_page,
+        rejets_pages: rejets_total.div_ceil(REJETS_PAGE).max(1),
+        purges,
+        logs_purged,
+    };
+    render(StatusCode::OK, &t)
+}
+
+pub(super) async fn download_log(
+    State(app): State<App>,
+    a: Auth,
+    Path((id, log, kind)): Path<(String, String, String)>,
+) -> Response {
+    let (Ok(id), Ok(log)) = (id.parse::<i64>(), log.parse::<i64>()) else {
+        return not_found();
+    };
+    if kind != "complet" && kind != "erreurs" {
+        return not_found();
+    }
+    let logs = match visible_import(&app, &a, id).await {
+        Ok(Some((_, logs, _))) => logs,
+        Ok(None) => return not_found(),
+        Err(r) => return r,
+    };
+    let Some((_, l)) = logs.iter().find(|(lid, _)| *lid == log) else {
+        return not_found();
+    };
+    let purged = match db(&app, move |s| s.purges_of(id)).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if let Some((_, at)) = purged
+        .iter()
+        .find(|(k, _)| *k == atmp_store::PurgeKind::Journaux)
+    {
+        return page_simple(
+            StatusCode::GONE,
+            Some(a.nav()),
+            "Journal supprimé",
+            &format!(
+                "Ce journal a été supprimé le {} : sa durée de conservation était atteinte.",
+                fr_datetime(at)
+            ),
+        );
+    }
+    let path = if kind == "complet" {
+        &l.complet_path
+    } else {
+        &l.erreurs_path
+    };
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) => return internal(e),
+    };
+    a.audit(
+        &app,
+        "telechargement_journal",
+        format!("import {id}, journal {log} ({kind})"),
+    )
+    .await;
+    let who = if l.global {
+        format!("{}-global", l.collectivite_siret)
+    } else {
+        l.collectivite_siret.clone()
+    };
+    let name = format!("import-{id}-{who}-{kind}.log");
+    tracing::info!(user = a.user.id, import = id, log, "log downloaded");
+    let body = axum::body::Body::from_stream(tokio_util_stream(file));
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A file as a stream of chunks (logs can be larger than memory should hold).
+pub(super) fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+}
+
+pub(super) async fn download_receipt(
+    State(app): State<App>,
+    a: Auth,
+    Path(id): Path<String>,
+) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return not_found();
+    };
+    let (row, logs, sees_all) = match visible_import(&app, &a, id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return not_found(),
+        Err(r) => return r,
+    };
+    // A user who sees only part of a grouped file gets the receipt of that part: its logs,
+    // their errors and results, never the whole file's counts.
+    let row = if sees_all {
+        row
+    } else {
+        atmp_store::ImportRow {
+            errors: logs.iter().map(|(_, l)| l.errors).sum(),
+            warnings: logs.iter().map(|(_, l)| l.warnings).sum(),
+            label: logs
+                .iter()
+                .map(|(_, l)| l.label.as_str())
+                .collect::<Vec<_>>()
+                .join(" ; "),
+            ..row
+        }
+    };
+    let job = match row.job_id {
+        Some(j) => match db(&app, move |s| s.job(j)).await {
+            Ok(j) => j,
+            Err(r) => return r,
+        },
+        None => None,
+    };
+    let body = crate::worker::receipt(job.as_ref(), id, &row, &logs, sees_all);
+    a.audit(&app, "telechargement_accuse", format!("import {id}"))
+        .await;
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/json; charset=utf-8".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"import-{id}-accuse.json\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
