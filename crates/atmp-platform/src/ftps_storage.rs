@@ -125,7 +125,30 @@ impl StorageBackend<Sender> for Guarded {
         user: &Sender,
         path: P,
     ) -> Result<Vec<Fileinfo<PathBuf, Meta>>> {
-        self.inner.list(user, path).await
+        // The platform publishes into `retours/` through temporary names renamed at once; a
+        // listing that meets one between its reading of the folder and of the entry fails
+        // whole (the entry is gone). Such a listing is read again, and the temporary names
+        // (results not complete yet) are never shown.
+        let mut tries = 0;
+        loop {
+            match self.inner.list(user, path.as_ref()).await {
+                Ok(v) => {
+                    return Ok(v
+                        .into_iter()
+                        .filter(|f| {
+                            !f.path
+                                .to_string_lossy()
+                                .ends_with(crate::worker::TEMPORARY_SUFFIX)
+                        })
+                        .collect())
+                }
+                Err(_) if tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn get<P: AsRef<Path> + Send + Debug>(

@@ -406,6 +406,9 @@ fn file_name(p: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The end of the temporary names of files being published (hidden from listings).
+pub(crate) const TEMPORARY_SUFFIX: &str = ".tmp-atmp";
+
 /// Writes `bytes` to `dest` through a temporary name, so a reader never sees half a file.
 fn write_atomic(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dest.with_extension("tmp-atmp");
