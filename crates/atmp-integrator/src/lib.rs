@@ -65,6 +65,12 @@ pub struct ImportOptions<'a> {
     pub job_id: Option<i64>,
     /// The limits of the read stage (size, depth, text length…).
     pub limits: atmp_flux::Limits,
+    /// Where the logs are kept once complete. `None`, or a store on the local disk: as files
+    /// under `logs_dir` (the command line, SQLite). A store in the base (PostgreSQL, several
+    /// instances): in it, inside the file's own transaction when there is one, so that a log
+    /// exists exactly when its import does and every instance reads it; the local files
+    /// are then removed.
+    pub files: Option<&'a dyn atmp_store::FileStore>,
 }
 
 /// What importing one file gave.
@@ -348,8 +354,8 @@ fn duplicate(
             &format!("{label} : fichier identique (SHA-256 {sha256}), rien n'est enregistré"),
         )?;
         logs.close(&Counts::default(), |_| label.clone())?;
-        let files = logs.files(|_| label.clone(), 0);
-        logs.publish()?;
+        let mut files = logs.files(|_| label.clone(), 0);
+        keep_logs(logs, &mut files, opts)?;
         let row = ImportRow {
             result: atmp_store::ImportResult::Doublon,
             label: label.clone(),
@@ -433,8 +439,8 @@ fn failed(
     logs.file_line(Level::Info, &opening)?;
     logs.file_line(Level::Error, &label)?;
     logs.close(&Counts::default(), |_| label.clone())?;
-    let files = logs.files(|_| label.clone(), 1);
-    logs.publish()?;
+    let mut files = logs.files(|_| label.clone(), 1);
+    keep_logs(logs, &mut files, opts)?;
     let row = ImportRow {
         result: atmp_store::ImportResult::Echoue,
         label: label.clone(),
@@ -474,14 +480,44 @@ fn opening_line(name: &str, h: &Header) -> String {
     )
 }
 
+/// Whether the logs go into a store in the base (see [`ImportOptions::files`]).
+fn logs_in_base<'a>(opts: &ImportOptions<'a>) -> Option<&'a dyn atmp_store::FileStore> {
+    opts.files.filter(|f| f.in_base())
+}
+
+/// Publishes closed logs outside a file transaction: renamed to their final names, or kept
+/// in the base's store (each file committed on its own before the import row that names it;
+/// a crash between the two leaves an unnamed large object, never a row without its log).
+fn keep_logs(
+    logs: Logs,
+    files: &mut [LogFiles],
+    opts: &ImportOptions<'_>,
+) -> Result<(), IntegratorError> {
+    match logs_in_base(opts) {
+        Some(store) => {
+            logs.keep(files, |p| store.keep(p))?;
+            logs.discard();
+            let _ = std::fs::remove_dir(&opts.logs_dir);
+        }
+        None => logs.publish()?,
+    }
+    Ok(())
+}
+
 fn import_logs(files: &[LogFiles]) -> Vec<ImportLog> {
     files
         .iter()
         .map(|l| ImportLog {
             collectivite_siret: l.collectivite.clone(),
             global: l.global,
-            complet_path: l.complet.to_string_lossy().into_owned(),
-            erreurs_path: l.erreurs.to_string_lossy().into_owned(),
+            complet_path: match &l.stored {
+                Some((c, _)) => c.clone(),
+                None => l.complet.to_string_lossy().into_owned(),
+            },
+            erreurs_path: match &l.stored {
+                Some((_, e)) => e.clone(),
+                None => l.erreurs.to_string_lossy().into_owned(),
+            },
             errors: l.errors,
             warnings: l.warnings,
             label: l.label.clone(),

@@ -56,6 +56,9 @@ pub struct LogFiles {
     pub warnings: u64,
     /// The result label of this log.
     pub label: String,
+    /// Where the pair is kept when not under its paths: the keys of its two files in the
+    /// base's file store (see [`crate::ImportOptions::files`]).
+    pub stored: Option<(String, String)>,
 }
 
 /// Writes the lines of one file's logs.
@@ -371,12 +374,28 @@ impl Logs {
                     errors,
                     warnings: if p.global { self.warnings } else { p.warnings },
                     label: label_for(errors),
+                    stored: None,
                 }
             })
             .collect();
         // The global pair last, as in the JSON of §7.
         out.sort_by_key(|l| l.global);
         out
+    }
+
+    /// Keeps every closed pair with `put` (given each file's `.part` path), recording the
+    /// keys in `files`; the `.part` files are then [`Logs::discard`]ed by the caller.
+    pub fn keep<E>(
+        &self,
+        files: &mut [LogFiles],
+        mut put: impl FnMut(&Path) -> Result<String, E>,
+    ) -> Result<(), E> {
+        for f in files.iter_mut() {
+            if let Some(p) = self.pairs.iter().find(|p| p.complet_path == f.complet) {
+                f.stored = Some((put(&p.complet_tmp)?, put(&p.erreurs_tmp)?));
+            }
+        }
+        Ok(())
     }
 
     /// Renames the `.part` files to their final names.

@@ -412,12 +412,30 @@ pub(crate) fn integrate(
         ..row
     };
     let Run {
-        tx, logs, counts, ..
+        mut tx,
+        logs,
+        counts,
+        ..
     } = run;
-    // The final paths are known before the rename; they are recorded with the import.
-    let files = logs.files(success_label, errors);
+    // The final paths are known before the rename; they are recorded with the import. In a
+    // base that keeps files, the logs go into it inside this very transaction.
+    let mut files = logs.files(success_label, errors);
+    let in_base = crate::logs_in_base(opts).is_some();
+    if in_base {
+        logs.keep(&mut files, |p| {
+            tx.store_file(p)?.ok_or_else(|| {
+                atmp_store::StoreError::Invalid("cette base ne conserve pas les journaux".into())
+            })
+        })?;
+    }
     tx.commit(&finished, &import_logs(&files))?;
-    logs.publish()?;
+    if in_base {
+        logs.discard();
+        // The folder that held them while they were written, once empty.
+        let _ = std::fs::remove_dir(&opts.logs_dir);
+    } else {
+        logs.publish()?;
+    }
     Ok(Ok((finished, files, counts, import_id)))
 }
 

@@ -43,7 +43,14 @@ fn setup(s: &mut dyn Store) {
 }
 
 /// What a run gives, timestamps and paths aside.
-fn run(s: &mut dyn Store, files: &[(PathBuf, &str)], logs: &Path) -> Vec<String> {
+/// The logs are read back through the import rows: from `kept` (the base's large objects)
+/// when given, else from the files the rows name.
+fn run(
+    s: &mut dyn Store,
+    files: &[(PathBuf, &str)],
+    logs: &Path,
+    kept: Option<&dyn atmp_store::FileStore>,
+) -> Vec<String> {
     let mut out = Vec::new();
     for (f, emetteur) in files {
         let o = import_file(
@@ -56,6 +63,7 @@ fn run(s: &mut dyn Store, files: &[(PathBuf, &str)], logs: &Path) -> Vec<String>
                 progress: None,
                 job_id: None,
                 limits: atmp_flux::Limits::default(),
+                files: kept,
             },
         )
         .unwrap();
@@ -68,8 +76,18 @@ fn run(s: &mut dyn Store, files: &[(PathBuf, &str)], logs: &Path) -> Vec<String>
             o.warnings,
             atmp_store::RecordCounts::from(&o.counts)
         ));
-        for l in &o.logs {
-            let text = std::fs::read_to_string(&l.complet).unwrap();
+        let (_, stored) = s.import(o.import_id).unwrap().unwrap();
+        assert_eq!(stored.len(), o.logs.len());
+        for (_, l) in &stored {
+            let mut text = String::new();
+            match kept {
+                Some(k) => {
+                    assert!(l.complet_path.starts_with("lo:"), "{}", l.complet_path);
+                    std::io::Read::read_to_string(&mut k.open(&l.complet_path).unwrap(), &mut text)
+                        .unwrap();
+                }
+                None => text = std::fs::read_to_string(&l.complet_path).unwrap(),
+            }
             for line in text.lines() {
                 // The first field is the time of the line.
                 out.push(without_ids(
@@ -272,7 +290,7 @@ fn sqlite_and_postgres_integrate_alike() {
     ];
     let mut sqlite = SqliteStore::open(&dir.path().join("b.db")).unwrap();
     setup(&mut sqlite);
-    let a = run(&mut sqlite, &files, &dir.path().join("logs-sqlite"));
+    let a = run(&mut sqlite, &files, &dir.path().join("logs-sqlite"), None);
     drop(sqlite);
     let stored = content_sqlite(&dir.path().join("b.db"));
     assert!(a.iter().any(|l| l.contains("Doublon")), "{a:#?}");
@@ -308,12 +326,22 @@ fn sqlite_and_postgres_integrate_alike() {
             pg.set_flush_rows(n);
         }
         setup(&mut pg);
+        // Logs kept in the base (the platform on PostgreSQL) with two of the four runs.
+        let kept = matches!(flush, None | Some(7)).then(|| atmp_store::PgFiles::new(&url));
+        let logs = dir.path().join(format!("logs-pg-{flush:?}"));
         let b = run(
             &mut pg,
             &files,
-            &dir.path().join(format!("logs-pg-{flush:?}")),
+            &logs,
+            kept.as_ref().map(|k| k as &dyn atmp_store::FileStore),
         );
         drop(pg);
+        if kept.is_some() {
+            let left: Vec<_> = std::fs::read_dir(&logs)
+                .map(|d| d.map(|e| e.unwrap().path()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "no log left on the disk: {left:?}");
+        }
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x, y, "flush every {flush:?} rows");
         }

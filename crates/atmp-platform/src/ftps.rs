@@ -226,12 +226,15 @@ fn receive(shared: &Shared, user: &str, ftp_path: &str) -> Result<Option<i64>, P
     std::fs::rename(&src, &stored)?;
     crate::worker::make_read_only(&stored)?;
     let size = std::fs::metadata(&stored)?.len();
+    // Kept where every instance reads it (the base's large objects on PostgreSQL); the
+    // local copy goes once its job names the kept one.
+    let key = keep_received(shared, &stored)?;
     // The base may be busy for a while (one writer: a large file being integrated); the file
     // is already in `recus/`, so keep trying rather than leave it without a job.
     let mut wait = std::time::Duration::from_millis(200);
     let started = std::time::Instant::now();
     let id = loop {
-        match shared.with_store(|s| s.add_job(user, rel, &stored.to_string_lossy(), size)) {
+        match shared.with_store(|s| s.add_job(user, rel, &key, size)) {
             Ok(id) => break id,
             Err(e) if started.elapsed() < std::time::Duration::from_secs(3600) => {
                 tracing::warn!(error = %e, "job not recorded yet, retrying");
@@ -242,8 +245,33 @@ fn receive(shared: &Shared, user: &str, ftp_path: &str) -> Result<Option<i64>, P
             Err(e) => return Err(e.into()),
         }
     };
+    if shared.files.in_base() {
+        std::fs::remove_file(&stored)?;
+    }
     shared.wake_worker();
     Ok(Some(id))
+}
+
+/// Keeps a received file in the platform's file store, trying again while the base is busy
+/// or unreachable (the file waits in `recus/` meanwhile, and is taken at the next start if
+/// this process ends first).
+pub(crate) fn keep_received(
+    shared: &Shared,
+    local: &std::path::Path,
+) -> Result<String, PlatformError> {
+    let mut wait = std::time::Duration::from_millis(200);
+    let started = std::time::Instant::now();
+    loop {
+        match shared.files.keep(local) {
+            Ok(k) => return Ok(k),
+            Err(e) if started.elapsed() < std::time::Duration::from_secs(3600) => {
+                tracing::warn!(error = %e, "received file not kept yet, retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Starts the FTPS server; returns when it stops.
@@ -256,6 +284,7 @@ pub async fn run(
     let root = shared.ftp_root();
     std::fs::create_dir_all(&root)?;
     let fs_root = root.clone();
+    let storage_shared = shared.clone();
     let (max_file, quota) = (shared.config.limits.max_file, shared.config.sender_quota);
     let server =
         libunftp::ServerBuilder::<crate::ftps_storage::Guarded, Sender>::with_user_detail_provider(
@@ -263,6 +292,7 @@ pub async fn run(
                 inner: unftp_sbe_fs::Filesystem::new(fs_root.clone()).expect("ftp root"),
                 max_file,
                 quota,
+                shared: storage_shared.clone(),
             }),
             Arc::new(SenderHome { root: root.clone() }),
         )

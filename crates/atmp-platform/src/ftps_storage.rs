@@ -4,27 +4,213 @@
 //! - no sub-folder (`MKD` refused): a file is deposited at the root, where it is taken;
 //! - no name with `\` or a control character (refused at once, rather than never taken);
 //! - `retours/` is read-only for the sender: the platform's results cannot be removed,
-//!   overwritten or renamed there;
+//!   overwritten or renamed there. It is not a folder of this machine: it is read from the
+//!   base (the sender's jobs done, each with its receipt and log pairs, from the file store),
+//!   so whichever instance a sender connects to shows the same results, and a result is
+//!   listed only once complete;
 //! - an upload stops with `552` as soon as it passes the maximum file size or the sender's
 //!   quota (bytes of files not yet taken), and what was written of it is removed.
 
 use std::fmt::Debug;
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
-use unftp_core::storage::{Error, ErrorKind, Fileinfo, Result, StorageBackend};
-use unftp_sbe_fs::{Filesystem, Meta};
+use unftp_core::storage::{Error, ErrorKind, Fileinfo, Metadata, Result, StorageBackend};
+use unftp_sbe_fs::Filesystem;
 
 use crate::ftps::Sender;
+use crate::Shared;
 
 /// [`Filesystem`] with the rules above.
-#[derive(Debug)]
 pub struct Guarded {
     pub(crate) inner: Filesystem,
     pub(crate) max_file: u64,
     pub(crate) quota: u64,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Debug for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+/// What a listing says of an entry: a file or folder of the sender's folder, or a result of
+/// `retours/` read from the base.
+#[derive(Debug)]
+pub enum Meta {
+    Fs(unftp_sbe_fs::Meta),
+    Result { len: u64, modified: SystemTime },
+}
+
+impl Metadata for Meta {
+    fn len(&self) -> u64 {
+        match self {
+            Meta::Fs(m) => m.len(),
+            Meta::Result { len, .. } => *len,
+        }
+    }
+    fn is_dir(&self) -> bool {
+        match self {
+            Meta::Fs(m) => m.is_dir(),
+            Meta::Result { .. } => false,
+        }
+    }
+    fn is_file(&self) -> bool {
+        match self {
+            Meta::Fs(m) => m.is_file(),
+            Meta::Result { .. } => true,
+        }
+    }
+    fn is_symlink(&self) -> bool {
+        match self {
+            Meta::Fs(m) => m.is_symlink(),
+            Meta::Result { .. } => false,
+        }
+    }
+    fn modified(&self) -> Result<SystemTime> {
+        match self {
+            Meta::Fs(m) => m.modified(),
+            Meta::Result { modified, .. } => Ok(*modified),
+        }
+    }
+    fn gid(&self) -> u32 {
+        match self {
+            Meta::Fs(m) => m.gid(),
+            Meta::Result { .. } => 0,
+        }
+    }
+    fn uid(&self) -> u32 {
+        match self {
+            Meta::Fs(m) => m.uid(),
+            Meta::Result { .. } => 0,
+        }
+    }
+    fn permissions(&self) -> unftp_core::storage::Permissions {
+        match self {
+            Meta::Fs(m) => m.permissions(),
+            Meta::Result { .. } => unftp_core::storage::Permissions(0o100444),
+        }
+    }
+}
+
+/// One result in a sender's `retours/`.
+struct Retour {
+    name: String,
+    /// A log: its key in the file store; a receipt: its bytes.
+    body: Body,
+    len: u64,
+    modified: SystemTime,
+}
+
+enum Body {
+    Kept(String),
+    Bytes(Vec<u8>),
+}
+
+/// The results of a sender, read from the base: for each of its jobs done, its log pairs
+/// (unless purged) and its receipt, named as `worker::retours_name` says.
+fn retours(
+    shared: &Shared,
+    code: &str,
+) -> std::result::Result<Vec<Retour>, atmp_store::StoreError> {
+    let mut out = Vec::new();
+    let mut keys = Vec::new();
+    shared.with_store(|s| {
+        for (job, import_id) in s.done_jobs_of(code)? {
+            let Some((row, logs)) = s.import(import_id)? else {
+                continue;
+            };
+            if s.purges_of(import_id)?
+                .iter()
+                .any(|(k, _)| *k == atmp_store::PurgeKind::Journaux)
+            {
+                continue;
+            }
+            let modified = modified(row.finished_at.as_deref().unwrap_or(&row.started_at));
+            for (_, l) in &logs {
+                for (kind, key) in [("complet", &l.complet_path), ("erreurs", &l.erreurs_path)] {
+                    keys.push(key.clone());
+                    out.push(Retour {
+                        name: crate::worker::retours_name(&job, l, kind),
+                        body: Body::Kept(key.clone()),
+                        len: 0,
+                        modified,
+                    });
+                }
+            }
+            let receipt = crate::worker::receipt(Some(&job), import_id, &row, &logs, true);
+            out.push(Retour {
+                name: crate::worker::receipt_name(&job),
+                len: receipt.len() as u64,
+                body: Body::Bytes(receipt.into_bytes()),
+                modified,
+            });
+        }
+        Ok(())
+    })?;
+    // Every log's size in one call; a log missing from the store is not listed.
+    let mut sizes = shared.files.sizes(&keys)?.into_iter();
+    out.retain_mut(|r| match r.body {
+        Body::Kept(_) => match sizes.next().flatten() {
+            Some(n) => {
+                r.len = n;
+                true
+            }
+            None => false,
+        },
+        Body::Bytes(_) => true,
+    });
+    Ok(out)
+}
+
+/// A stored local time (`YYYY-MM-DDTHH:MM:SS`) as a system time.
+fn modified(at: &str) -> SystemTime {
+    chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S")
+        .ok()
+        .and_then(|d| d.and_local_timezone(chrono::Local).earliest())
+        .map(SystemTime::from)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Whether a path is the sender's `retours/` itself (`Some(None)`) or one of its entries
+/// (`Some(Some(name))`).
+fn in_retours(p: &Path) -> Option<Option<String>> {
+    let n = names(p)?;
+    match n.as_slice() {
+        [r] if r == "retours" => Some(None),
+        [r, name] if r == "retours" => Some(Some(name.clone())),
+        _ => None,
+    }
+}
+
+impl Guarded {
+    async fn retours(&self, user: &Sender) -> Result<Vec<Retour>> {
+        let shared = self.shared.clone();
+        let code = user.to_string();
+        match tokio::task::spawn_blocking(move || retours(&shared, &code)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                tracing::error!(emetteur = %user, error = %e, "retours/ not read");
+                Err(Error::from(ErrorKind::LocalError))
+            }
+            Err(_) => Err(Error::from(ErrorKind::LocalError)),
+        }
+    }
+
+    async fn retour(&self, user: &Sender, name: &str) -> Result<Retour> {
+        self.retours(user)
+            .await?
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| Error::from(ErrorKind::PermanentFileNotAvailable))
+    }
 }
 
 /// The path's components, or `None` when one is not a plain name the platform admits.
@@ -117,7 +303,14 @@ impl StorageBackend<Sender> for Guarded {
         user: &Sender,
         path: P,
     ) -> Result<Meta> {
-        self.inner.metadata(user, path).await
+        if let Some(Some(name)) = in_retours(path.as_ref()) {
+            let r = self.retour(user, &name).await?;
+            return Ok(Meta::Result {
+                len: r.len,
+                modified: r.modified,
+            });
+        }
+        self.inner.metadata(user, path).await.map(Meta::Fs)
     }
 
     async fn list<P: AsRef<Path> + Send + Debug>(
@@ -125,30 +318,34 @@ impl StorageBackend<Sender> for Guarded {
         user: &Sender,
         path: P,
     ) -> Result<Vec<Fileinfo<PathBuf, Meta>>> {
-        // The platform publishes into `retours/` through temporary names renamed at once; a
-        // listing that meets one between its reading of the folder and of the entry fails
-        // whole (the entry is gone). Such a listing is read again, and the temporary names
-        // (results not complete yet) are never shown.
-        let mut tries = 0;
-        loop {
-            match self.inner.list(user, path.as_ref()).await {
-                Ok(v) => {
-                    return Ok(v
-                        .into_iter()
-                        .filter(|f| {
-                            !f.path
-                                .to_string_lossy()
-                                .ends_with(crate::worker::TEMPORARY_SUFFIX)
-                        })
-                        .collect())
-                }
-                Err(_) if tries < 5 => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-                Err(e) => return Err(e),
+        match in_retours(path.as_ref()) {
+            Some(None) => {
+                return Ok(self
+                    .retours(user)
+                    .await?
+                    .into_iter()
+                    .map(|r| Fileinfo {
+                        path: PathBuf::from(r.name),
+                        metadata: Meta::Result {
+                            len: r.len,
+                            modified: r.modified,
+                        },
+                    })
+                    .collect())
             }
+            Some(Some(_)) => return Err(Error::from(ErrorKind::PermanentFileNotAvailable)),
+            None => {}
         }
+        Ok(self
+            .inner
+            .list(user, path)
+            .await?
+            .into_iter()
+            .map(|f| Fileinfo {
+                path: f.path,
+                metadata: Meta::Fs(f.metadata),
+            })
+            .collect())
     }
 
     async fn get<P: AsRef<Path> + Send + Debug>(
@@ -157,6 +354,27 @@ impl StorageBackend<Sender> for Guarded {
         path: P,
         start_pos: u64,
     ) -> Result<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
+        if let Some(Some(name)) = in_retours(path.as_ref()) {
+            let r = self.retour(user, &name).await?;
+            let src: Box<dyn std::io::Read + Send> = match r.body {
+                Body::Bytes(b) => Box::new(std::io::Cursor::new(b)),
+                Body::Kept(key) => {
+                    let shared = self.shared.clone();
+                    match tokio::task::spawn_blocking(move || shared.files.open(&key)).await {
+                        Ok(Ok(f)) => f,
+                        Ok(Err(e)) => {
+                            tracing::error!(emetteur = %user, error = %e, "result not read");
+                            return Err(Error::from(ErrorKind::PermanentFileNotAvailable));
+                        }
+                        Err(_) => return Err(Error::from(ErrorKind::LocalError)),
+                    }
+                }
+            };
+            // A resumed download (`REST`): the bytes before it are read and dropped.
+            return Ok(Box::new(crate::kept::ChannelReader::new(
+                crate::kept::chunks(src, start_pos),
+            )));
+        }
         self.inner.get(user, path, start_pos).await
     }
 

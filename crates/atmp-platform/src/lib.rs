@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod ftps;
 mod ftps_storage;
+mod kept;
 pub mod mail;
 pub mod retention;
 pub mod tls;
@@ -49,6 +50,9 @@ pub struct Shared {
     pub database_url: String,
     /// Absolute data folder.
     pub data_dir: PathBuf,
+    /// Where received files, logs and receipts are kept: the data folder (SQLite), or the
+    /// base's large objects (PostgreSQL), which every instance reads.
+    pub files: Arc<dyn atmp_store::FileStore>,
     pool: Mutex<Vec<Box<dyn Store>>>,
     worker_wake: Mutex<std::sync::mpsc::Sender<()>>,
     pub(crate) mail_wake: tokio::sync::Notify,
@@ -87,7 +91,7 @@ impl Shared {
 
     /// Where received files and logs are kept, as said at start.
     pub fn file_store_description(&self) -> String {
-        format!("dossier local {}", self.data_dir.display())
+        self.files.describe()
     }
 
     /// The root of the senders' FTPS folders (`<data>/ftp`).
@@ -223,9 +227,11 @@ impl Application {
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(60);
+        let files = atmp_store::open_files(&database_url, &data_dir)?;
         let shared = Arc::new(Shared {
             database_url,
             data_dir: data_dir.clone(),
+            files,
             pool: Mutex::new(Vec::new()),
             worker_wake: Mutex::new(tx),
             mail_wake: tokio::sync::Notify::new(),
@@ -250,6 +256,7 @@ impl Application {
         let demo = config.demo;
         tracing::info!(
             backend = atmp_store::backend_name(&shared.database_url),
+            files = %shared.files.describe(),
             "base opened"
         );
         let (first_admin_password, demo_summary) =
@@ -432,7 +439,11 @@ fn recover_spool(shared: &Shared) -> Result<(), PlatformError> {
         // `<date>-<time>-<random>-<name>`
         let original = name.splitn(4, '-').nth(3).unwrap_or(&name).to_string();
         let size = std::fs::metadata(&p)?.len();
-        shared.with_store(|s| s.add_job(&code, &original, &p.to_string_lossy(), size))?;
+        let key = ftps::keep_received(shared, &p)?;
+        shared.with_store(|s| s.add_job(&code, &original, &key, size))?;
+        if shared.files.in_base() {
+            std::fs::remove_file(&p)?;
+        }
         tracing::warn!(emetteur = %code, "received file without job recovered");
     }
     Ok(())

@@ -294,8 +294,16 @@ fn build_message(shared: &Shared, m: &Mail) -> Result<Message, String> {
     }
     let mut mp = MultiPart::mixed().singlepart(text);
     for (name, path) in &m.attachments {
-        let raw = std::fs::read_to_string(path)
-            .map_err(|e| format!("journal illisible : {}", atmp_flux::io_error_fr(&e)))?;
+        let mut raw = String::new();
+        shared
+            .files
+            .open(path)
+            .map_err(|e| e.to_string())
+            .and_then(|mut f| {
+                std::io::Read::read_to_string(&mut f, &mut raw)
+                    .map_err(|e| atmp_flux::io_error_fr(&e))
+            })
+            .map_err(|e| format!("journal illisible : {e}"))?;
         let ct = ContentType::parse("text/csv; charset=utf-8").expect("content type");
         mp = mp.singlepart(Attachment::new(name.clone()).body(mask_log(&raw), ct));
     }
@@ -331,7 +339,12 @@ pub async fn run(shared: Arc<Shared>) {
             _ => vec![],
         };
         for m in due {
-            let outcome = match build_message(&shared, &m) {
+            // The attachments are read from the file store (the base, on PostgreSQL).
+            let (s2, m2) = (shared.clone(), m.clone());
+            let built = tokio::task::spawn_blocking(move || build_message(&s2, &m2))
+                .await
+                .unwrap_or_else(|e| Err(format!("préparation du message interrompue : {e}")));
+            let outcome = match built {
                 Ok(msg) => transport
                     .send(msg)
                     .await

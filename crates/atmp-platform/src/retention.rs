@@ -42,17 +42,9 @@ fn before(days: u32) -> String {
         .to_string()
 }
 
-/// Removes a file; one already gone is fine (a purge taken up again).
-fn remove(p: &Path) -> Result<(), PlatformError> {
-    match std::fs::remove_file(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// One purge: received files older than `retention_received_days`, logs older than
-/// `retention_logs_days` (with their copies in the sender's `retours/`).
+/// `retention_logs_days` (and with them the results of the sender's `retours/`), from the
+/// file store: on PostgreSQL, the base's large objects, whichever instance runs it.
 pub fn purge_once(shared: &Shared, store: &mut dyn Store) -> Result<PurgeReport, PlatformError> {
     let mut report = PurgeReport::default();
     let received = store.purge_candidates(
@@ -61,7 +53,7 @@ pub fn purge_once(shared: &Shared, store: &mut dyn Store) -> Result<PurgeReport,
     )?;
     for c in received {
         if !c.stored_path.is_empty() {
-            remove(Path::new(&c.stored_path))?;
+            shared.files.remove(&c.stored_path)?;
         }
         store.record_purge(c.import_id, PurgeKind::FichierRecu)?;
         report.received_files += 1;
@@ -86,27 +78,17 @@ fn purge_logs(
     let Some((_, logs)) = store.import(c.import_id)? else {
         return Ok(());
     };
-    let job = match c.job_id {
-        Some(j) => store.job(j)?,
-        None => None,
-    };
+    // The sender's `retours/` lists an import's results from these same files, and leaves
+    // out an import whose logs are purged.
     for (_, l) in &logs {
-        remove(Path::new(&l.complet_path))?;
-        remove(Path::new(&l.erreurs_path))?;
-        if let Some(job) = &job {
-            let retours = shared.ftp_root().join(&job.emetteur).join("retours");
-            for kind in ["complet", "erreurs"] {
-                remove(&retours.join(crate::worker::retours_name(job, l, kind)))?;
+        shared.files.remove(&l.complet_path)?;
+        shared.files.remove(&l.erreurs_path)?;
+        // The job's own folder of logs, once empty.
+        if atmp_store::is_local_key(&l.complet_path) {
+            if let Some(dir) = Path::new(&l.complet_path).parent() {
+                let _ = std::fs::remove_dir(dir);
             }
         }
-        // The job's own folder of logs, once empty.
-        if let Some(dir) = Path::new(&l.complet_path).parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-    if let Some(job) = &job {
-        let retours = shared.ftp_root().join(&job.emetteur).join("retours");
-        remove(&retours.join(crate::worker::receipt_name(job)))?;
     }
     Ok(())
 }

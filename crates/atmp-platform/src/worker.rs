@@ -17,6 +17,44 @@ use crate::{mail, PlatformError, Shared};
 /// How many times an interrupted job is taken again before it is set aside.
 const MAX_ATTEMPTS: u64 = 10;
 
+/// A job's file as received, on this machine's disk: the kept file itself (local store), or
+/// a copy of the base's large object made for the job and removed with this value.
+pub(crate) struct Local {
+    path: PathBuf,
+    copy: bool,
+}
+
+impl Local {
+    pub(crate) fn of(shared: &Shared, job: &Job) -> Result<Local, PlatformError> {
+        if atmp_store::is_local_key(&job.stored_path) {
+            return Ok(Local {
+                path: PathBuf::from(&job.stored_path),
+                copy: false,
+            });
+        }
+        let dir = shared.data_dir.join("recus").join(".travail");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("job-{}", job.id));
+        let mut src = shared.files.open(&job.stored_path)?;
+        let mut out = std::fs::File::create(&path)?;
+        std::io::copy(&mut src, &mut out)?;
+        out.sync_data()?;
+        Ok(Local { path, copy: true })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if self.copy {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Makes a received file read-only.
 pub(crate) fn make_read_only(p: &Path) -> std::io::Result<()> {
     let mut perm = std::fs::metadata(p)?.permissions();
@@ -103,8 +141,11 @@ pub fn run_job(shared: &Shared, store: &mut dyn Store, job: &Job) -> Result<(), 
                 progress: None,
                 job_id: Some(job.id),
                 limits: shared.config.limits,
+                files: Some(shared.files.as_ref()),
             };
-            let path = Path::new(&job.stored_path);
+            // The file as received, on this machine's disk for the time of the job.
+            let local = Local::of(shared, job)?;
+            let path = local.path();
             let out = if job.attempts >= MAX_ATTEMPTS {
                 // The file stopped the platform again and again: set it aside, visibly.
                 tracing::error!(job = job.id, "job set aside after too many attempts");
@@ -121,7 +162,7 @@ pub fn run_job(shared: &Shared, store: &mut dyn Store, job: &Job) -> Result<(), 
             } else {
                 store.set_job_state(job.id, atmp_store::JobState::EnCours, None)?;
                 tracing::info!(job = job.id, "integrating");
-                match integrate_in_child(shared, job)? {
+                match integrate_in_child(shared, job, path)? {
                     ChildEnd::Done => match store.import_of_job(job.id)? {
                         Some(id) => {
                             tracing::info!(job = job.id, import = id, "integrated");
@@ -202,7 +243,7 @@ pub const CHILD_TAKEN: i32 = 4;
 /// file does to the integration (a crash, an abort, memory) can take the web or FTPS down.
 /// The child dies with the platform (`PR_SET_PDEATHSIG`): a killed platform leaves no
 /// integration running, and its job is taken again at restart.
-fn integrate_in_child(shared: &Shared, job: &Job) -> Result<ChildEnd, PlatformError> {
+fn integrate_in_child(shared: &Shared, job: &Job, file: &Path) -> Result<ChildEnd, PlatformError> {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     // The platform runs as the `atmp` binary, which has the `integrer-job` command.
     let exe = std::env::current_exe()?;
@@ -213,7 +254,7 @@ fn integrate_in_child(shared: &Shared, job: &Job) -> Result<ChildEnd, PlatformEr
         .arg("--job")
         .arg(job.id.to_string())
         .arg("--fichier")
-        .arg(&job.stored_path)
+        .arg(file)
         .arg("--nom")
         .arg(&job.file_name)
         .arg("--emetteur")
@@ -315,6 +356,13 @@ pub fn child_main(a: ChildArgs) -> i32 {
             return CHILD_RETRY;
         }
     };
+    let files = match atmp_store::open_files(&a.database_url, &a.logs_dir) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "integration child cannot open the file store");
+            return CHILD_RETRY;
+        }
+    };
     let opts = ImportOptions {
         emetteur: Some(a.emetteur),
         logs_dir: a.logs_dir,
@@ -322,6 +370,7 @@ pub fn child_main(a: ChildArgs) -> i32 {
         progress: None,
         job_id: Some(a.job_id),
         limits: a.limits,
+        files: Some(files.as_ref()),
     };
     match import_file(store.as_mut(), &a.file, &opts) {
         Ok(_) => 0,
@@ -346,7 +395,8 @@ fn finish(
     let (row, logs) = store
         .import(import_id)?
         .ok_or_else(|| PlatformError::Config(format!("import {import_id} introuvable")))?;
-    publish_retours(shared, job, import_id, &row, &logs)?;
+    // The sender's `retours/` is read from the base (`ftps_storage`): the job done, its logs
+    // and receipt are listed there, on every instance.
     if shared.config.production {
         mail::enqueue(shared, store, import_id, &row, &logs)?;
     }
@@ -404,50 +454,6 @@ fn file_name(p: &str) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// The end of the temporary names of files being published (hidden from listings).
-pub(crate) const TEMPORARY_SUFFIX: &str = ".tmp-atmp";
-
-/// Writes `bytes` to `dest` through a temporary name, so a reader never sees half a file.
-fn write_atomic(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dest.with_extension("tmp-atmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, dest)
-}
-
-fn copy_atomic(src: &Path, dest: &Path) -> std::io::Result<()> {
-    let tmp = dest.with_extension("tmp-atmp");
-    std::fs::copy(src, &tmp)?;
-    std::fs::rename(&tmp, dest)
-}
-
-/// The results of a job in the sender's `retours/` folder: each log pair and the receipt,
-/// named after the file and the job (`<fichier>_<job>_…`).
-fn publish_retours(
-    shared: &Shared,
-    job: &Job,
-    import_id: i64,
-    row: &ImportRow,
-    logs: &[(i64, ImportLog)],
-) -> Result<(), PlatformError> {
-    let dir: PathBuf = shared.ftp_root().join(&job.emetteur).join("retours");
-    std::fs::create_dir_all(&dir)?;
-    for (_, l) in logs {
-        copy_atomic(
-            Path::new(&l.complet_path),
-            &dir.join(retours_name(job, l, "complet")),
-        )?;
-        copy_atomic(
-            Path::new(&l.erreurs_path),
-            &dir.join(retours_name(job, l, "erreurs")),
-        )?;
-    }
-    write_atomic(
-        &dir.join(receipt_name(job)),
-        receipt(Some(job), import_id, row, logs, true).as_bytes(),
-    )?;
-    Ok(())
 }
 
 /// The name of a job's receipt in the sender's `retours/`.

@@ -8,6 +8,7 @@
 //! own thread and is fed by the reader through a bounded channel, which is what lets SQLite
 //! load millions of rows at bulk speed (see ARCHITECTURE.md).
 
+mod files;
 mod platform;
 mod postgres;
 mod sqlite;
@@ -23,10 +24,12 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0004_purge.sql"),
     include_str!("../migrations/postgres/0005_id_blocks.sql"),
     include_str!("../migrations/postgres/0006_login_failures.sql"),
+    include_str!("../migrations/postgres/0007_files.sql"),
 ];
 
+pub use files::{is_local_key, open_files, FileStore, LocalFiles, LARGE_OBJECT_KEY};
 pub use platform::*;
-pub use postgres::PgStore;
+pub use postgres::{PgFiles, PgStore};
 pub use sqlite::SqliteStore;
 
 use atmp_model::{NomenclatureEntry, Siret};
@@ -627,6 +630,8 @@ pub trait JobStore: Send {
     fn job(&mut self, id: i64) -> Result<Option<Job>>;
     /// Every job's stored path (to find received files whose job was never recorded).
     fn job_paths(&mut self) -> Result<Vec<String>>;
+    /// A sender's jobs that are done, with an import, oldest first (its `retours/`).
+    fn done_jobs_of(&mut self, emetteur: &str) -> Result<Vec<(Job, i64)>>;
     /// Sets a job's state (`en_cours` counts an attempt), with the last error if any. On
     /// PostgreSQL a job being integrated by another instance is left as it is.
     fn set_job_state(&mut self, id: i64, state: JobState, error: Option<&str>) -> Result<()>;
@@ -724,6 +729,12 @@ pub trait FileTx {
     fn insert(&mut self, id: InsertId, parent: i64, cells: &[Cell]) -> Result<i64>;
     /// The service code of a service id.
     fn service_code(&mut self, service_id: i64) -> Result<Option<String>>;
+    /// Keeps a complete local file (a log) in the base *inside this transaction*, so that it
+    /// exists exactly when the import does; returns its key. `None`: this backend keeps files
+    /// on the local disk, and the caller renames them once committed (SQLite).
+    fn store_file(&mut self, _local: &std::path::Path) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// Finishes the import row and its logs, and commits everything.
     fn commit(self: Box<Self>, row: &ImportRow, logs: &[ImportLog]) -> Result<()>;
 }

@@ -637,3 +637,105 @@ fn jobs_are_claimed_by_the_file_transaction_on_postgres() {
     a.add_job("SOFIVAL", "4.xml", "/recus/4.xml", 1).unwrap();
     assert!(t.join().unwrap(), "a job added wakes the other instances");
 }
+
+/// The file store: a file kept is read back byte for byte, its size is known, and it is gone
+/// once removed; a file kept in a file's transaction exists only if that transaction commits.
+fn files_story(files: &dyn atmp_store::FileStore, s: &mut dyn Store, dir: &std::path::Path) {
+    // 5 MiB and a few bytes: several chunks, the last one short.
+    let bytes: Vec<u8> = (0..(5 << 20) + 123u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let local = dir.join("recu.xml");
+    std::fs::write(&local, &bytes).unwrap();
+    let key = files.keep(&local).unwrap();
+    assert_eq!(atmp_store::is_local_key(&key), !files.in_base(), "{key}");
+    if files.in_base() {
+        // The base's copy does not depend on the local file.
+        std::fs::remove_file(&local).unwrap();
+    }
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut files.open(&key).unwrap(), &mut back).unwrap();
+    assert!(
+        back == bytes,
+        "read back {} bytes of {}",
+        back.len(),
+        bytes.len()
+    );
+    let empty = dir.join("vide.log");
+    std::fs::write(&empty, b"").unwrap();
+    let empty_key = files.keep(&empty).unwrap();
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut files.open(&empty_key).unwrap(), &mut back).unwrap();
+    assert!(back.is_empty());
+    let missing = if files.in_base() {
+        "lo:4000000000".to_string()
+    } else {
+        dir.join("absent").to_string_lossy().into_owned()
+    };
+    assert_eq!(
+        files
+            .sizes(&[key.clone(), empty_key.clone(), missing.clone()])
+            .unwrap(),
+        vec![Some(bytes.len() as u64), Some(0), None]
+    );
+    files.remove(&key).unwrap();
+    files.remove(&key).unwrap();
+    assert_eq!(files.sizes(std::slice::from_ref(&key)).unwrap(), vec![None]);
+    let e = match files.open(&key) {
+        Ok(_) => panic!("a removed file is not read"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&e, atmp_store::StoreError::Io(io) if io.kind() == std::io::ErrorKind::NotFound),
+        "{e}"
+    );
+
+    // In a file's transaction (PostgreSQL): rolled back, the log does not exist.
+    let log = dir.join("journal.log");
+    std::fs::write(&log, b"2026-12-03;INFO;;;;Debut\n").unwrap();
+    let row = ImportRow {
+        job_id: None,
+        ..import_row(0)
+    };
+    let mut tx = s.begin_file(&row).unwrap();
+    let rolled_back = tx.store_file(&log).unwrap();
+    drop(tx);
+    let mut tx = s.begin_file(&row).unwrap();
+    let committed = tx.store_file(&log).unwrap();
+    tx.commit(&row, &[]).unwrap();
+    match (rolled_back, committed) {
+        (Some(r), Some(c)) => {
+            assert!(files.in_base());
+            assert_eq!(files.sizes(&[r, c.clone()]).unwrap(), vec![None, Some(25)]);
+            let mut back = String::new();
+            std::io::Read::read_to_string(&mut files.open(&c).unwrap(), &mut back).unwrap();
+            assert_eq!(back, "2026-12-03;INFO;;;;Debut\n");
+        }
+        (None, None) => assert!(!files.in_base(), "SQLite keeps logs on disk"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn files_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = atmp_store::open_files("sqlite:///x.db", dir.path()).unwrap();
+    files_story(
+        files.as_ref(),
+        &mut SqliteStore::memory().unwrap(),
+        dir.path(),
+    );
+}
+
+#[test]
+fn files_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg_database("story_files");
+    let files = atmp_store::open_files(&url, dir.path()).unwrap();
+    assert!(files.in_base());
+    files_story(
+        files.as_ref(),
+        &mut PgStore::connect(&url).unwrap(),
+        dir.path(),
+    );
+}

@@ -834,6 +834,7 @@ fn import(
             progress: Some(&progress),
             job_id: None,
             limits: atmp_flux::Limits::default(),
+            files: None,
         };
         let outcome = import_file(store, f, &opts).with_context(|| {
             format!(

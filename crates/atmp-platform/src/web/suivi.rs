@@ -313,12 +313,17 @@ pub(super) fn mismatch(msg: &str) -> Option<Vec<(&'static str, String, String, b
 }
 
 /// The rejected agents of the visible error logs (at most `max`).
-pub(super) fn rejets(paths: &[String], offset: usize, limit: usize) -> (Vec<Rejet>, usize) {
+pub(super) fn rejets(
+    files: &dyn atmp_store::FileStore,
+    paths: &[String],
+    offset: usize,
+    limit: usize,
+) -> (Vec<Rejet>, usize) {
     use std::io::BufRead;
     let mut out = Vec::new();
     let mut total = 0;
     for p in paths {
-        let Ok(f) = std::fs::File::open(p) else {
+        let Ok(f) = files.open(p) else {
             continue;
         };
         for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
@@ -416,10 +421,12 @@ pub(super) async fn import_page(
         logs.iter().map(|(_, l)| l.erreurs_path.clone()).collect()
     };
     let offset = (rejets_page - 1) * REJETS_PAGE;
-    let (rejets, rejets_total) =
-        tokio::task::spawn_blocking(move || rejets(&error_paths, offset, REJETS_PAGE))
-            .await
-            .unwrap_or_default();
+    let (rejets, rejets_total) = tokio::task::spawn_blocking({
+        let app = app.clone();
+        move || rejets(app.files.as_ref(), &error_paths, offset, REJETS_PAGE)
+    })
+    .await
+    .unwrap_or_default();
     let logs: Vec<LogLine> = logs
         .iter()
         .zip(siret_names)
@@ -504,13 +511,18 @@ pub(super) async fn download_log(
             ),
         );
     }
-    let path = if kind == "complet" {
-        &l.complet_path
+    let key = if kind == "complet" {
+        l.complet_path.clone()
     } else {
-        &l.erreurs_path
+        l.erreurs_path.clone()
     };
-    let file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
+    let opened = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || app.files.open(&key)).await
+    };
+    let file = match opened {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return internal(e),
         Err(e) => return internal(e),
     };
     a.audit(
@@ -526,7 +538,7 @@ pub(super) async fn download_log(
     };
     let name = format!("import-{id}-{who}-{kind}.log");
     tracing::info!(user = a.user.id, import = id, log, "log downloaded");
-    let body = axum::body::Body::from_stream(tokio_util_stream(file));
+    let body = axum::body::Body::from_stream(crate::kept::stream(crate::kept::chunks(file, 0)));
     (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
@@ -538,24 +550,6 @@ pub(super) async fn download_log(
         body,
     )
         .into_response()
-}
-
-/// A file as a stream of chunks (logs can be larger than memory should hold).
-pub(super) fn tokio_util_stream(
-    file: tokio::fs::File,
-) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
-    futures_util::stream::unfold(file, |mut f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 64 * 1024];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(buf), f))
-            }
-            Err(e) => Some((Err(e), f)),
-        }
-    })
 }
 
 pub(super) async fn download_receipt(

@@ -1119,6 +1119,14 @@ impl FileTx for PgFileTx<'_> {
         Ok(code)
     }
 
+    fn store_file(&mut self, local: &std::path::Path) -> Result<Option<String>> {
+        let mut f = std::fs::File::open(local)?;
+        // On the transaction's own connection, after the rows queued before it.
+        self.conn
+            .call(move |tx| super::files::write_large_object(tx, &mut f))
+            .map(Some)
+    }
+
     fn commit(mut self: Box<Self>, row: &ImportRow, logs: &[ImportLog]) -> Result<()> {
         self.flush()?;
         let import_id = self.import_id;

@@ -15,9 +15,11 @@ use std::collections::{HashMap, HashSet};
 
 mod connect;
 mod file_tx;
+mod files;
 mod imports;
 
 pub use connect::redact;
+pub use files::PgFiles;
 
 use atmp_model::{Nomenclature, NomenclatureEntry, Siret};
 use postgres::Client;
@@ -696,6 +698,26 @@ impl crate::JobStore for PgStore {
             .query("SELECT stored_path FROM job", &[])?
             .iter()
             .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn done_jobs_of(&mut self, emetteur: &str) -> Result<Vec<(Job, i64)>> {
+        let jobs = self.job_where(
+            "emetteur = $1 AND state = 'fait' AND import_id IS NOT NULL ORDER BY id",
+            &[&emetteur],
+        )?;
+        let ids: HashMap<i64, i64> = self
+            .client
+            .query(
+                "SELECT id, import_id FROM job WHERE emetteur = $1 AND state = 'fait' AND import_id IS NOT NULL",
+                &[&emetteur],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(jobs
+            .into_iter()
+            .filter_map(|j| ids.get(&j.id).map(|i| (j.clone(), *i)))
             .collect())
     }
 

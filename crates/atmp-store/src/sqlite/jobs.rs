@@ -37,6 +37,23 @@ impl crate::JobStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn done_jobs_of(&mut self, emetteur: &str) -> Result<Vec<(Job, i64)>> {
+        let jobs = self.job_where(
+            "emetteur = ?1 AND state = 'fait' AND import_id IS NOT NULL ORDER BY id",
+            &[&emetteur],
+        )?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, import_id FROM job WHERE emetteur = ?1 AND state = 'fait' AND import_id IS NOT NULL",
+        )?;
+        let ids: std::collections::HashMap<i64, i64> = stmt
+            .query_map([emetteur], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(jobs
+            .into_iter()
+            .filter_map(|j| ids.get(&j.id).map(|i| (j.clone(), *i)))
+            .collect())
+    }
+
     fn set_job_state(&mut self, id: i64, state: JobState, error: Option<&str>) -> Result<()> {
         let bump = i64::from(state == JobState::EnCours);
         self.conn.execute(

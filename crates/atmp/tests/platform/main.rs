@@ -47,17 +47,45 @@ fn examples_over_ftps_then_tracking_table_by_role(b: Backend) {
         p.sql("SELECT count(*) FROM job WHERE length(sha256) = 64"),
         3
     );
-    let stored: Vec<String> = p
+    let stored: Vec<(String, String)> = p
         .base
-        .rows("SELECT stored_path FROM job")
+        .rows("SELECT stored_path, sha256 FROM job")
         .into_iter()
-        .map(|r| r[0].to_string())
+        .map(|r| (r[0].to_string(), r[1].to_string()))
         .collect();
-    for s in &stored {
-        assert!(
-            std::fs::metadata(s).unwrap().permissions().readonly(),
-            "{s}"
-        );
+    for (s, sha256) in &stored {
+        match b {
+            Backend::Sqlite => assert!(
+                std::fs::metadata(s).unwrap().permissions().readonly(),
+                "{s}"
+            ),
+            // In the base, where every instance reads it, byte for byte.
+            Backend::Postgres => {
+                let oid = s.strip_prefix("lo:").unwrap_or_else(|| panic!("{s}"));
+                let kept = p
+                    .base
+                    .rows(&format!("SELECT encode(sha256(lo_get({oid})), 'hex')"));
+                assert_eq!(&kept[0][0].to_string(), sha256);
+            }
+        }
+    }
+    if b == Backend::Postgres {
+        // Nothing of the files or their logs stays on this instance's disk.
+        let mut left = Vec::new();
+        for d in ["recus", "journaux"] {
+            let mut stack = vec![p.data().join(d)];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap() {
+                    let e = e.unwrap().path();
+                    if e.is_dir() {
+                        stack.push(e);
+                    } else {
+                        left.push(e);
+                    }
+                }
+            }
+        }
+        assert!(left.is_empty(), "{left:?}");
     }
     // Not a production platform: no mail queued.
     assert_eq!(p.sql("SELECT count(*) FROM mail"), 0);
@@ -976,19 +1004,22 @@ fn files_under_data_are_not_readable_by_another_local_user(b: Backend) {
         }
     }
     assert!(seen > 10, "only {seen} entries");
-    let received = std::fs::read_dir(p.data().join("recus/SOFIVAL"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let mode = std::fs::metadata(&received).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o400, "a received file is read-only for atmp alone");
+    // On SQLite the received file and its logs are on this disk; on PostgreSQL they are in
+    // the base, and the data folder itself is what is checked.
+    let mut targets = vec![p.data()];
+    if b == Backend::Sqlite {
+        let received = std::fs::read_dir(p.data().join("recus/SOFIVAL"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mode = std::fs::metadata(&received).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o400, "a received file is read-only for atmp alone");
+        let log = p.base.rows("SELECT complet_path FROM import_log")[0][0].to_string();
+        targets.extend([received, log.into(), p.data().join("atmp.db")]);
+    }
     if unsafe { libc::geteuid() } == 0 {
-        let mut targets = vec![received.clone(), p.data().join("ftp/SOFIVAL/retours")];
-        if b == Backend::Sqlite {
-            targets.push(p.data().join("atmp.db"));
-        }
         for target in targets {
             let out = std::process::Command::new("su")
                 .args([
@@ -1410,9 +1441,13 @@ fn retention_purges_old_files_and_keeps_the_tracking_table_whole(b: Backend) {
         .unwrap()
         .collect();
     assert!(logs.is_empty(), "{logs:?}");
-    let retours: Vec<_> = std::fs::read_dir(p.data().join("ftp/SOFIVAL/retours"))
-        .unwrap()
-        .collect();
+    if b == Backend::Postgres {
+        // The large objects that held them are unlinked.
+        assert_eq!(p.sql("SELECT count(*) FROM pg_largeobject_metadata"), 0);
+    }
+    // The sender's retours/ no longer lists the results whose logs are purged.
+    let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
+    let retours = ftp.nlst(Some("retours")).unwrap();
     assert!(retours.is_empty(), "{retours:?}");
     // The base still knows the import and the data it brought.
     assert_eq!(p.sql("SELECT count(*) FROM import"), 1);
@@ -1904,8 +1939,8 @@ fn ftps_blocks_an_account_after_five_wrong_passwords(b: Backend) {
 // uploaded to both at once are each integrated exactly once, those of one collectivité in
 // the order they arrived; one instance killed in the middle, the other takes its work at once
 // (the claim is the file transaction's row lock), and its restart integrates nothing twice.
-// On one machine the files an instance received are readable by the other (the shared file
-// store is issue 8's next step).
+// Its folders are deleted while it is down: the files it received, their logs and receipts
+// are in the base, and both instances serve them.
 #[test]
 fn two_instances_on_one_postgresql_base_integrate_every_file_once() {
     let mut a = Platform::new(Backend::Postgres, &[]);
@@ -1965,6 +2000,21 @@ fn two_instances_on_one_postgresql_base_integrate_every_file_once() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     a.kill();
+    // Nothing but the base is shared: A's folders go with A (its certificate aside, for the
+    // tests' clients), and B still integrates what A received and serves every result.
+    let a_received: Vec<i64> = a
+        .stderr()
+        .match_indices("file received job=")
+        .map(|(i, m)| {
+            let rest = &a.stderr()[i + m.len()..];
+            rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap()]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    for d in ["recus", "journaux", "ftp"] {
+        std::fs::remove_dir_all(a.data().join(d)).unwrap();
+    }
     let t = std::time::Instant::now();
     while done(&a) < 12 {
         assert!(
@@ -2018,26 +2068,35 @@ fn two_instances_on_one_postgresql_base_integrate_every_file_once() {
         assert!(!err.contains("panicked"), "{err}");
     }
     // A was killed with at most a few jobs done: B integrated files that A had received.
-    let received_by_a: Vec<i64> = a
-        .base
-        .rows(&format!(
-            "SELECT id FROM job WHERE stored_path LIKE '{}%'",
-            a.data().display()
-        ))
-        .into_iter()
-        .map(|r| match r[0] {
-            common::V::Int(i) => i,
-            _ => unreachable!(),
-        })
-        .collect();
-    assert_eq!(received_by_a.len(), 6);
+    assert_eq!(a_received.len(), 6, "{a_received:?}");
     let by_b = b.stderr();
     assert!(
-        received_by_a
+        a_received
             .iter()
             .any(|j| by_b.contains(&format!("integrating job={j}\n"))),
-        "{received_by_a:?} {by_b}"
+        "{a_received:?} {by_b}"
     );
+    // Every result, in every sender's retours/ and on the web, from either instance.
+    for p in [&a, &b] {
+        for (sender, pw) in [("SOFIVAL", PW_SOFIVAL), ("CDGVAUCL", PW_CDGVAUCL)] {
+            let mut ftp = p.ftp(sender, pw).unwrap();
+            let names = ftp.nlst(Some("retours")).unwrap();
+            let receipts: Vec<&String> = names
+                .iter()
+                .filter(|n| n.ends_with("_accuse.json"))
+                .collect();
+            assert!(!receipts.is_empty(), "{names:?}");
+            for n in &names {
+                let name = n.trim_start_matches("retours/");
+                let bytes = ftp.retr_as_buffer(&format!("retours/{name}")).unwrap();
+                // An error log may be empty; a complete log and a receipt never are.
+                assert!(
+                    name.ends_with("_erreurs.log") || !bytes.get_ref().is_empty(),
+                    "{name}"
+                );
+            }
+        }
+    }
 }
 
 // The lock-outs live in the base: five wrong passwords on one instance block the account on
