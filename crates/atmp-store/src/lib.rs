@@ -27,6 +27,10 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0007_files.sql"),
 ];
 
+/// Tables of the PostgreSQL migrations that SQLite has no use for: the file store in the base
+/// (SQLite keeps files in the data folder).
+pub const POSTGRES_ONLY_TABLES: &[&str] = &["fichier_conserve"];
+
 pub use files::{is_local_key, open_files, FileStore, LocalFiles, LARGE_OBJECT_KEY};
 pub use platform::*;
 pub use postgres::{PgFiles, PgStore};

@@ -661,6 +661,25 @@ fn files_story(files: &dyn atmp_store::FileStore, s: &mut dyn Store, dir: &std::
         back.len(),
         bytes.len()
     );
+    // Text as logs and XML are (compressible), of several chunks once compressed or not.
+    let text: String = (0..400_000)
+        .map(|i| format!("2026-12-03T10:00:00;INFO;{i};;;Agent {} ajouté\n", i * 7))
+        .collect();
+    let local = dir.join("journal-long.log");
+    std::fs::write(&local, &text).unwrap();
+    let text_key = files.keep(&local).unwrap();
+    let mut back = String::new();
+    std::io::Read::read_to_string(&mut files.open(&text_key).unwrap(), &mut back).unwrap();
+    assert!(
+        back == text,
+        "read back {} bytes of {}",
+        back.len(),
+        text.len()
+    );
+    assert_eq!(
+        files.sizes(std::slice::from_ref(&text_key)).unwrap(),
+        vec![Some(text.len() as u64)]
+    );
     let empty = dir.join("vide.log");
     std::fs::write(&empty, b"").unwrap();
     let empty_key = files.keep(&empty).unwrap();

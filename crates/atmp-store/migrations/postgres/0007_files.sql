@@ -1,16 +1,9 @@
--- Files kept as large objects (received files, logs): the size of one, or NULL when it does
--- not exist, so that a listing of a sender's retours/ reads every size in one statement.
-CREATE FUNCTION atmp_lo_size(o oid) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE
-    fd integer;
-    s bigint;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_largeobject_metadata WHERE oid = o) THEN
-        RETURN NULL;
-    END IF;
-    fd := lo_open(o, 262144);
-    s := lo_lseek64(fd, 0, 2);
-    PERFORM lo_close(fd);
-    RETURN s;
-END
-$$;
+-- Files kept in the base (received files, logs) as large objects, gzip-compressed: one row
+-- per large object with the size of the file as kept (uncompressed), so that a listing of a
+-- sender's retours/ reads every size in one statement, and so that a large object no row
+-- names (a process killed between the two) can be found.
+CREATE TABLE fichier_conserve (
+    oid OID PRIMARY KEY,
+    taille BIGINT NOT NULL,
+    conserve_le TEXT NOT NULL
+);

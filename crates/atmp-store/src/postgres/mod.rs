@@ -1,10 +1,9 @@
-//! The PostgreSQL backend (issue 8). Every concern is implemented — reference data,
-//! imports with the file transaction (`imports.rs`), accounts and sessions, the job queue,
-//! the mail outbox, the audit trail — and tested against SQLite with the same calls
-//! (`atmp-store/tests/story.rs`, `atmp-integrator/tests/backends.rs`). Not yet done: the bulk
-//! path (binary COPY with id blocks; rows are inserted one by one today), the job claim in the
-//! integration transaction, TLS, and `atmp_store::open` for `postgres://` URLs, which waits for
-//! the command line's and the platform's tests to run on both backends.
+//! The PostgreSQL backend. Every concern is implemented — reference data, imports with the
+//! file transaction (`imports.rs`, and its bulk path `file_tx.rs`: binary COPY of buffered
+//! rows, ids from sequence blocks, the job claimed by the transaction), accounts and sessions,
+//! the job queue, the mail outbox, the audit trail, TLS (`connect.rs`) and the files kept as
+//! large objects (`files.rs`) — and tested against SQLite with the same calls
+//! (`atmp-store/tests/story.rs`, `atmp-integrator/tests/backends.rs`).
 //!
 //! The synchronous `postgres` client (rust-postgres): the store's traits are synchronous, and
 //! its callers use it from plain threads or `spawn_blocking`, never from inside a tokio task.

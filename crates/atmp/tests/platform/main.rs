@@ -59,13 +59,20 @@ fn examples_over_ftps_then_tracking_table_by_role(b: Backend) {
                 std::fs::metadata(s).unwrap().permissions().readonly(),
                 "{s}"
             ),
-            // In the base, where every instance reads it, byte for byte.
+            // In the base, where every instance reads it (gzip-compressed), byte for byte.
             Backend::Postgres => {
+                use sha2::Digest;
                 let oid = s.strip_prefix("lo:").unwrap_or_else(|| panic!("{s}"));
-                let kept = p
-                    .base
-                    .rows(&format!("SELECT encode(sha256(lo_get({oid})), 'hex')"));
-                assert_eq!(&kept[0][0].to_string(), sha256);
+                let kept = p.base.rows(&format!(
+                    "SELECT encode(lo_get({oid}), 'hex'), (SELECT taille FROM fichier_conserve WHERE oid = {oid})"
+                ));
+                let gz = hex::decode(kept[0][0].to_string()).unwrap();
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut bytes)
+                    .unwrap();
+                assert_eq!(&hex::encode(sha2::Sha256::digest(&bytes)), sha256);
+                assert_eq!(kept[0][1].to_string(), bytes.len().to_string());
+                assert!(gz.len() < bytes.len(), "kept compressed");
             }
         }
     }
