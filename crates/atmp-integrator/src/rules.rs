@@ -502,13 +502,13 @@ impl Run<'_> {
                 "Le SIRET de la collectivité « {} » est invalide ({e}), ligne {}. Les données de ce bloc sont rejetées.",
                 b.siret, b.line
             )),
-            Ok(siret) => match self.tx.collectivite(siret.as_str())? {
+            Ok(siret) => match self.tx.collectivite(&siret)? {
                 None => Some(format!(
                     "La collectivité {siret} n'existe pas dans la base : elle doit d'abord être créée. Les données de ce bloc sont rejetées."
                 )),
                 Some(c) => match self.tx.autorisation(&self.account, c.id)? {
                     Some(Autorisation::Accordee) => match &self.cdg {
-                        Some(cdg) if c.siret != *cdg && c.cdg_siret.as_deref() != Some(cdg.as_str()) => Some(format!(
+                        Some(cdg) if c.siret.as_str() != cdg.as_str() && c.cdg_siret.as_ref().map(Siret::as_str) != Some(cdg.as_str()) => Some(format!(
                             "La collectivité {siret} n'est pas rattachée au CDG {cdg} du fichier groupé. Les données de ce bloc sont rejetées."
                         )),
                         _ => {

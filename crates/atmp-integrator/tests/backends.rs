@@ -32,12 +32,12 @@ fn setup(s: &mut dyn Store) {
     s.add_emetteur("SOFIVAL", None).unwrap();
     s.add_emetteur("CDGVAUCL", None).unwrap();
     s.add_emetteur("BENCH", None).unwrap();
-    s.set_autorisation("SOFIVAL", SDIS, Autorisation::Accordee, None)
+    s.set_autorisation("SOFIVAL", &p(SDIS), Autorisation::Accordee, None)
         .unwrap();
-    s.set_autorisation("BENCH", SDIS, Autorisation::Accordee, None)
+    s.set_autorisation("BENCH", &p(SDIS), Autorisation::Accordee, None)
         .unwrap();
     for c in [CDG, COMMUNE, CCAS] {
-        s.set_autorisation("CDGVAUCL", c, Autorisation::Accordee, None)
+        s.set_autorisation("CDGVAUCL", &p(c), Autorisation::Accordee, None)
             .unwrap();
     }
 }

@@ -19,7 +19,12 @@ fn setup(dir: &Path) -> SqliteStore {
         .unwrap();
     store.add_emetteur("BENCH", None).unwrap();
     store
-        .set_autorisation("BENCH", SDIS, atmp_store::Autorisation::Accordee, None)
+        .set_autorisation(
+            "BENCH",
+            &Siret::parse(SDIS).unwrap(),
+            atmp_store::Autorisation::Accordee,
+            None,
+        )
         .unwrap();
     store
 }

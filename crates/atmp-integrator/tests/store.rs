@@ -96,7 +96,10 @@ fn consent_register_and_collectivites() {
     let c = store
         .add_collectivite(&commune, "Commune", Some(&cdg))
         .unwrap();
-    assert_eq!(c.cdg_siret.as_deref(), Some("28219010700049"));
+    assert_eq!(
+        c.cdg_siret.as_ref().map(|s| s.as_str()),
+        Some("28219010700049")
+    );
     assert!(
         store.add_collectivite(&commune, "Encore", None).is_err(),
         "never twice"
@@ -105,18 +108,13 @@ fn consent_register_and_collectivites() {
     store
         .set_autorisation(
             "E",
-            commune.as_str(),
+            &commune,
             atmp_store::Autorisation::Accordee,
             Some("Courrier"),
         )
         .unwrap();
     store
-        .set_autorisation(
-            "E",
-            commune.as_str(),
-            atmp_store::Autorisation::Retiree,
-            None,
-        )
+        .set_autorisation("E", &commune, atmp_store::Autorisation::Retiree, None)
         .unwrap();
     let e = store.emetteur("E").unwrap().unwrap();
     assert_eq!(e.autorisations.len(), 1);
@@ -124,7 +122,7 @@ fn consent_register_and_collectivites() {
     assert!(store
         .set_autorisation(
             "E",
-            "11111111111111",
+            &atmp_model::Siret::parse("00000000000000").unwrap(),
             atmp_store::Autorisation::Accordee,
             None
         )

@@ -76,7 +76,8 @@ pub fn load(shared: &Shared) -> Result<Option<String>, PlatformError> {
             s.add_emetteur(code, Some(nom))?;
             s.set_emetteur_password(code, &hash)?;
             for c in &colls {
-                s.set_autorisation(code, c, Autorisation::Accordee, Some("démonstration"))?;
+                let c = atmp_model::Siret::parse(c).expect("the demo's SIRETs are valid");
+                s.set_autorisation(code, &c, Autorisation::Accordee, Some("démonstration"))?;
             }
             Ok(())
         })?;

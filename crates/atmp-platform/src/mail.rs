@@ -33,10 +33,10 @@ pub fn enqueue(
         if recipients.is_empty() {
             continue;
         }
-        let nom = store
-            .collectivite(&l.collectivite_siret)?
-            .map(|c| c.nom)
-            .unwrap_or_default();
+        let nom = match l.siret() {
+            Some(x) => store.collectivite(&x)?.map(|c| c.nom).unwrap_or_default(),
+            None => String::new(),
+        };
         // The file name is the sender's choice and may carry a name: masked like one.
         let subject = format!(
             "[atmp] Import n° {import_id} ({}) : {}",

@@ -223,10 +223,15 @@ impl Table {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Collectivite {
     pub id: i64,
-    pub siret: String,
+    pub siret: Siret,
     pub nom: String,
     /// The SIRET of the CDG it is attached to.
-    pub cdg_siret: Option<String>,
+    pub cdg_siret: Option<Siret>,
+}
+
+/// A SIRET read back from the base, where only checked [`Siret`]s are written.
+pub(crate) fn stored_siret(s: &str) -> Result<Siret> {
+    Siret::parse(s).map_err(|e| StoreError::Invalid(format!("SIRET « {s} » de la base : {e}")))
 }
 
 /// The state of a sender's authorisation for a collectivité (the consent register).
@@ -403,6 +408,14 @@ pub struct ImportLog {
     pub label: String,
 }
 
+impl ImportLog {
+    /// The collectivité's SIRET (the CDG's for a global pair); `None` for the file-level pair
+    /// of a file rejected before its first block, or a SIRET the file got wrong.
+    pub fn siret(&self) -> Option<Siret> {
+        Siret::parse(&self.collectivite_siret).ok()
+    }
+}
+
 /// A prepared lookup: by these key columns, returning the id and these columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FindId(pub(crate) usize);
@@ -486,12 +499,12 @@ pub trait ReferenceStore: Send {
     /// Every collectivité, by SIRET.
     fn collectivites(&mut self) -> Result<Vec<Collectivite>>;
     /// The collectivité of a SIRET.
-    fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>>;
+    fn collectivite(&mut self, siret: &Siret) -> Result<Option<Collectivite>>;
 
     // ---- The platform (issue 3): accounts, sessions, jobs, mails, tracking. ----
 
     /// Attaches a collectivité to a CDG (`None`: detaches it).
-    fn set_cdg(&mut self, siret: &str, cdg: Option<&str>) -> Result<()>;
+    fn set_cdg(&mut self, siret: &Siret, cdg: Option<&Siret>) -> Result<()>;
 
     /// Creates the sender if needed; returns it.
     fn add_emetteur(&mut self, code: &str, nom: Option<&str>) -> Result<Emetteur>;
@@ -499,7 +512,7 @@ pub trait ReferenceStore: Send {
     fn set_autorisation(
         &mut self,
         emetteur: &str,
-        siret: &str,
+        siret: &Siret,
         state: Autorisation,
         reference: Option<&str>,
     ) -> Result<()>;
@@ -705,7 +718,7 @@ pub trait FileTx {
     /// The id of the import row of this file.
     fn import_id(&self) -> i64;
     /// The collectivité of a SIRET, inside the file's transaction.
-    fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>>;
+    fn collectivite(&mut self, siret: &Siret) -> Result<Option<Collectivite>>;
     /// The sender's authorisation state for a collectivité, if any is on record.
     fn autorisation(
         &mut self,

@@ -154,14 +154,7 @@ impl SqliteStore {
             "SELECT c.id, c.siret, c.nom, p.siret FROM collectivite c LEFT JOIN collectivite p ON p.id = c.cdg_id {clause} ORDER BY c.siret"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map([arg], |r| {
-            Ok(Collectivite {
-                id: r.get(0)?,
-                siret: r.get(1)?,
-                nom: r.get(2)?,
-                cdg_siret: r.get(3)?,
-            })
-        })?;
+        let rows = stmt.query_map([arg], collectivite_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -250,8 +243,37 @@ fn collectivite_in(conn: &Connection, siret: &str) -> Result<Option<Collectivite
         .prepare_cached(
             "SELECT c.id, c.siret, c.nom, p.siret FROM collectivite c LEFT JOIN collectivite p ON p.id = c.cdg_id WHERE c.siret = ?1",
         )?
-        .query_row([siret], |r| Ok(Collectivite { id: r.get(0)?, siret: r.get(1)?, nom: r.get(2)?, cdg_siret: r.get(3)? }))
+        .query_row([siret], collectivite_row)
         .optional()?)
+}
+
+/// A SIRET of a row (only checked ones are written).
+fn siret_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Siret>> {
+    r.get::<_, Option<String>>(i)?
+        .map(|s| {
+            crate::stored_siret(&s).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    i,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// `c.id, c.siret, c.nom, p.siret` as a collectivité.
+fn collectivite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Collectivite> {
+    Ok(Collectivite {
+        id: r.get(0)?,
+        siret: siret_at(r, 1)?.ok_or(rusqlite::Error::InvalidColumnType(
+            1,
+            "siret".into(),
+            rusqlite::types::Type::Null,
+        ))?,
+        nom: r.get(2)?,
+        cdg_siret: siret_at(r, 3)?,
+    })
 }
 
 fn insert_import(conn: &Connection, row: &ImportRow) -> Result<i64> {
@@ -355,8 +377,8 @@ impl FileTx for SqliteFileTx<'_> {
         self.import_id
     }
 
-    fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>> {
-        collectivite_in(self.conn, siret)
+    fn collectivite(&mut self, siret: &Siret) -> Result<Option<Collectivite>> {
+        collectivite_in(self.conn, siret.as_str())
     }
 
     fn autorisation(

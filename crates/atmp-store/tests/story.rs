@@ -23,7 +23,7 @@ fn siret(s: &str) -> Siret {
 
 fn reference_story<S: ReferenceStore>(s: &mut S) {
     let sdis = s.add_collectivite(&siret(SDIS), "SDIS", None).unwrap();
-    assert_eq!(sdis.siret, SDIS);
+    assert_eq!(sdis.siret.as_str(), SDIS);
     let e = s.add_collectivite(&siret(SDIS), "SDIS", None).unwrap_err();
     assert!(e.to_string().contains("existe déjà"), "{e}");
     let e = s
@@ -34,29 +34,47 @@ fn reference_story<S: ReferenceStore>(s: &mut S) {
     let c = s
         .add_collectivite(&siret(COMMUNE), "Commune", Some(&siret(CDG)))
         .unwrap();
-    assert_eq!(c.cdg_siret.as_deref(), Some(CDG));
+    assert_eq!(c.cdg_siret.as_ref().map(|s| s.as_str()), Some(CDG));
     let all: Vec<String> = s
         .collectivites()
         .unwrap()
         .into_iter()
-        .map(|c| c.siret)
+        .map(|c| c.siret.to_string())
         .collect();
     assert_eq!(all, vec![COMMUNE, SDIS, CDG]);
-    assert!(s.set_cdg(CDG, Some(CDG)).is_err());
-    s.set_cdg(COMMUNE, None).unwrap();
-    assert_eq!(s.collectivite(COMMUNE).unwrap().unwrap().cdg_siret, None);
-    assert!(s.collectivite("00000000000000").unwrap().is_none());
+    assert!(s.set_cdg(&siret(CDG), Some(&siret(CDG))).is_err());
+    s.set_cdg(&siret(COMMUNE), None).unwrap();
+    assert_eq!(
+        s.collectivite(&siret(COMMUNE)).unwrap().unwrap().cdg_siret,
+        None
+    );
+    assert!(s.collectivite(&siret("00000000000000")).unwrap().is_none());
 
     let e1 = s.add_emetteur("SOFIVAL", Some("Sofival")).unwrap();
     let e2 = s.add_emetteur("SOFIVAL", None).unwrap();
     assert_eq!(e1.id, e2.id, "adding again is harmless");
     s.add_emetteur("CDGVAUCL", None).unwrap();
-    s.set_autorisation("SOFIVAL", SDIS, Autorisation::Accordee, Some("accord 1"))
-        .unwrap();
-    s.set_autorisation("SOFIVAL", SDIS, Autorisation::Retiree, Some("retrait"))
-        .unwrap();
+    s.set_autorisation(
+        "SOFIVAL",
+        &siret(SDIS),
+        Autorisation::Accordee,
+        Some("accord 1"),
+    )
+    .unwrap();
+    s.set_autorisation(
+        "SOFIVAL",
+        &siret(SDIS),
+        Autorisation::Retiree,
+        Some("retrait"),
+    )
+    .unwrap();
     assert!(s
-        .set_autorisation("SOFIVAL", "00000000000000", Autorisation::Accordee, None)
+        .set_autorisation(
+            "SOFIVAL",
+            &siret("00000000000000"),
+            Autorisation::Accordee,
+            None
+        )
         .is_err());
     let e = s.emetteur("SOFIVAL").unwrap().unwrap();
     assert_eq!(e.autorisations.len(), 1);
@@ -460,7 +478,7 @@ fn several_instances_starting_at_once_migrate_once() {
 fn file_story(s: &mut dyn Store) {
     use atmp_store::{Cell, Table};
     s.add_collectivite(&siret(SDIS), "SDIS", None).unwrap();
-    let coll = s.collectivite(SDIS).unwrap().unwrap().id;
+    let coll = s.collectivite(&siret(SDIS)).unwrap().unwrap().id;
     let row = ImportRow {
         job_id: None,
         ..import_row(0)
@@ -558,7 +576,7 @@ fn setup_order(s: &mut dyn Store) -> (i64, i64, i64) {
         .unwrap();
     for (e, c) in [("SOFIVAL", SDIS), ("ASSUREUR", SDIS), ("CDGVAUCL", COMMUNE)] {
         s.add_emetteur(e, None).unwrap();
-        s.set_autorisation(e, c, Autorisation::Accordee, None)
+        s.set_autorisation(e, &siret(c), Autorisation::Accordee, None)
             .unwrap();
     }
     let j1 = s.add_job("SOFIVAL", "1.xml", "/recus/1.xml", 1).unwrap();

@@ -414,7 +414,7 @@ fn run(cli: Cli) -> Result<u8> {
                     if cli.json {
                         println!(
                             "{}",
-                            json!({"id": c.id, "siret": c.siret, "nom": c.nom, "cdg": c.cdg_siret})
+                            json!({"id": c.id, "siret": c.siret.as_str(), "nom": c.nom, "cdg": c.cdg_siret.as_ref().map(|s| s.as_str())})
                         );
                     } else {
                         println!("Collectivité {} créée : {}", c.siret, c.nom);
@@ -425,7 +425,7 @@ fn run(cli: Cli) -> Result<u8> {
                         if cli.json {
                             println!(
                                 "{}",
-                                json!({"id": c.id, "siret": c.siret, "nom": c.nom, "cdg": c.cdg_siret})
+                                json!({"id": c.id, "siret": c.siret.as_str(), "nom": c.nom, "cdg": c.cdg_siret.as_ref().map(|s| s.as_str())})
                             );
                         } else {
                             let cdg = c
@@ -455,7 +455,7 @@ fn run(cli: Cli) -> Result<u8> {
                         None
                     };
                     for s in &collectivites {
-                        if store.collectivite(s.as_str())?.is_none() {
+                        if store.collectivite(s)?.is_none() {
                             bail!("la collectivité {s} n'existe pas : créez-la d'abord (atmp collectivite add)");
                         }
                     }
@@ -469,7 +469,7 @@ fn run(cli: Cli) -> Result<u8> {
                     for s in &collectivites {
                         store.set_autorisation(
                             &code,
-                            s.as_str(),
+                            s,
                             Autorisation::Accordee,
                             reference.as_deref(),
                         )?;
@@ -487,12 +487,7 @@ fn run(cli: Cli) -> Result<u8> {
                         Statut::Refusee => Autorisation::Refusee,
                         Statut::Retiree => Autorisation::Retiree,
                     };
-                    store.set_autorisation(
-                        &code,
-                        collectivite.as_str(),
-                        state,
-                        reference.as_deref(),
-                    )?;
+                    store.set_autorisation(&code, &collectivite, state, reference.as_deref())?;
                     print_emetteur(&mut *store, &code, cli.json)?;
                 }
                 EmetteurCmd::List => {

@@ -118,7 +118,7 @@ pub(super) async fn collectivite_add(
         }
         let detail = format!("création de la collectivité {}", s.as_str());
         change(&app, &a, "collectivite", detail, move |st| {
-            if st.collectivite(s.as_str())?.is_some() {
+            if st.collectivite(&s)?.is_some() {
                 return Err(StoreError::Invalid(format!(
                     "la collectivité {} existe déjà",
                     s.as_str()
@@ -149,17 +149,26 @@ pub(super) async fn collectivite_attach(
     if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
         return r;
     }
-    let s = f.siret.trim().to_string();
-    let cdg = f.cdg.trim().to_string();
-    let detail = format!("rattachement de {s} au CDG « {cdg} »");
-    let r = change(&app, &a, "collectivite", detail, move |st| {
-        st.set_cdg(&s, (!cdg.is_empty()).then_some(cdg.as_str()))?;
-        Ok(if cdg.is_empty() {
-            format!("Collectivité {s} détachée de son CDG.")
+    let r = async {
+        let s = siret(&f.siret, "SIRET")?;
+        let cdg = if f.cdg.trim().is_empty() {
+            None
         } else {
-            format!("Collectivité {s} rattachée au CDG {cdg}.")
+            Some(siret(&f.cdg, "SIRET du CDG")?)
+        };
+        let detail = match &cdg {
+            Some(c) => format!("rattachement de {s} au CDG « {c} »"),
+            None => format!("rattachement de {s} au CDG « »"),
+        };
+        change(&app, &a, "collectivite", detail, move |st| {
+            st.set_cdg(&s, cdg.as_ref())?;
+            Ok(match &cdg {
+                None => format!("Collectivité {s} détachée de son CDG."),
+                Some(c) => format!("Collectivité {s} rattachée au CDG {c}."),
+            })
         })
-    })
+        .await
+    }
     .await;
     let (m, e) = split(r);
     collectivites_page(&app, &a, m, e).await
@@ -184,9 +193,9 @@ pub(super) async fn services_page(
     message: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let s2 = siret.clone();
+    let s2 = Siret::parse(&siret).ok();
     let found = match db(app, move |s| {
-        let Some(c) = s.collectivite(&s2)? else {
+        let Some(c) = s2.map(|s2| s.collectivite(&s2)).transpose()?.flatten() else {
             return Ok(None);
         };
         let services = s.services(c.id)?;
@@ -244,8 +253,14 @@ pub(super) async fn service_add(
         return r;
     }
     let known = {
-        let s2 = siret.clone();
-        match db(&app, move |s| s.collectivite(&s2)).await {
+        let s2 = Siret::parse(&siret).ok();
+        match db(&app, move |s| {
+            s2.map(|s2| s.collectivite(&s2))
+                .transpose()
+                .map(Option::flatten)
+        })
+        .await
+        {
             Ok(c) => c,
             Err(r) => return r,
         }
@@ -255,7 +270,9 @@ pub(super) async fn service_add(
     }
     let code = f.code.trim().to_string();
     let libelle = f.libelle.trim().to_string();
-    let s2 = siret.clone();
+    let Ok(s2) = Siret::parse(&siret) else {
+        return not_found();
+    };
     let r = if code.is_empty() || code.len() > 50 {
         Err("Le code du service est obligatoire (50 caractères au plus).".to_string())
     } else {
@@ -504,12 +521,12 @@ pub(super) async fn autorisation_set(
     if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
         return r;
     }
-    let r = match Autorisation::parse(&f.statut) {
-        None => Err("Décision inconnue.".to_string()),
-        Some(st) => {
-            let (e, s, reference) = (
+    let r = match (Autorisation::parse(&f.statut), siret(&f.siret, "SIRET")) {
+        (None, _) => Err("Décision inconnue.".to_string()),
+        (_, Err(e)) => Err(e),
+        (Some(st), Ok(s)) => {
+            let (e, reference) = (
                 f.emetteur.trim().to_string(),
-                f.siret.trim().to_string(),
                 f.reference.trim().to_string(),
             );
             let detail = format!(
@@ -577,7 +594,7 @@ pub(super) fn manages(
     let c = u
         .collectivite_siret
         .as_deref()
-        .and_then(|s| collectivites.iter().find(|c| c.siret == s));
+        .and_then(|s| collectivites.iter().find(|c| c.siret.as_str() == s));
     a.may_grant(u.role, c)
 }
 
@@ -663,8 +680,14 @@ pub(super) async fn utilisateur_add(
     let target = if siret.is_empty() {
         None
     } else {
-        let s2 = siret.clone();
-        match db(&app, move |s| s.collectivite(&s2)).await {
+        let s2 = Siret::parse(&siret).ok();
+        match db(&app, move |s| {
+            s2.map(|s2| s.collectivite(&s2))
+                .transpose()
+                .map(Option::flatten)
+        })
+        .await
+        {
             Ok(c) => c,
             Err(r) => return r,
         }

@@ -413,7 +413,8 @@ impl Auth {
         match self.user.role {
             Role::Plateforme => true,
             Role::Cdg => {
-                own == Some(c.siret.as_str()) || (own.is_some() && c.cdg_siret.as_deref() == own)
+                own == Some(c.siret.as_str())
+                    || (own.is_some() && c.cdg_siret.as_ref().map(|s| s.as_str()) == own)
             }
             Role::CollectiviteAdmin => own == Some(c.siret.as_str()),
             Role::Collectivite => false,

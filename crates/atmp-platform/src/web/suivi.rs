@@ -251,10 +251,10 @@ pub(super) async fn visible_import(
         };
         let mut cdgs = Vec::new();
         for (_, l) in &logs {
-            cdgs.push(
-                s.collectivite(&l.collectivite_siret)?
-                    .and_then(|c| c.cdg_siret),
-            );
+            cdgs.push(match l.siret() {
+                Some(x) => s.collectivite(&x)?.and_then(|c| c.cdg_siret),
+                None => None,
+            });
         }
         Ok(Some((row, logs, cdgs)))
     })
@@ -266,7 +266,7 @@ pub(super) async fn visible_import(
     let visible: Vec<(i64, ImportLog)> = logs
         .into_iter()
         .zip(cdgs)
-        .filter(|((_, l), cdg)| may_see(a, l, cdg.as_deref()))
+        .filter(|((_, l), cdg)| may_see(a, l, cdg.as_ref().map(|c| c.as_str())))
         .map(|(l, _)| l)
         .collect();
     if visible.is_empty() {
@@ -379,14 +379,14 @@ pub(super) async fn import_page(
         Err(r) => return r,
     };
     let siret_names = {
-        let sirets: Vec<String> = logs
-            .iter()
-            .map(|(_, l)| l.collectivite_siret.clone())
-            .collect();
+        let sirets: Vec<Option<atmp_model::Siret>> = logs.iter().map(|(_, l)| l.siret()).collect();
         match db(&app, move |s| {
             sirets
                 .iter()
-                .map(|x| Ok(s.collectivite(x)?.map(|c| c.nom)))
+                .map(|x| match x {
+                    Some(x) => Ok(s.collectivite(x)?.map(|c| c.nom)),
+                    None => Ok(None),
+                })
                 .collect::<Result<Vec<_>, StoreError>>()
         })
         .await

@@ -762,20 +762,16 @@ impl FileTx for PgFileTx<'_> {
         self.import_id
     }
 
-    fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>> {
-        let siret = siret.to_string();
-        Ok(self
+    fn collectivite(&mut self, siret: &atmp_model::Siret) -> Result<Option<Collectivite>> {
+        let siret = siret.as_str().to_string();
+        self
             .conn
             .call(move |tx| Ok(tx.query_opt(
                 "SELECT c.id, c.siret, c.nom, p.siret FROM collectivite c LEFT JOIN collectivite p ON p.id = c.cdg_id WHERE c.siret = $1",
                 &[&siret],
             )?))?
-            .map(|r| Collectivite {
-                id: r.get(0),
-                siret: r.get(1),
-                nom: r.get(2),
-                cdg_siret: r.get(3),
-            }))
+            .map(|r| super::collectivite_row(&r))
+            .transpose()
     }
 
     fn autorisation(

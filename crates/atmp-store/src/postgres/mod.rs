@@ -46,6 +46,19 @@ impl From<postgres::Error> for StoreError {
     }
 }
 
+/// `c.id, c.siret, c.nom, p.siret` as a collectivité.
+pub(crate) fn collectivite_row(r: &postgres::Row) -> Result<Collectivite> {
+    Ok(Collectivite {
+        id: r.get(0),
+        siret: crate::stored_siret(r.get(1))?,
+        nom: r.get(2),
+        cdg_siret: r
+            .get::<_, Option<&str>>(3)
+            .map(crate::stored_siret)
+            .transpose()?,
+    })
+}
+
 /// A connection to the platform's base on PostgreSQL.
 pub struct PgStore {
     client: Client,
@@ -148,17 +161,11 @@ impl PgStore {
         let sql = format!(
             "SELECT c.id, c.siret, c.nom, p.siret FROM collectivite c LEFT JOIN collectivite p ON p.id = c.cdg_id {clause} ORDER BY c.siret"
         );
-        Ok(self
-            .client
+        self.client
             .query(sql.as_str(), &[arg])?
             .iter()
-            .map(|r| Collectivite {
-                id: r.get(0),
-                siret: r.get(1),
-                nom: r.get(2),
-                cdg_siret: r.get(3),
-            })
-            .collect())
+            .map(collectivite_row)
+            .collect()
     }
 
     fn collectivite_in(&mut self, siret: &str) -> Result<Option<Collectivite>> {
@@ -408,12 +415,15 @@ impl crate::ReferenceStore for PgStore {
         self.collectivite_where("WHERE 1 = $1", &1i32)
     }
 
-    fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>> {
-        self.collectivite_in(siret)
+    fn collectivite(&mut self, siret: &Siret) -> Result<Option<Collectivite>> {
+        self.collectivite_in(siret.as_str())
     }
 
-    fn set_cdg(&mut self, siret: &str, cdg: Option<&str>) -> Result<()> {
-        let (id, cdg_id) = crate::rules::attachment(siret, cdg, |s| self.collectivite_in(s))?;
+    fn set_cdg(&mut self, siret: &Siret, cdg: Option<&Siret>) -> Result<()> {
+        let (id, cdg_id) =
+            crate::rules::attachment(siret.as_str(), cdg.map(|c| c.as_str()), |s| {
+                self.collectivite_in(s)
+            })?;
         self.client.execute(
             "UPDATE collectivite SET cdg_id = $2 WHERE id = $1",
             &[&id, &cdg_id],
@@ -432,14 +442,14 @@ impl crate::ReferenceStore for PgStore {
     fn set_autorisation(
         &mut self,
         emetteur: &str,
-        siret: &str,
+        siret: &Siret,
         state: Autorisation,
         reference: Option<&str>,
     ) -> Result<()> {
         let e = self
             .emetteur_row(emetteur)?
             .ok_or_else(|| StoreError::Invalid(format!("l'émetteur {emetteur} n'existe pas")))?;
-        let c = self.collectivite_in(siret)?.ok_or_else(|| {
+        let c = self.collectivite_in(siret.as_str())?.ok_or_else(|| {
             StoreError::Invalid(format!(
                 "la collectivité {siret} n'existe pas : créez-la d'abord"
             ))

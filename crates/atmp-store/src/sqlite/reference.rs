@@ -25,13 +25,15 @@ impl crate::ReferenceStore for SqliteStore {
         self.collectivite_where("WHERE 1 = ?1", &1)
     }
 
-    fn collectivite(&mut self, siret: &str) -> Result<Option<Collectivite>> {
-        collectivite_in(&self.conn, siret)
+    fn collectivite(&mut self, siret: &Siret) -> Result<Option<Collectivite>> {
+        collectivite_in(&self.conn, siret.as_str())
     }
 
-    fn set_cdg(&mut self, siret: &str, cdg: Option<&str>) -> Result<()> {
+    fn set_cdg(&mut self, siret: &Siret, cdg: Option<&Siret>) -> Result<()> {
         let (id, cdg_id) =
-            crate::rules::attachment(siret, cdg, |s| collectivite_in(&self.conn, s))?;
+            crate::rules::attachment(siret.as_str(), cdg.map(|c| c.as_str()), |s| {
+                collectivite_in(&self.conn, s)
+            })?;
         self.conn.execute(
             "UPDATE collectivite SET cdg_id = ?2 WHERE id = ?1",
             params![id, cdg_id],
@@ -50,14 +52,14 @@ impl crate::ReferenceStore for SqliteStore {
     fn set_autorisation(
         &mut self,
         emetteur: &str,
-        siret: &str,
+        siret: &Siret,
         state: Autorisation,
         reference: Option<&str>,
     ) -> Result<()> {
         let e = self
             .emetteur_row(emetteur)?
             .ok_or_else(|| StoreError::Invalid(format!("l'émetteur {emetteur} n'existe pas")))?;
-        let c = collectivite_in(&self.conn, siret)?.ok_or_else(|| {
+        let c = collectivite_in(&self.conn, siret.as_str())?.ok_or_else(|| {
             StoreError::Invalid(format!(
                 "la collectivité {siret} n'existe pas : créez-la d'abord"
             ))

@@ -596,6 +596,25 @@ fn forms_need_their_csrf_token_and_admin_pages_manage_the_platform(b: Backend) {
         )),
         1
     );
+    // A malformed SIRET is refused with what is wrong, in French, and changes nothing.
+    let r = admin.post(
+        "/admin/collectivites",
+        "/admin/collectivites/rattacher",
+        &[("siret", SDIS), ("cdg", "28219010700048")],
+    );
+    let page = r.text().unwrap();
+    assert!(
+        page.contains(
+            "SIRET du CDG « 28219010700048 » : la clé de contrôle du SIRET est invalide."
+        ),
+        "{page}"
+    );
+    assert_eq!(
+        p.sql(&format!(
+            "SELECT count(*) FROM collectivite WHERE siret = '{SDIS}' AND cdg_id IS NULL"
+        )),
+        1
+    );
     // A disabled user's sessions end and it cannot log in again.
     let sdis = p.web("sdis", PW_USERS);
     let id = p
