@@ -17,6 +17,8 @@ use crate::{PlatformError, Shared};
 pub struct PurgeReport {
     pub received_files: u64,
     pub log_sets: u64,
+    /// Files of the base that no row named for a day (see [`atmp_store::FileStore::sweep`]).
+    pub orphans: u64,
 }
 
 /// Runs the purge now, then every `purge_interval`, until the process ends.
@@ -26,6 +28,7 @@ pub fn run(shared: Arc<Shared>) {
             Ok(Ok(r)) if r != PurgeReport::default() => tracing::info!(
                 received_files = r.received_files,
                 log_sets = r.log_sets,
+                orphans = r.orphans,
                 "retention purge"
             ),
             Ok(Ok(_)) => {}
@@ -67,6 +70,9 @@ pub fn purge_once(shared: &Shared, store: &mut dyn Store) -> Result<PurgeReport,
         store.record_purge(c.import_id, PurgeKind::Journaux)?;
         report.log_sets += 1;
     }
+    // A file kept a day ago that no row names will never be named (the intake retries its
+    // job for an hour at most): personal data nobody can reach, so it goes.
+    report.orphans = shared.files.sweep(&before(1))?;
     Ok(report)
 }
 

@@ -38,6 +38,13 @@ pub trait FileStore: Send + Sync {
     fn sizes(&self, keys: &[String]) -> Result<Vec<Option<u64>>>;
     /// Removes a kept file; a file already gone is not an error.
     fn remove(&self, key: &str) -> Result<()>;
+    /// Removes the files kept before `before` (`YYYY-MM-DDTHH:MM:SS`) that no job and no
+    /// import log names: what a process killed between keeping a file and recording its row
+    /// left behind. Returns how many. Local files are left to the data folder's owner (a
+    /// stray file there is visible; one in the base is not).
+    fn sweep(&self, _before: &str) -> Result<u64> {
+        Ok(0)
+    }
 }
 
 /// Whether a key names a file on this machine's disk (not a large object).

@@ -727,6 +727,25 @@ fn files_story(files: &dyn atmp_store::FileStore, s: &mut dyn Store, dir: &std::
         "{e}"
     );
 
+    // The sweep: a file no row names goes once old enough; one a job names stays.
+    let named = dir.join("nomme.xml");
+    std::fs::write(&named, b"<fichier/>").unwrap();
+    let named_key = files.keep(&named).unwrap();
+    s.add_job("SOFIVAL", "nomme.xml", &named_key, 10).unwrap();
+    let unnamed_key = files.keep(&named).unwrap();
+    assert_eq!(files.sweep("2000-01-01T00:00:00").unwrap(), 0, "too recent");
+    let swept = files.sweep("2999-01-01T00:00:00").unwrap();
+    let left = files
+        .sizes(&[named_key.clone(), unnamed_key.clone()])
+        .unwrap();
+    if files.in_base() {
+        // The text and empty files above are not named either.
+        assert_eq!(swept, 3);
+        assert_eq!(left, vec![Some(10), None]);
+    } else {
+        assert_eq!((swept, left), (0, vec![Some(10), Some(10)]));
+    }
+
     // In a file's transaction (PostgreSQL): rolled back, the log does not exist.
     let log = dir.join("journal.log");
     std::fs::write(&log, b"2026-12-03;INFO;;;;Debut\n").unwrap();

@@ -239,6 +239,34 @@ impl FileStore for PgFiles {
         self.give_back(c);
         r
     }
+
+    fn sweep(&self, before: &str) -> Result<u64> {
+        let mut c = self.client()?;
+        let r = (|| -> Result<u64> {
+            let mut tx = c.transaction()?;
+            let gone = tx.query(
+                "WITH orphan AS ( \
+                   SELECT f.oid FROM fichier_conserve f WHERE f.conserve_le < $1 \
+                   AND NOT EXISTS (SELECT 1 FROM job j WHERE j.stored_path = 'lo:' || f.oid::text) \
+                   AND NOT EXISTS (SELECT 1 FROM import_log l \
+                     WHERE l.complet_path = 'lo:' || f.oid::text OR l.erreurs_path = 'lo:' || f.oid::text) \
+                   FOR UPDATE OF f SKIP LOCKED) \
+                 DELETE FROM fichier_conserve f USING orphan o WHERE f.oid = o.oid RETURNING f.oid",
+                &[&before],
+            )?;
+            for r in &gone {
+                let oid: u32 = r.get(0);
+                tx.query(
+                    "SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = $1",
+                    &[&oid],
+                )?;
+            }
+            tx.commit()?;
+            Ok(gone.len() as u64)
+        })();
+        self.give_back(c);
+        r
+    }
 }
 
 /// A large object read 1 MiB at a time, in a read-only transaction of its own connection.
