@@ -78,23 +78,39 @@ fn not_found(e: &postgres::Error) -> bool {
 }
 
 /// Writes `src` into a new large object with `c`, which must be inside a transaction,
-/// gzip-compressed, and records its size; returns its key. Memory: one chunk.
-pub(crate) fn write_large_object(c: &mut impl GenericClient, src: &mut dyn Read) -> Result<String> {
+/// gzip-compressed, and records its size; returns its key. Compression runs on a thread of
+/// its own while this one sends the compressed chunks (two in flight): memory is a few
+/// chunks, and the time is the slower of the two, not their sum.
+pub(crate) fn write_large_object(
+    c: &mut impl GenericClient,
+    src: &mut (dyn Read + Send),
+) -> Result<String> {
     let oid: u32 = c.query_one("SELECT lo_create(0)", &[])?.get(0);
     let fd: i32 = c
         .query_one("SELECT lo_open($1, $2)", &[&oid, &INV_WRITE])?
         .get(0);
-    let mut gz = flate2::write::GzEncoder::new(
-        LoWriter {
-            c: &mut *c,
-            fd,
-            buf: Vec::with_capacity(CHUNK),
-        },
-        flate2::Compression::fast(),
-    );
-    let size = std::io::copy(src, &mut gz)?;
-    let mut w = gz.finish()?;
-    w.send()?;
+    let size = std::thread::scope(|scope| -> Result<u64> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        let compressing = scope.spawn(move || -> std::io::Result<u64> {
+            let mut gz = flate2::write::GzEncoder::new(
+                ChunkSender {
+                    tx,
+                    buf: Vec::with_capacity(CHUNK),
+                },
+                flate2::Compression::fast(),
+            );
+            let size = std::io::copy(src, &mut gz)?;
+            gz.finish()?.send()?;
+            Ok(size)
+        });
+        for chunk in rx {
+            c.query_one("SELECT lowrite($1, $2)", &[&fd, &chunk])?;
+        }
+        compressing
+            .join()
+            .map_err(|_| StoreError::Invalid("la compression d'un fichier a échoué".into()))?
+            .map_err(StoreError::from)
+    })?;
     c.query_one("SELECT lo_close($1)", &[&fd])?;
     c.execute(
         "INSERT INTO fichier_conserve (oid, taille, conserve_le) VALUES ($1, $2, $3)",
@@ -103,26 +119,25 @@ pub(crate) fn write_large_object(c: &mut impl GenericClient, src: &mut dyn Read)
     Ok(format!("{LARGE_OBJECT_KEY}{oid}"))
 }
 
-/// Compressed bytes, sent to the large object one chunk at a time.
-struct LoWriter<'c, C: GenericClient> {
-    c: &'c mut C,
-    fd: i32,
+/// Compressed bytes, handed to the sending thread one chunk at a time.
+struct ChunkSender {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
     buf: Vec<u8>,
 }
 
-impl<C: GenericClient> LoWriter<'_, C> {
+impl ChunkSender {
     fn send(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
-            self.c
-                .query_one("SELECT lowrite($1, $2)", &[&self.fd, &self.buf])
-                .map_err(|e| std::io::Error::other(StoreError::from(e).to_string()))?;
-            self.buf.clear();
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            self.tx
+                .send(full)
+                .map_err(|_| std::io::Error::other("l'écriture dans la base s'est arrêtée"))?;
         }
         Ok(())
     }
 }
 
-impl<C: GenericClient> std::io::Write for LoWriter<'_, C> {
+impl std::io::Write for ChunkSender {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         let n = b.len().min(CHUNK - self.buf.len());
         self.buf.extend_from_slice(&b[..n]);
