@@ -493,15 +493,25 @@ fn keep_logs(
     files: &mut [LogFiles],
     opts: &ImportOptions<'_>,
 ) -> Result<(), IntegratorError> {
-    match logs_in_base(opts) {
-        Some(store) => {
-            logs.keep(files, |p| store.keep(p))?;
-            logs.discard();
-            let _ = std::fs::remove_dir(&opts.logs_dir);
-        }
-        None => logs.publish()?,
+    let store = logs_in_base(opts);
+    if let Some(store) = store {
+        logs.keep(files, |p| store.keep(p))?;
     }
+    settle_logs(logs, store.is_some(), opts)?;
     Ok(())
+}
+
+/// Once the import row that names them is committed: the logs renamed to their final names,
+/// or, when they were kept in the base, their local files and folder removed.
+fn settle_logs(logs: Logs, in_base: bool, opts: &ImportOptions<'_>) -> io::Result<()> {
+    if in_base {
+        logs.discard();
+        // The folder that held them while they were written, once empty.
+        let _ = std::fs::remove_dir(&opts.logs_dir);
+        Ok(())
+    } else {
+        logs.publish()
+    }
 }
 
 fn import_logs(files: &[LogFiles]) -> Vec<ImportLog> {

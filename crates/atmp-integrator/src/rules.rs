@@ -429,13 +429,7 @@ pub(crate) fn integrate(
         })?;
     }
     tx.commit(&finished, &import_logs(&files))?;
-    if in_base {
-        logs.discard();
-        // The folder that held them while they were written, once empty.
-        let _ = std::fs::remove_dir(&opts.logs_dir);
-    } else {
-        logs.publish()?;
-    }
+    crate::settle_logs(logs, in_base, opts)?;
     Ok(Ok((finished, files, counts, import_id)))
 }
 

@@ -126,11 +126,7 @@ pub fn load(shared: &Shared) -> Result<Option<String>, PlatformError> {
         let p = shared.spool_path(&e, &name);
         std::fs::write(&p, &bytes)?;
         crate::worker::make_read_only(&p)?;
-        let key = shared.files.keep(&p)?;
-        shared.with_store(|s| s.add_job(&e, &name, &key, bytes.len() as u64))?;
-        if shared.files.in_base() {
-            std::fs::remove_file(&p)?;
-        }
+        crate::ftps::queue_received(shared, &e, &name, &p, bytes.len() as u64)?;
     }
     out.push_str(&format!("  {n} fichiers mis en file d'intégration.\n"));
     Ok(Some(out))

@@ -226,46 +226,47 @@ fn receive(shared: &Shared, user: &str, ftp_path: &str) -> Result<Option<i64>, P
     std::fs::rename(&src, &stored)?;
     crate::worker::make_read_only(&stored)?;
     let size = std::fs::metadata(&stored)?.len();
-    // Kept where every instance reads it (the base's large objects on PostgreSQL); the
-    // local copy goes once its job names the kept one.
-    let key = keep_received(shared, &stored)?;
-    // The base may be busy for a while (one writer: a large file being integrated); the file
-    // is already in `recus/`, so keep trying rather than leave it without a job.
-    let mut wait = std::time::Duration::from_millis(200);
-    let started = std::time::Instant::now();
-    let id = loop {
-        match shared.with_store(|s| s.add_job(user, rel, &key, size)) {
-            Ok(id) => break id,
-            Err(e) if started.elapsed() < std::time::Duration::from_secs(3600) => {
-                tracing::warn!(error = %e, "job not recorded yet, retrying");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(std::time::Duration::from_secs(10));
-            }
-            // After an hour, the job is recorded at the next start (recover_spool).
-            Err(e) => return Err(e.into()),
-        }
-    };
-    if shared.files.in_base() {
-        std::fs::remove_file(&stored)?;
-    }
+    let id = queue_received(shared, user, rel, &stored, size)?;
     shared.wake_worker();
     Ok(Some(id))
 }
 
-/// Keeps a received file in the platform's file store, trying again while the base is busy
-/// or unreachable (the file waits in `recus/` meanwhile, and is taken at the next start if
-/// this process ends first).
-pub(crate) fn keep_received(
+/// Turns a received file of `recus/` into a job: keeps it in the platform's file store (the
+/// base's large objects on PostgreSQL, where every instance reads it), records its job
+/// naming the key, then removes the local copy when the store is the base. Each step is
+/// retried while the base is busy or unreachable (one writer: a large file being
+/// integrated); the file waits in `recus/` meanwhile, and is taken at the next start if this
+/// process ends first.
+pub(crate) fn queue_received(
     shared: &Shared,
+    emetteur: &str,
+    name: &str,
     local: &std::path::Path,
-) -> Result<String, PlatformError> {
+    size: u64,
+) -> Result<i64, PlatformError> {
+    let key = retried("received file not kept yet", || shared.files.keep(local))?;
+    let id = retried("job not recorded yet", || {
+        shared.with_store(|s| s.add_job(emetteur, name, &key, size))
+    })?;
+    if shared.files.in_base() {
+        std::fs::remove_file(local)?;
+    }
+    Ok(id)
+}
+
+/// Runs `f` until it succeeds, for an hour at most, doubling the wait between attempts
+/// (200 ms to 10 s).
+fn retried<T>(
+    what: &str,
+    mut f: impl FnMut() -> Result<T, atmp_store::StoreError>,
+) -> Result<T, PlatformError> {
     let mut wait = std::time::Duration::from_millis(200);
     let started = std::time::Instant::now();
     loop {
-        match shared.files.keep(local) {
-            Ok(k) => return Ok(k),
+        match f() {
+            Ok(v) => return Ok(v),
             Err(e) if started.elapsed() < std::time::Duration::from_secs(3600) => {
-                tracing::warn!(error = %e, "received file not kept yet, retrying");
+                tracing::warn!(error = %e, "{what}, retrying");
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(std::time::Duration::from_secs(10));
             }

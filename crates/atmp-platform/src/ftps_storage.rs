@@ -114,16 +114,27 @@ enum Body {
     Bytes(Vec<u8>),
 }
 
-/// The results of a sender, read from the base: for each of its jobs done, its log pairs
-/// (unless purged) and its receipt, named as `worker::retours_name` says.
+/// The results of a sender, read from the base: for each of its jobs done (or only job
+/// `only`), its log pairs (unless purged) and its receipt, named as `worker::retours_name`
+/// says.
 fn retours(
     shared: &Shared,
     code: &str,
+    only: Option<i64>,
 ) -> std::result::Result<Vec<Retour>, atmp_store::StoreError> {
     let mut out = Vec::new();
     let mut keys = Vec::new();
     shared.with_store(|s| {
-        for (job, import_id) in s.done_jobs_of(code)? {
+        let jobs = match only {
+            None => s.done_jobs_of(code)?,
+            Some(id) => match s.job(id)? {
+                Some(j) if j.emetteur == code && j.state == atmp_store::JobState::Fait => {
+                    s.import_of_job(id)?.map(|i| (j, i)).into_iter().collect()
+                }
+                _ => Vec::new(),
+            },
+        };
+        for (job, import_id) in jobs {
             let Some((row, logs)) = s.import(import_id)? else {
                 continue;
             };
@@ -179,6 +190,16 @@ fn modified(at: &str) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// The job a name of `retours/` belongs to: `<stem>_<job>_accuse.json`, or
+/// `<stem>_<job>_<who>_<kind>.log` (`who` has no `_`; the stem may).
+fn job_of(name: &str) -> Option<i64> {
+    let rest = match name.strip_suffix("_accuse.json") {
+        Some(r) => r,
+        None => name.strip_suffix(".log")?.rsplitn(3, '_').nth(2)?,
+    };
+    rest.rsplit_once('_')?.1.parse().ok()
+}
+
 /// Whether a path is the sender's `retours/` itself (`Some(None)`) or one of its entries
 /// (`Some(Some(name))`).
 fn in_retours(p: &Path) -> Option<Option<String>> {
@@ -191,10 +212,10 @@ fn in_retours(p: &Path) -> Option<Option<String>> {
 }
 
 impl Guarded {
-    async fn retours(&self, user: &Sender) -> Result<Vec<Retour>> {
+    async fn retours(&self, user: &Sender, only: Option<i64>) -> Result<Vec<Retour>> {
         let shared = self.shared.clone();
         let code = user.to_string();
-        match tokio::task::spawn_blocking(move || retours(&shared, &code)).await {
+        match tokio::task::spawn_blocking(move || retours(&shared, &code, only)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 tracing::error!(emetteur = %user, error = %e, "retours/ not read");
@@ -204,8 +225,10 @@ impl Guarded {
         }
     }
 
+    /// One result, read with its job alone.
     async fn retour(&self, user: &Sender, name: &str) -> Result<Retour> {
-        self.retours(user)
+        let job = job_of(name).ok_or_else(|| Error::from(ErrorKind::PermanentFileNotAvailable))?;
+        self.retours(user, Some(job))
             .await?
             .into_iter()
             .find(|r| r.name == name)
@@ -321,7 +344,7 @@ impl StorageBackend<Sender> for Guarded {
         match in_retours(path.as_ref()) {
             Some(None) => {
                 return Ok(self
-                    .retours(user)
+                    .retours(user, None)
                     .await?
                     .into_iter()
                     .map(|r| Fileinfo {
@@ -449,6 +472,19 @@ impl StorageBackend<Sender> for Guarded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_result_name_gives_its_job() {
+        assert_eq!(job_of("f_un_fichier_12_accuse.json"), Some(12));
+        assert_eq!(
+            job_of("f_un_fichier_12_28219002400012_complet.log"),
+            Some(12)
+        );
+        assert_eq!(job_of("f_7_28219010700049-global_erreurs.log"), Some(7));
+        assert_eq!(job_of("f_7_fichier_complet.log"), Some(7));
+        assert_eq!(job_of("autre.txt"), None);
+        assert_eq!(job_of("f_x_accuse.json"), None);
+    }
 
     #[test]
     fn only_plain_names_at_the_root_are_writable() {

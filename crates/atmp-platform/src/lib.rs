@@ -439,11 +439,7 @@ fn recover_spool(shared: &Shared) -> Result<(), PlatformError> {
         // `<date>-<time>-<random>-<name>`
         let original = name.splitn(4, '-').nth(3).unwrap_or(&name).to_string();
         let size = std::fs::metadata(&p)?.len();
-        let key = ftps::keep_received(shared, &p)?;
-        shared.with_store(|s| s.add_job(&code, &original, &key, size))?;
-        if shared.files.in_base() {
-            std::fs::remove_file(&p)?;
-        }
+        ftps::queue_received(shared, &code, &original, &p, size)?;
         tracing::warn!(emetteur = %code, "received file without job recovered");
     }
     Ok(())

@@ -97,6 +97,18 @@ pub(super) fn siret(s: &str, what: &str) -> Result<Siret, String> {
     Siret::parse(s.trim()).map_err(|e| format!("{what} « {} » : {e}.", s.trim()))
 }
 
+/// The collectivité a SIRET typed in a form or a URL names; `None` when it is malformed or
+/// unknown (both answer the same to the user: no such collectivité).
+async fn collectivite_named(
+    app: &App,
+    text: &str,
+) -> Result<Option<atmp_store::Collectivite>, Response> {
+    let Ok(siret) = Siret::parse(text) else {
+        return Ok(None);
+    };
+    db(app, move |s| s.collectivite(&siret)).await
+}
+
 pub(super) async fn collectivite_add(
     State(app): State<App>,
     a: Auth,
@@ -252,18 +264,9 @@ pub(super) async fn service_add(
     if let Err(r) = a.gestion().and_then(|_| a.check(&f.csrf)) {
         return r;
     }
-    let known = {
-        let s2 = Siret::parse(&siret).ok();
-        match db(&app, move |s| {
-            s2.map(|s2| s.collectivite(&s2))
-                .transpose()
-                .map(Option::flatten)
-        })
-        .await
-        {
-            Ok(c) => c,
-            Err(r) => return r,
-        }
+    let known = match collectivite_named(&app, &siret).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     if !known.as_ref().is_some_and(|c| a.administers(c)) {
         return not_found();
@@ -680,14 +683,7 @@ pub(super) async fn utilisateur_add(
     let target = if siret.is_empty() {
         None
     } else {
-        let s2 = Siret::parse(&siret).ok();
-        match db(&app, move |s| {
-            s2.map(|s2| s.collectivite(&s2))
-                .transpose()
-                .map(Option::flatten)
-        })
-        .await
-        {
+        match collectivite_named(&app, &siret).await {
             Ok(c) => c,
             Err(r) => return r,
         }
