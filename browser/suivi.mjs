@@ -100,15 +100,60 @@ try {
   assert.match(log, /;ERROR;Agent : CARDON Yanick - 07\/05\/1984 - 184052153114629;;;Les données de l'agent dans la base/);
   assert.ok(!log.includes(";INFO;"), "the error log holds ERROR lines only");
 
-  // The import's page: the rejected agent, both identities side by side, the differences marked.
+  // The import's page: the rejected agent, both identities side by side, the differences
+  // marked — read from the quarantine's rows.
   await row.getByRole("link", { name: /erreur\(s\)/ }).click();
   await page.waitForURL(/\/imports\/\d+$/);
+  const importUrl = page.url();
+  const importId = importUrl.match(/(\d+)$/)[1];
   const rejet = page.locator("section.rejet").first();
   assert.match(await rejet.locator("h3").textContent(), /CARDON Yanick/);
   const diff = await rejet.locator("tr.diff th").allTextContents();
-  assert.deepEqual(diff, ["Nom et prénom (différent)", "Date de naissance (différent)"]);
-  const cells = await rejet.locator("tbody tr").first().locator("td").allTextContents();
-  assert.deepEqual(cells, ["CARDON Yannick", "CARDON Yanick"]);
+  assert.deepEqual(diff, ["Prénom (différent)", "Date de naissance (différent)"]);
+  const cells = await rejet.locator("tbody tr").nth(1).locator("td").allTextContents();
+  assert.deepEqual(cells, ["Yannick", "Yanick"]);
+
+  // The collectivité's administrator opens the rejection, chooses field by field: the file's
+  // first name is right, the base's birth date is right; the base is corrected.
+  await rejet.getByRole("link", { name: /^Rejet n° \d+$/ }).click();
+  await page.waitForURL(/\/rejets\/\d+$/);
+  const rejetUrl = page.url();
+  assert.match(await page.locator("h1").textContent(), /Identité différente de la base/);
+  await page.getByRole("group", { name: "Prénom : valeur à garder" }).getByLabel(/celle du fichier/).check();
+  await page.getByRole("group", { name: "Date de naissance : valeur à garder" }).getByLabel(/celle de la base/).check();
+  await page.getByRole("button", { name: "Corriger l'agent de la base" }).click();
+  assert.match(await page.locator("p.info").textContent(), /L'agent de la base est corrigé/);
+  // The base now says Yanick; the birth dates still differ, so a replay fails again.
+  const base = await page.locator("#identites tbody tr").nth(1).locator("td").first().textContent();
+  assert.equal(base.trim(), "Yannick", "the page shows the rejection as it was recorded");
+  await page.getByRole("button", { name: "Rejouer ce rejet" }).click();
+  await page.waitForURL(/\/imports\/\d+$/);
+  assert.notEqual(page.url(), importUrl);
+  assert.match(await page.locator("#rejeu-de").textContent(), new RegExp(`import n° ${importId}\\.`));
+  assert.match(await page.locator("h1").textContent(), new RegExp(`Rejeu de l'import n° ${importId} du `));
+  // Failed again on the birth date: the rejection is still to be done, with its new reason.
+  await page.goto(rejetUrl);
+  assert.match(await page.locator("#etat").textContent(), /À traiter/);
+  await page.getByRole("group", { name: "Date de naissance : valeur à garder" }).getByLabel(/celle du fichier/).check();
+  await page.getByRole("button", { name: "Corriger l'agent de la base" }).click();
+  await page.getByRole("button", { name: "Rejouer ce rejet" }).click();
+  await page.waitForURL(/\/imports\/\d+$/);
+  const replayUrl = page.url();
+  assert.match(await page.locator("#resultat").textContent(), /^Import réussi$/);
+  // The rejection is closed by that replay, and the original import links it.
+  await page.goto(rejetUrl);
+  assert.match(await page.locator("#etat").textContent(), /Rejoué — intégré par l'import n° \d+/);
+  await page.goto(importUrl);
+  const replayId = replayUrl.match(/(\d+)$/)[1];
+  assert.ok(await page.locator("#rejeux").getByRole("link", { name: `import n° ${replayId}` }).count() === 1);
+  // The tracking table shows the replay as a replay of that import.
+  await page.getByRole("link", { name: "Suivi des imports" }).click();
+  const replayRow = page.locator("#suivi tbody tr", { has: page.locator(`a[href="/imports/${replayId}"]`) }).first();
+  assert.match(await replayRow.textContent(), new RegExp(`rejeu de l'import n° ${importId}`));
+  // "Rejets à traiter": the list reads the rows; this one is no longer there.
+  await page.getByRole("link", { name: "Rejets à traiter" }).click();
+  await page.waitForURL(/\/rejets$/);
+  assert.equal(await page.locator(`#rejets a[href="${new URL(rejetUrl).pathname}"]`).count(), 0);
 
   // Log out.
   await page.getByRole("button", { name: "Se déconnecter" }).click();

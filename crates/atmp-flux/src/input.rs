@@ -280,7 +280,16 @@ pub struct Counting<R> {
     pub(crate) newlines: u64,
     /// Offset just after the last newline consumed.
     pub(crate) line_start: u64,
+    /// While set, every byte consumed is appended (a record's XML fragment, kept for the
+    /// quarantine of rejected records), up to [`MAX_FRAGMENT`] bytes.
+    pub(crate) capture: Option<Vec<u8>>,
+    /// The capture went over [`MAX_FRAGMENT`]: what it holds is not the whole fragment.
+    pub(crate) capture_over: bool,
 }
+
+/// The largest record fragment kept as received (a record this large is rejected anyway:
+/// see [`crate::reader::MAX_RECORD_TEXT`]).
+pub const MAX_FRAGMENT: usize = 8 * 1024 * 1024;
 
 impl<R: BufRead> Counting<R> {
     pub fn new(inner: R) -> Self {
@@ -289,6 +298,8 @@ impl<R: BufRead> Counting<R> {
             consumed: 0,
             newlines: 0,
             line_start: 0,
+            capture: None,
+            capture_over: false,
         }
     }
 
@@ -338,6 +349,13 @@ impl<R: BufRead> BufRead for Counting<R> {
                 if count > 0 {
                     self.newlines += count;
                     self.line_start = self.consumed + last as u64 + 1;
+                }
+                if let Some(c) = self.capture.as_mut() {
+                    if c.len() + chunk.len() <= MAX_FRAGMENT {
+                        c.extend_from_slice(chunk);
+                    } else {
+                        self.capture_over = true;
+                    }
                 }
             }
             self.consumed += amt as u64;

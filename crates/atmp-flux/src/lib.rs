@@ -275,6 +275,7 @@ pub fn validate_reader(
         limits: *limits,
         nomenclatures,
         position: None,
+        fragments: false,
     };
     read_stage(raw, &opts, &|_| (), |pieces| {
         if let Err(e) = check_pieces(pieces, &mut out) {

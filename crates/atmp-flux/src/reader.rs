@@ -29,6 +29,9 @@ pub struct Node {
     /// On a record: an estimate of the memory it holds (bytes), which bounds what travels
     /// between the stages.
     pub weight: usize,
+    /// Where this element lies in its record's XML fragment (bytes from the record's `<`,
+    /// end exclusive), so that a rejected sub-record can be quoted and left out of a replay.
+    pub span: (u32, u32),
 }
 
 /// The most elements one record may hold (an agent with all its events): beyond, the record
@@ -51,6 +54,7 @@ impl Node {
             column: 0,
             oversized: false,
             weight: 0,
+            span: (0, 0),
         }
     }
 
@@ -70,8 +74,13 @@ pub enum Item {
     Header(Node),
     /// A `<collectivite>` opening tag.
     BlockStart(BlockStart),
-    /// One record (`<service>`, `<agent>`, or an unexpected element) inside a block.
-    Record { node: Node, path: String },
+    /// One record (`<service>`, `<agent>`, or an unexpected element) inside a block, with
+    /// its XML fragment as read (UTF-8) when the reader keeps fragments.
+    Record {
+        node: Node,
+        path: String,
+        fragment: Option<String>,
+    },
     /// Non-blank text directly inside a block.
     StrayText {
         line: u64,
@@ -188,6 +197,10 @@ pub struct FluxReader {
     agents: u64,
     evenements: u64,
     done: bool,
+    /// Keep each record's XML fragment ([`FluxReader::keep_fragments`]).
+    fragments: bool,
+    /// Bytes consumed before the event being handled (a record's start).
+    event_start: u64,
 }
 
 impl FluxReader {
@@ -210,7 +223,16 @@ impl FluxReader {
             agents: 0,
             evenements: 0,
             done: false,
+            fragments: false,
+            event_start: 0,
         }
+    }
+
+    /// Keeps each record's XML fragment as read ([`Item::Record`]), for the quarantine of
+    /// rejected records. It costs one copy of the blocks' bytes; validation does without.
+    pub fn keep_fragments(mut self) -> FluxReader {
+        self.fragments = true;
+        self
     }
 
     /// Opens a file (plain or gzip, UTF-8 or ISO-8859-1), scanned under `limits`.
@@ -345,6 +367,14 @@ impl FluxReader {
         }
         loop {
             let at = self.pos();
+            self.event_start = self.xml.get_ref().consumed;
+            if self.fragments && self.depth == 2 {
+                // Each event inside a block starts a new capture: the one that opens a record
+                // ends holding the record's fragment.
+                let c = self.xml.get_mut();
+                c.capture.get_or_insert_with(Vec::new).clear();
+                c.capture_over = false;
+            }
             self.buf.clear();
             let ev = match self.xml.read_event_into(&mut self.buf) {
                 Ok(ev) => ev,
@@ -555,7 +585,22 @@ impl FluxReader {
                 *count += 1;
                 let path = format!("/flux/collectivite[{}]/{}[{}]", self.blocks, n, count);
                 let node = self.tree(e, empty, at)?;
-                Ok(Some(Item::Record { node, path }))
+                let fragment = if self.fragments {
+                    let c = self.xml.get_mut();
+                    let raw = c.capture.as_mut().map(std::mem::take);
+                    let over = std::mem::take(&mut c.capture_over);
+                    raw.filter(|_| !over).map(|b| {
+                        String::from_utf8(b)
+                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+                    })
+                } else {
+                    None
+                };
+                Ok(Some(Item::Record {
+                    node,
+                    path,
+                    fragment,
+                }))
             }
         }
     }
@@ -597,25 +642,33 @@ impl FluxReader {
         empty: bool,
         at: (u64, u64),
     ) -> Result<Node, FluxError> {
-        let root = self.node(&start, at)?;
+        let mut root = self.node(&start, at)?;
+        let base = self.event_start;
+        root.span = (0, self.offset(base));
         if empty {
             return Ok(root);
         }
         // The event buffer is taken out of `self` so that events can borrow it while nodes
         // are built (no copy of each tag).
         let mut buf = std::mem::take(&mut self.buf);
-        let r = self.subtree(root, &mut buf);
+        let r = self.subtree(root, &mut buf, base);
         self.buf = buf;
         r
     }
 
-    fn subtree(&mut self, root: Node, buf: &mut Vec<u8>) -> Result<Node, FluxError> {
+    /// Bytes consumed since `base` (a record's start), as a span bound.
+    fn offset(&self, base: u64) -> u32 {
+        u32::try_from(self.xml.get_ref().consumed - base).unwrap_or(u32::MAX)
+    }
+
+    fn subtree(&mut self, root: Node, buf: &mut Vec<u8>, base: u64) -> Result<Node, FluxError> {
         let mut stack = vec![root];
         let (mut nodes, mut text) = (1usize, 0usize);
         // Depth of elements read but not kept once the record is over its budget.
         let mut skipping = 0usize;
         loop {
             let at = self.pos();
+            let before = self.offset(base);
             buf.clear();
             let ev = match self.xml.read_event_into(buf) {
                 Ok(ev) => ev,
@@ -630,7 +683,8 @@ impl FluxReader {
             }
             match ev {
                 Event::Start(e) => {
-                    let n = self.node(&e, at)?;
+                    let mut n = self.node(&e, at)?;
+                    n.span.0 = before;
                     nodes += 1;
                     if over || skipping > 0 {
                         skipping += 1;
@@ -639,7 +693,8 @@ impl FluxReader {
                     }
                 }
                 Event::Empty(e) => {
-                    let n = self.node(&e, at)?;
+                    let mut n = self.node(&e, at)?;
+                    n.span = (before, self.offset(base));
                     nodes += 1;
                     if !over && skipping == 0 {
                         top(&mut stack).children.push(n);
@@ -670,6 +725,7 @@ impl FluxReader {
                 Event::End(_) if skipping > 0 => skipping -= 1,
                 Event::End(_) => {
                     let mut done = stack.pop().expect("stack holds the record");
+                    done.span.1 = self.offset(base);
                     match stack.last_mut() {
                         Some(parent) => parent.children.push(done),
                         None => {
@@ -716,6 +772,7 @@ impl FluxReader {
             column: at.1,
             oversized: false,
             weight: 0,
+            span: (0, 0),
         })
     }
 }

@@ -68,6 +68,10 @@ pub struct Record {
     pub errors: Vec<Issue>,
     /// Problems reported without rejecting it.
     pub warnings: Vec<Issue>,
+    /// Where it lies in its top-level record's fragment (see [`crate::Node::span`]).
+    pub span: (u32, u32),
+    /// On a top-level record read with fragments kept: its XML as read.
+    pub fragment: Option<String>,
 }
 
 impl Record {
@@ -158,6 +162,8 @@ pub fn check_record(node: &mut Node, path: &str, ctx: &Context<'_>) -> Record {
                 children: Vec::new(),
                 errors: Vec::new(),
                 warnings: Vec::new(),
+                span: node.span,
+                fragment: None,
             };
             r.error(
                 "STRUCTURE_INCONNU",
@@ -183,6 +189,8 @@ pub fn check_record(node: &mut Node, path: &str, ctx: &Context<'_>) -> Record {
             children: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            span: node.span,
+            fragment: None,
         };
         rec.error(
             "STRUCTURE_TAILLE",
@@ -317,6 +325,8 @@ fn build(
         children: Vec::new(),
         errors: Vec::new(),
         warnings: Vec::new(),
+        span: node.span,
+        fragment: None,
     };
     fill(&mut rec, node, spec, path, ctx);
     rules(&mut rec, ctx, parent_date);

@@ -101,6 +101,8 @@ pub struct StageOptions<'a> {
     pub nomenclatures: &'a Nomenclatures,
     /// Bytes of decoded input read so far, updated now and then (progress reports).
     pub position: Option<&'a AtomicU64>,
+    /// Keep each top-level record's XML fragment ([`Record::fragment`]).
+    pub fragments: bool,
 }
 
 /// Runs the read stage over `raw` (the bytes as received) on its own thread, and `consume`
@@ -145,6 +147,7 @@ fn produce<P>(
     out: &mut PieceTx<P>,
 ) {
     let mut reader = match crate::input::open_reader(raw, &opts.limits) {
+        Ok(input) if opts.fragments => FluxReader::new(input).keep_fragments(),
         Ok(input) => FluxReader::new(input),
         Err(e) => {
             let _ = out.send(Piece::Fatal(e), 0);
@@ -167,7 +170,11 @@ fn produce<P>(
                 continue;
             }
             Ok(Some(Item::BlockStart(b))) => (Piece::Block(b), 0),
-            Ok(Some(Item::Record { mut node, path })) => {
+            Ok(Some(Item::Record {
+                mut node,
+                path,
+                fragment,
+            })) => {
                 let (type_fichier, date_creation) =
                     ctx.expect("the reader yields the header first");
                 let c = Context {
@@ -181,8 +188,9 @@ fn produce<P>(
                         p.store(reader.position(), Ordering::Relaxed);
                     }
                 }
-                let weight = node.weight;
-                let rec = check_record(&mut node, &path, &c);
+                let weight = node.weight + fragment.as_ref().map_or(0, String::len);
+                let mut rec = check_record(&mut node, &path, &c);
+                rec.fragment = fragment;
                 drop(node);
                 let prep = prepare(&rec);
                 (Piece::Record(Box::new((rec, prep))), weight)

@@ -270,3 +270,53 @@ fn an_oversized_record_is_rejected_in_bounded_memory() {
     assert_eq!(v.errors[0].code, "STRUCTURE_TAILLE");
     assert_eq!(v.errors[0].path, "/flux/collectivite[1]/agent[1]");
 }
+
+/// A record's fragment is its bytes as read, and each sub-record's span cuts its own element
+/// out of it: what the quarantine keeps and what a replay leaves out.
+#[test]
+fn fragments_and_spans_quote_records_as_read() {
+    let ev = "<evenement>\n<!-- a comment --><identifiant>E&amp;1</identifiant><type>AS</type><date>2015-11-08</date><arret dateDebut=\"2015-11-09\"/></evenement>";
+    let agent = format!(
+        "<agent>\n<nir>{}</nir>\n<nomUsuel>DURAND</nomUsuel>\n<prenom>Zoé</prenom>\n<dateNaissance>1984-05-17</dateNaissance>\n<sexe>M</sexe>\n{ev}\n</agent>",
+        nir("1840521531146")
+    );
+    let text = doc(
+        "UTF-8",
+        &format!("  {agent}\n  <service><code>S1</code></service>\n"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f.xml");
+    std::fs::write(&p, &text).unwrap();
+    let mut r = FluxReader::open(&p, &atmp_flux::Limits::default())
+        .unwrap()
+        .keep_fragments();
+    let mut records = Vec::new();
+    while let Some(item) = r.next_item().unwrap() {
+        if let Item::Record { node, fragment, .. } = item {
+            records.push((node, fragment.expect("fragments are kept")));
+        }
+    }
+    assert_eq!(records.len(), 2);
+    let (node, fragment) = &records[0];
+    assert_eq!(fragment, &agent);
+    assert_eq!(node.span, (0, agent.len() as u32));
+    let e = node
+        .children
+        .iter()
+        .find(|c| c.name == "evenement")
+        .unwrap();
+    assert_eq!(&fragment[e.span.0 as usize..e.span.1 as usize], ev);
+    let a = e.children.iter().find(|c| c.name == "arret").unwrap();
+    assert_eq!(
+        &fragment[a.span.0 as usize..a.span.1 as usize],
+        "<arret dateDebut=\"2015-11-09\"/>"
+    );
+    assert_eq!(records[1].1, "<service><code>S1</code></service>");
+    // Without fragments kept, none is copied.
+    let mut r = FluxReader::open(&p, &atmp_flux::Limits::default()).unwrap();
+    while let Some(item) = r.next_item().unwrap() {
+        if let Item::Record { fragment, .. } = item {
+            assert!(fragment.is_none());
+        }
+    }
+}

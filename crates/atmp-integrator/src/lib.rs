@@ -7,6 +7,7 @@
 
 mod counts;
 mod log;
+mod replay;
 mod rules;
 
 use std::io::{self, Read};
@@ -22,9 +23,14 @@ use atmp_store::{now, ImportLog, ImportRow, Store, StoreError};
 
 pub use counts::{Counts, Outcome};
 pub use log::{push_field, split_line, split_records, Level, LogFiles};
-pub use rules::table;
+pub use replay::{replay, replay_name, ReplayError};
+pub use rules::{table, Replay};
 
 use log::Logs;
+
+/// The line a dry run's logs carry after their opening line.
+pub const ESSAI: &str =
+    "ESSAI : fichier testé contre la base sans rien enregistrer (aucune donnée, aucun import, aucun rejet)";
 
 /// The result of a file (§6.4, §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +77,11 @@ pub struct ImportOptions<'a> {
     /// exists exactly when its import does and every instance reads it; the local files
     /// are then removed.
     pub files: Option<&'a dyn atmp_store::FileStore>,
+    /// A replay of an import's rejections (see [`replay`]).
+    pub replay: Option<&'a Replay>,
+    /// A dry run ("essai"): everything is checked against the base as for an import, then
+    /// rolled back; no import row, no rejection, nothing kept in the base's files.
+    pub dry_run: bool,
 }
 
 /// What importing one file gave.
@@ -221,9 +232,11 @@ pub fn import_file(
         counts: atmp_store::RecordCounts::default(),
         ..Default::default()
     };
+    base_row.rejeu_de = opts.replay.map(|r| r.of);
     // A duplicate has the same size and first MiB as an integrated file: only then is the
-    // whole file hashed before reading; otherwise it is hashed while it is read.
-    let known = if store.maybe_integrated(&head, size)? {
+    // whole file hashed before reading; otherwise it is hashed while it is read. A replay
+    // is never a duplicate: it is built for the rejections open at that time.
+    let known = if opts.replay.is_none() && store.maybe_integrated(&head, size)? {
         Some(hash_file(path)?.0)
     } else {
         None
@@ -264,6 +277,7 @@ pub fn import_file(
         limits: opts.limits,
         nomenclatures: &nomenclatures,
         position: Some(&pos),
+        fragments: true,
     };
     let outcome = atmp_flux::read_stage(Box::new(raw), &stage, &rules::Prepared::of, |pieces| {
         let progress = || {
@@ -346,6 +360,9 @@ fn duplicate(
             "",
             &format!("Début du traitement du fichier « {name} »"),
         )?;
+        if opts.dry_run {
+            logs.line(Level::Info, "", "", "", ESSAI)?;
+        }
         logs.line(
             Level::Info,
             "",
@@ -363,7 +380,11 @@ fn duplicate(
             counts: atmp_store::RecordCounts::default(),
             ..base_row
         };
-        let import_id = store.record_import(&row, &import_logs(&files))?;
+        let import_id = if opts.dry_run {
+            0
+        } else {
+            store.record_import(&row, &import_logs(&files))?
+        };
         Ok(ImportOutcome {
             file: name,
             sha256,
@@ -437,6 +458,9 @@ fn failed(
     }
     logs.leave_block();
     logs.file_line(Level::Info, &opening)?;
+    if opts.dry_run {
+        logs.file_line(Level::Info, ESSAI)?;
+    }
     logs.file_line(Level::Error, &label)?;
     logs.close(&Counts::default(), |_| label.clone())?;
     let mut files = logs.files(|_| label.clone(), 1);
@@ -454,7 +478,11 @@ fn failed(
         cdg_siret: f.cdg.clone(),
         ..base
     };
-    let import_id = store.record_import(&row, &import_logs(&files))?;
+    let import_id = if opts.dry_run {
+        0
+    } else {
+        store.record_import(&row, &import_logs(&files))?
+    };
     tracing::warn!(import_id, sha256 = %row.sha256, raison = %f.reason, "fichier rejeté en entier");
     Ok(ImportOutcome {
         file: row.file_name.clone(),
@@ -482,7 +510,8 @@ fn opening_line(name: &str, h: &Header) -> String {
 
 /// Whether the logs go into a store in the base (see [`ImportOptions::files`]).
 fn logs_in_base<'a>(opts: &ImportOptions<'a>) -> Option<&'a dyn atmp_store::FileStore> {
-    opts.files.filter(|f| f.in_base())
+    // A dry run's logs stay local: they are the caller's to read and remove.
+    opts.files.filter(|f| f.in_base() && !opts.dry_run)
 }
 
 /// Publishes closed logs outside a file transaction: renamed to their final names, or kept

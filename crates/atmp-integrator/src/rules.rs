@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use atmp_flux::spec::{self, RecordKind};
 use atmp_flux::{BlockStart, Header, Record, Value};
 use atmp_model::{normalize_name, same_name, Siret};
-use atmp_store::{now, Autorisation, Cell, FileTx, FindId, ImportRow, InsertId, Store, Table};
+use atmp_store::{
+    now, Autorisation, Cell, FileTx, FindId, Identite, ImportRow, InsertId, NewRejet, RejetMaj,
+    RejetRaison, Store, Table,
+};
 
 use crate::counts::{Counts, Outcome};
 use crate::log::{Level, LogFiles, Logs};
@@ -124,8 +127,101 @@ impl Prepared {
 }
 
 enum BlockState {
-    Active { id: i64 },
-    Rejected,
+    Active {
+        id: i64,
+    },
+    /// Every record of the block is rejected, for this reason, with this log line.
+    Rejected {
+        raison: RejetRaison,
+        message: String,
+    },
+}
+
+/// The level of a record kind, as the quarantine names it (`niveau`).
+pub(crate) fn niveau(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::Service => "service",
+        RecordKind::Agent => "agent",
+        RecordKind::Evenement => "evenement",
+        RecordKind::Arret => "arret",
+        RecordKind::Certificat => "certificat",
+        RecordKind::Lesion => "lesion",
+        RecordKind::Consequence => "consequence",
+        RecordKind::Deces => "deces",
+        _ => "inconnu",
+    }
+}
+
+/// A record's identity across files, under its parent's: `a:<nir>`, `s:<code>`,
+/// `a:<nir>/evenement:<identifiant>`, … (the §5.1 primary key, or the fallback one when the
+/// primary is missing). A later file that integrates a record of the same key closes its
+/// open rejection; a replay's rejections find the originals they repeat by it.
+fn record_cle(rec: &Record, parent: &str) -> String {
+    let kind = rec.kind();
+    match kind {
+        RecordKind::Agent => format!("a:{}", rec.raw("nir").trim()),
+        RecordKind::Service => format!("s:{}", rec.raw("code").trim()),
+        _ => {
+            let (p, f) = keys(kind);
+            let vals = |ks: &[&str]| {
+                ks.iter()
+                    .map(|k| rec.raw(k).trim().to_string())
+                    .collect::<Vec<_>>()
+            };
+            let pv = vals(p);
+            let v = match f {
+                Some(f) if pv.iter().any(String::is_empty) => vals(f),
+                _ => pv,
+            };
+            format!("{parent}/{}:{}", niveau(kind), v.join("|"))
+        }
+    }
+}
+
+/// The keys of every record under `rec` (whose key is `cle`).
+fn contenu(rec: &Record, cle: &str, out: &mut Vec<String>) {
+    for c in &rec.children {
+        let k = record_cle(c, cle);
+        contenu(c, &k, out);
+        out.push(k);
+    }
+}
+
+/// The records above one being processed: its top-level record (agent or service) and, for
+/// an event's child, the event. A record's key and its quarantine's fragment come from them.
+#[derive(Clone, Copy)]
+struct Above<'r> {
+    top: &'r Record,
+    event: Option<&'r Record>,
+}
+
+impl Above<'_> {
+    /// The key of `rec`, a record at or under these.
+    fn cle(&self, rec: &Record) -> String {
+        if std::ptr::eq(self.top, rec) {
+            return record_cle(rec, "");
+        }
+        let top = record_cle(self.top, "");
+        match self.event {
+            Some(e) if !std::ptr::eq(e, rec) => {
+                let e = record_cle(e, &top);
+                record_cle(rec, &e)
+            }
+            _ => record_cle(rec, &top),
+        }
+    }
+}
+
+/// Rejections kept per statement.
+const REJETS_BATCH: usize = 256;
+
+/// A replay ("rejeu") of an import's open rejections: the rows replayed. Their records are
+/// re-integrated under the rules of §5; what is integrated closes its row, what fails again
+/// leaves it open with its new reason.
+pub struct Replay {
+    /// The import the rejections came from.
+    pub of: i64,
+    pub originals: Vec<atmp_store::Rejet>,
 }
 
 /// The kinds under an agent, in the order of the dossier query's parts.
@@ -138,7 +234,7 @@ const DOSSIER: [RecordKind; 6] = [
     RecordKind::Consequence,
 ];
 
-struct Run<'a> {
+struct Run<'a, 'r> {
     tx: Box<dyn FileTx + 'a>,
     logs: Logs,
     header: Header,
@@ -154,6 +250,20 @@ struct Run<'a> {
     counts: Counts,
     block: Option<BlockState>,
     cdg: Option<String>,
+    /// The current block's SIRET as written.
+    block_siret: String,
+    /// The open rejections of the current block's collectivité, by key: (id, keys under it).
+    open: HashMap<String, Vec<(i64, Vec<String>)>>,
+    /// While `open` is not empty: the keys integrated under the current top-level record.
+    integrated: Vec<String>,
+    /// Open rejections this file integrated.
+    closing: Vec<i64>,
+    /// Rejections to keep, sent in batches.
+    rejets: Vec<NewRejet>,
+    /// In a replay: the rejections of the replayed records, reconciled with the originals
+    /// before commit instead of being kept as new rows.
+    replay: Option<&'r Replay>,
+    replay_rejets: Vec<NewRejet>,
 }
 
 pub(crate) fn to_cell(v: &Value) -> Cell {
@@ -318,7 +428,7 @@ pub(crate) fn integrate(
     let agent_by_identity = tx.prepare_find(
         Table::Agent,
         &["nom_norm", "prenom_norm", "date_naissance"],
-        &["nir"],
+        &["nir", "nom_usuel", "prenom", "date_naissance"],
     )?;
     agent_cols.extend(["service_id", "nom_norm", "prenom_norm"]);
     let agent_insert = tx.prepare_insert(Table::Agent, &agent_cols)?;
@@ -336,6 +446,19 @@ pub(crate) fn integrate(
         logs.open_global(c)?;
     }
     logs.file_line(Level::Info, &opening_line(name, &header))?;
+    if opts.dry_run {
+        logs.file_line(Level::Info, crate::ESSAI)?;
+    }
+    if let Some(r) = opts.replay {
+        logs.file_line(
+            Level::Info,
+            &format!(
+                "Rejeu de {} rejet(s) de l'import n° {} : les enregistrements sont intégrés selon les mêmes règles, rien de ce qui est déjà en base n'est modifié",
+                r.originals.len(),
+                r.of
+            ),
+        )?;
+    }
     let mut run = Run {
         tx,
         logs,
@@ -350,6 +473,13 @@ pub(crate) fn integrate(
         counts: Counts::default(),
         block: None,
         cdg,
+        block_siret: String::new(),
+        open: HashMap::new(),
+        integrated: Vec::new(),
+        closing: Vec::new(),
+        rejets: Vec::new(),
+        replay: opts.replay,
+        replay_rejets: Vec::new(),
     };
     let mut n = 0u64;
     loop {
@@ -379,6 +509,7 @@ pub(crate) fn integrate(
             }
             Piece::BlockEnd => {
                 run.block = None;
+                run.open.clear();
                 run.logs.leave_block();
             }
             Piece::End { agents, evenements } => {
@@ -391,6 +522,7 @@ pub(crate) fn integrate(
         }
     }
     progress();
+    run.finish_rejets()?;
     // Close the logs, then commit, then publish the logs: a log never describes data that
     // was not committed.
     let errors = run.logs.errors;
@@ -428,6 +560,12 @@ pub(crate) fn integrate(
             })
         })?;
     }
+    if opts.dry_run {
+        // Everything was checked against the base; dropping the transaction undoes it.
+        drop(tx);
+        crate::settle_logs(logs, false, opts)?;
+        return Ok(Ok((finished, files, counts, 0)));
+    }
     tx.commit(&finished, &import_logs(&files))?;
     crate::settle_logs(logs, in_base, opts)?;
     Ok(Ok((finished, files, counts, import_id)))
@@ -441,7 +579,7 @@ fn flux_reason(e: &atmp_flux::FluxError) -> String {
     }
 }
 
-impl Run<'_> {
+impl Run<'_, '_> {
     fn failure(self, reason: String) -> Failure {
         let blocks = self.logs.block_sirets();
         let cdg = self.cdg.clone();
@@ -491,20 +629,22 @@ impl Run<'_> {
             "",
             &format!("Début du traitement de la collectivité {siret_text}{nom}"),
         )?;
+        self.block_siret = siret_text.clone();
+        self.open.clear();
         let reason = match Siret::parse(&b.siret) {
-            Err(e) => Some(format!(
+            Err(e) => Some((RejetRaison::CollectiviteInconnue, format!(
                 "Le SIRET de la collectivité « {} » est invalide ({e}), ligne {}. Les données de ce bloc sont rejetées.",
                 b.siret, b.line
-            )),
+            ))),
             Ok(siret) => match self.tx.collectivite(&siret)? {
-                None => Some(format!(
+                None => Some((RejetRaison::CollectiviteInconnue, format!(
                     "La collectivité {siret} n'existe pas dans la base : elle doit d'abord être créée. Les données de ce bloc sont rejetées."
-                )),
+                ))),
                 Some(c) => match self.tx.autorisation(&self.account, c.id)? {
                     Some(Autorisation::Accordee) => match &self.cdg {
-                        Some(cdg) if c.siret.as_str() != cdg.as_str() && c.cdg_siret.as_ref().map(Siret::as_str) != Some(cdg.as_str()) => Some(format!(
+                        Some(cdg) if c.siret.as_str() != cdg.as_str() && c.cdg_siret.as_ref().map(Siret::as_str) != Some(cdg.as_str()) => Some((RejetRaison::HorsCdg, format!(
                             "La collectivité {siret} n'est pas rattachée au CDG {cdg} du fichier groupé. Les données de ce bloc sont rejetées."
-                        )),
+                        ))),
                         _ => {
                             self.block = Some(BlockState::Active { id: c.id });
                             None
@@ -516,45 +656,210 @@ impl Run<'_> {
                             Some(Autorisation::Retiree) => "autorisation retirée",
                             _ => "aucune autorisation enregistrée",
                         };
-                        Some(format!(
+                        Some((RejetRaison::NonAutorise, format!(
                             "L'émetteur {} n'est pas autorisé à transmettre les données de la collectivité {siret} ({why}). Les données de ce bloc sont rejetées.",
                             self.account
-                        ))
+                        )))
                     }
                 },
             },
         };
-        if let Some(r) = reason {
-            self.block = Some(BlockState::Rejected);
-            self.logs.line(Level::Error, "", "", "", &r)?;
+        if let Some((raison, message)) = reason {
+            self.logs.line(Level::Error, "", "", "", &message)?;
+            self.block = Some(BlockState::Rejected { raison, message });
         } else {
             for issue in b.attribute_issues() {
                 self.logs.line(Level::Warn, "", "", "", &issue.message)?;
+            }
+            for (id, cle, under) in self.tx.open_rejets(&siret_text)? {
+                self.open.entry(cle).or_default().push((id, under));
             }
         }
         Ok(())
     }
 
     fn record(&mut self, rec: &Record, prep: Prepared) -> Result<(), IntegratorError> {
-        let coll = match self.block {
-            Some(BlockState::Active { id }) => id,
-            _ => {
+        let coll = match &self.block {
+            Some(BlockState::Active { id }) => *id,
+            Some(BlockState::Rejected { raison, message }) => {
+                let (raison, message) = (*raison, message.clone());
+                self.reject_all(rec);
+                if matches!(rec.kind(), RecordKind::Agent | RecordKind::Service) {
+                    let above = Above {
+                        top: rec,
+                        event: None,
+                    };
+                    self.quarantine(rec, above, raison, &message, None)?;
+                }
+                return Ok(());
+            }
+            None => {
                 self.reject_all(rec);
                 return Ok(());
             }
         };
-        match rec.kind() {
+        let above = Above {
+            top: rec,
+            event: None,
+        };
+        let r = match rec.kind() {
             RecordKind::Agent => self.agent(rec, prep, coll),
-            RecordKind::Service => {
-                self.generic(rec, prep, coll, "", "", None, &mut Dossier::default())
-            }
+            RecordKind::Service => self.generic(
+                rec,
+                prep,
+                coll,
+                "",
+                "",
+                None,
+                &mut Dossier::default(),
+                above,
+            ),
             _ => {
                 // An element that is no record of the format.
                 let msg = rejection(rec);
                 self.logs.line(Level::Error, "", "", "", &msg)?;
                 Ok(())
             }
+        };
+        r?;
+        self.settle_open();
+        Ok(())
+    }
+
+    /// Keeps a rejected record in quarantine (or, in a replay, for the reconciliation).
+    fn quarantine(
+        &mut self,
+        rec: &Record,
+        above: Above<'_>,
+        raison: RejetRaison,
+        message: &str,
+        identities: Option<(Identite, Identite, Vec<String>)>,
+    ) -> Result<(), IntegratorError> {
+        let cle = above.cle(rec);
+        let mut under = Vec::new();
+        contenu(rec, &cle, &mut under);
+        let (base, fichier, differences) = match identities {
+            Some((b, f, d)) => (Some(b), Some(f), d),
+            None => (None, None, Vec::new()),
+        };
+        let row = NewRejet {
+            collectivite_siret: self.block_siret.clone(),
+            niveau: niveau(rec.kind()).into(),
+            raison,
+            message: message.to_string(),
+            chemin: rec.path.clone(),
+            ligne: rec.line,
+            racine: above.top.path.clone(),
+            source_xml: above.top.fragment.clone(),
+            debut: rec.span.0,
+            fin: rec.span.1,
+            cle,
+            contenu: under,
+            base,
+            fichier,
+            differences,
+        };
+        if self.replay.is_some() {
+            self.replay_rejets.push(row);
+        } else {
+            self.rejets.push(row);
+            if self.rejets.len() >= REJETS_BATCH {
+                let rows = std::mem::take(&mut self.rejets);
+                let id = self.tx.import_id();
+                self.tx.add_rejets(id, &rows)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Notes an integrated record (added or already present) while open rejections wait.
+    fn integrated(&mut self, above: Above<'_>, rec: &Record) {
+        if !self.open.is_empty() {
+            self.integrated.push(above.cle(rec));
+        }
+    }
+
+    /// After a top-level record: the open rejections it integrated whole are closed.
+    fn settle_open(&mut self) {
+        if self.integrated.is_empty() {
+            return;
+        }
+        let done: std::collections::HashSet<String> = self.integrated.drain(..).collect();
+        for k in &done {
+            if let Some(list) = self.open.get_mut(k) {
+                list.retain(|(id, under)| {
+                    let whole = under.iter().all(|u| done.contains(u));
+                    if whole {
+                        self.closing.push(*id);
+                    }
+                    !whole
+                });
+                if list.is_empty() {
+                    self.open.remove(k);
+                }
+            }
+        }
+    }
+
+    /// At the end of the file: the last rejections kept, the integrated ones closed, and in
+    /// a replay the originals reconciled with what failed again.
+    fn finish_rejets(&mut self) -> Result<(), IntegratorError> {
+        let import_id = self.tx.import_id();
+        if !self.rejets.is_empty() {
+            let rows = std::mem::take(&mut self.rejets);
+            self.tx.add_rejets(import_id, &rows)?;
+        }
+        if let Some(replay) = self.replay {
+            // A cle covers another when it is the same or one of its ancestors'.
+            let covers =
+                |a: &str, b: &str| b == a || (b.starts_with(a) && b[a.len()..].starts_with('/'));
+            let mut updates = Vec::new();
+            for r in &replay.originals {
+                let again = self
+                    .replay_rejets
+                    .iter()
+                    .filter(|x| {
+                        x.collectivite_siret == r.new.collectivite_siret
+                            && covers(&x.cle, &r.new.cle)
+                    })
+                    .max_by_key(|x| x.cle.len());
+                match again {
+                    Some(x) => updates.push(RejetMaj {
+                        id: r.id,
+                        raison: x.raison,
+                        message: x.message.clone(),
+                        base: x.base.clone(),
+                        fichier: x.fichier.clone(),
+                        differences: x.differences.clone(),
+                    }),
+                    None => self.closing.push(r.id),
+                }
+            }
+            // What fails inside a record that passed now (an event of an agent whose identity
+            // was corrected) is a rejection of its own, of the original import.
+            let fresh: Vec<NewRejet> = self
+                .replay_rejets
+                .iter()
+                .filter(|x| {
+                    !replay.originals.iter().any(|r| {
+                        r.new.collectivite_siret == x.collectivite_siret
+                            && covers(&x.cle, &r.new.cle)
+                    })
+                })
+                .cloned()
+                .collect();
+            self.tx.update_rejets(&updates)?;
+            if !fresh.is_empty() {
+                self.tx.add_rejets(replay.of, &fresh)?;
+            }
+        }
+        if !self.closing.is_empty() {
+            self.closing.sort_unstable();
+            self.closing.dedup();
+            let ids = std::mem::take(&mut self.closing);
+            self.tx.close_rejets(&ids)?;
+        }
+        Ok(())
     }
 
     /// WARN lines for fields where the base and the file differ (§5.1); the base is kept.
@@ -602,13 +907,27 @@ impl Run<'_> {
                 &format!("{} (ligne {})", w.message, w.line),
             )?;
         }
+        let above = Above {
+            top: rec,
+            event: None,
+        };
         if !rec.is_valid() {
-            self.logs
-                .line(Level::Error, &label, "", "", &rejection(rec))?;
+            let msg = rejection(rec);
+            self.logs.line(Level::Error, &label, "", "", &msg)?;
             self.reject_all(rec);
+            self.quarantine(rec, above, RejetRaison::Contenu, &msg, None)?;
             return Ok(());
         }
         let nir = rec.text("nir").expect("valid agent has a NIR").to_string();
+        let file_identity = || Identite {
+            nom_usuel: rec.text("nom_usuel").unwrap_or_default().to_string(),
+            prenom: rec.text("prenom").unwrap_or_default().to_string(),
+            date_naissance: rec
+                .date("date_naissance")
+                .map(|d| d.iso())
+                .unwrap_or_default(),
+            nir: nir.clone(),
+        };
         let cols = spec::columns_of(RecordKind::Agent);
         let found = self
             .tx
@@ -625,16 +944,26 @@ impl Run<'_> {
                     get("nom_patronymique"),
                 );
                 let mut differing = Vec::new();
+                let mut champs = Vec::new();
                 if !same_name(&b_nom, rec.text("nom_usuel").unwrap_or_default()) {
                     differing.push("nom usuel");
+                    champs.push("nomUsuel".to_string());
                 }
                 if !same_name(&b_prenom, rec.text("prenom").unwrap_or_default()) {
                     differing.push("prénom");
+                    champs.push("prenom".to_string());
                 }
                 if rec.date("date_naissance").map(|d| d.iso()).as_deref() != Some(b_dob.as_str()) {
                     differing.push("date de naissance");
+                    champs.push("dateNaissance".to_string());
                 }
                 if !differing.is_empty() {
+                    let base_identity = Identite {
+                        nom_usuel: b_nom.clone(),
+                        prenom: b_prenom.clone(),
+                        date_naissance: b_dob.clone(),
+                        nir: nir.clone(),
+                    };
                     let patro = b_patro
                         .as_text()
                         .map(|p| format!(" ({p})"))
@@ -650,6 +979,8 @@ impl Run<'_> {
                     );
                     self.logs.line(Level::Error, &label, "", "", &msg)?;
                     self.reject_all(rec);
+                    let ids = (base_identity, file_identity(), champs);
+                    self.quarantine(rec, above, RejetRaison::Identite, &msg, Some(ids))?;
                     return Ok(());
                 }
                 self.logs.line(
@@ -659,6 +990,7 @@ impl Run<'_> {
                     "",
                     &format!("Déjà présent dans la base (agentid={}), non modifié", f.id),
                 )?;
+                self.integrated(above, rec);
                 self.add(RecordKind::Agent, Outcome::Existing, 1);
                 self.differences(
                     rec,
@@ -696,12 +1028,21 @@ impl Run<'_> {
                     Cell::Text(dob),
                 ];
                 if let Some(other) = self.tx.find(self.agent_by_identity, coll, &key)? {
-                    let other_nir = other.cells[0].as_text().unwrap_or_default().to_string();
+                    let text = |i: usize| other.cells[i].as_text().unwrap_or_default().to_string();
+                    let other_nir = text(0);
+                    let base_identity = Identite {
+                        nom_usuel: text(1),
+                        prenom: text(2),
+                        date_naissance: text(3),
+                        nir: other_nir.clone(),
+                    };
                     let msg = format!(
                         "Un agent de mêmes nom usuel, prénom et date de naissance existe déjà dans la base avec un autre NIR (base : {other_nir}, fichier : {nir}). Les données de l'agent sont rejetées."
                     );
                     self.logs.line(Level::Error, &label, "", "", &msg)?;
                     self.reject_all(rec);
+                    let ids = (base_identity, file_identity(), vec!["nir".to_string()]);
+                    self.quarantine(rec, above, RejetRaison::AutreNir, &msg, Some(ids))?;
                     return Ok(());
                 }
                 let service_id = match rec.text("service_code") {
@@ -744,6 +1085,7 @@ impl Run<'_> {
                     &format!("Ajout dans la base (agentid={id})"),
                 )?;
                 self.add(RecordKind::Agent, Outcome::Added, 1);
+                self.integrated(above, rec);
                 (id, true)
             }
         };
@@ -754,7 +1096,16 @@ impl Run<'_> {
         };
         let mut events = std::mem::take(&mut dossier.events);
         for (ev, p) in rec.children.iter().zip(prep_children) {
-            self.generic(ev, p, agent_id, &label, "", Some(&mut events), &mut dossier)?;
+            self.generic(
+                ev,
+                p,
+                agent_id,
+                &label,
+                "",
+                Some(&mut events),
+                &mut dossier,
+                above,
+            )?;
         }
         Ok(())
     }
@@ -791,6 +1142,7 @@ impl Run<'_> {
         event: &str,
         siblings: Option<&mut Vec<Sibling>>,
         dossier: &mut Dossier,
+        above: Above<'_>,
     ) -> Result<(), IntegratorError> {
         let kind = rec.kind();
         let Prepared {
@@ -815,9 +1167,11 @@ impl Run<'_> {
                 .line(Level::Warn, agent, &ev_label, &el_label, &w.message)?;
         }
         if !rec.is_valid() {
+            let msg = rejection(rec);
             self.logs
-                .line(Level::Error, agent, &ev_label, &el_label, &rejection(rec))?;
+                .line(Level::Error, agent, &ev_label, &el_label, &msg)?;
             self.reject_all(rec);
+            self.quarantine(rec, above, RejetRaison::Contenu, &msg, None)?;
             return Ok(());
         }
         let plan = self.plans[kind.index()]
@@ -861,6 +1215,7 @@ impl Run<'_> {
                 )?;
                 self.add(kind, Outcome::Existing, 1);
                 self.differences(rec, cols, &cells, base, &[], (agent, &ev_label, &el_label))?;
+                self.integrated(above, rec);
                 (id, dossier.take_children(id))
             }
             None => {
@@ -874,14 +1229,32 @@ impl Run<'_> {
                     &format!("Ajout dans la base ({id_name}={id})"),
                 )?;
                 self.add(kind, Outcome::Added, 1);
+                self.integrated(above, rec);
                 if let Some(sibs) = siblings {
                     sibs.push(Sibling { kind, id, cells });
                 }
                 (id, Vec::new())
             }
         };
+        let below = if kind == RecordKind::Evenement {
+            Above {
+                top: above.top,
+                event: Some(rec),
+            }
+        } else {
+            above
+        };
         for (c, p) in rec.children.iter().zip(prep_children) {
-            self.generic(c, p, id, agent, &ev_label, Some(&mut children), dossier)?;
+            self.generic(
+                c,
+                p,
+                id,
+                agent,
+                &ev_label,
+                Some(&mut children),
+                dossier,
+                below,
+            )?;
         }
         // Kept for a later occurrence of the same record in this file.
         if !children.is_empty() {

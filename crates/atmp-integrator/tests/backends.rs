@@ -64,6 +64,8 @@ fn run(
                 job_id: None,
                 limits: atmp_flux::Limits::default(),
                 files: kept,
+                replay: None,
+                dry_run: false,
             },
         )
         .unwrap();

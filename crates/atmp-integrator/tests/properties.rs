@@ -92,7 +92,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let mut store = setup(dir.path());
         let logs = dir.path().join("logs");
-        let opts = ImportOptions { emetteur: None, logs_dir: logs, display_name: None, progress: None, job_id: None, limits: atmp_flux::Limits::default(), files: None };
+        let opts = ImportOptions { emetteur: None, logs_dir: logs, display_name: None, progress: None, job_id: None, limits: atmp_flux::Limits::default(), files: None , replay: None, dry_run: false};
         let first = gen_file(dir.path(), "a.xml", agents, seed, "2016-01-01T00:00:00");
         let o = import_file(&mut store, &first, &opts).unwrap();
         prop_assert_eq!(o.result, ResultKind::Reussi);

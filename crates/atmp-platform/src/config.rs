@@ -51,6 +51,9 @@ pub struct Config {
     pub retention_received_days: u32,
     /// Days the logs of an import are kept after its end.
     pub retention_logs_days: u32,
+    /// Days the records kept with an import's rejections (as received, with the identities)
+    /// are kept after its end: then only the rejection's reason and state remain.
+    pub retention_rejets_days: u32,
     /// Time between two purges (a day).
     pub purge_interval: std::time::Duration,
 }
@@ -78,6 +81,7 @@ impl Default for Config {
             ftps_login_timeout: 30,
             retention_received_days: 90,
             retention_logs_days: 730,
+            retention_rejets_days: 730,
             purge_interval: crate::retention::DAILY,
         }
     }
@@ -98,6 +102,7 @@ struct FileConfig {
 struct ConservationSection {
     fichiers_recus_jours: Option<u32>,
     journaux_jours: Option<u32>,
+    rejets_jours: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -268,6 +273,9 @@ impl Config {
             if let Some(v) = f.conservation.journaux_jours {
                 c.retention_logs_days = v;
             }
+            if let Some(v) = f.conservation.rejets_jours {
+                c.retention_rejets_days = v;
+            }
         }
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if let Some(v) = env("ATMP_DATA") {
@@ -340,6 +348,9 @@ impl Config {
         }
         if let Some(v) = env("ATMP_RETENTION_LOGS_DAYS") {
             c.retention_logs_days = days("ATMP_RETENTION_LOGS_DAYS", &v)?;
+        }
+        if let Some(v) = env("ATMP_RETENTION_REJETS_DAYS") {
+            c.retention_rejets_days = days("ATMP_RETENTION_REJETS_DAYS", &v)?;
         }
         if let Some(v) = env("ATMP_PURGE_INTERVAL_SECONDS") {
             let n = v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {

@@ -17,6 +17,8 @@ use crate::{PlatformError, Shared};
 pub struct PurgeReport {
     pub received_files: u64,
     pub log_sets: u64,
+    /// Imports whose rejections' personal data were purged.
+    pub rejets: u64,
     /// Files of the base that no row named for a day (see [`atmp_store::FileStore::sweep`]).
     pub orphans: u64,
 }
@@ -28,6 +30,7 @@ pub fn run(shared: Arc<Shared>) {
             Ok(Ok(r)) if r != PurgeReport::default() => tracing::info!(
                 received_files = r.received_files,
                 log_sets = r.log_sets,
+                rejets = r.rejets,
                 orphans = r.orphans,
                 "retention purge"
             ),
@@ -69,6 +72,13 @@ pub fn purge_once(shared: &Shared, store: &mut dyn Store) -> Result<PurgeReport,
         purge_logs(shared, store, &c)?;
         store.record_purge(c.import_id, PurgeKind::Journaux)?;
         report.log_sets += 1;
+    }
+    for c in store.purge_candidates(
+        PurgeKind::Rejets,
+        &before(shared.config.retention_rejets_days),
+    )? {
+        store.purge_rejets(c.import_id)?;
+        report.rejets += 1;
     }
     // A file kept a day ago that no row names will never be named (the intake retries its
     // job for an hour at most): personal data nobody can reach, so it goes.

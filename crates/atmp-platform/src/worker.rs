@@ -142,6 +142,8 @@ pub fn run_job(shared: &Shared, store: &mut dyn Store, job: &Job) -> Result<(), 
                 job_id: Some(job.id),
                 limits: shared.config.limits,
                 files: Some(shared.files.as_ref()),
+                replay: None,
+                dry_run: false,
             };
             // The file as received, on this machine's disk for the time of the job.
             let local = Local::of(shared, job)?;
@@ -371,6 +373,8 @@ pub fn child_main(a: ChildArgs) -> i32 {
         job_id: Some(a.job_id),
         limits: a.limits,
         files: Some(files.as_ref()),
+        replay: None,
+        dry_run: false,
     };
     match import_file(store.as_mut(), &a.file, &opts) {
         Ok(_) => 0,

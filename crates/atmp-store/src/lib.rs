@@ -11,6 +11,7 @@
 mod files;
 mod platform;
 mod postgres;
+mod rejets;
 mod sqlite;
 #[cfg(feature = "test-support")]
 pub mod test_support;
@@ -25,6 +26,7 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0005_id_blocks.sql"),
     include_str!("../migrations/postgres/0006_login_failures.sql"),
     include_str!("../migrations/postgres/0007_files.sql"),
+    include_str!("../migrations/postgres/0008_rejets.sql"),
 ];
 
 /// Tables of the PostgreSQL migrations that SQLite has no use for: the file store in the base
@@ -34,6 +36,10 @@ pub const POSTGRES_ONLY_TABLES: &[&str] = &["fichier_conserve"];
 pub use files::{is_local_key, open_files, FileStore, LocalFiles, LARGE_OBJECT_KEY};
 pub use platform::*;
 pub use postgres::{PgFiles, PgStore};
+pub use rejets::{
+    AgentCorrection, Identite, NewRejet, Rejet, RejetEtat, RejetMaj, RejetQuery, RejetRaison,
+    IDENTITE_CHAMPS,
+};
 pub use sqlite::SqliteStore;
 
 use atmp_model::{NomenclatureEntry, Siret};
@@ -391,6 +397,8 @@ pub struct ImportRow {
     pub counts: RecordCounts,
     /// The platform job (file received over FTPS) this import belongs to.
     pub job_id: Option<i64>,
+    /// A replay ("rejeu"): the import whose rejections it re-integrated.
+    pub rejeu_de: Option<i64>,
 }
 
 /// An import with its logs, each with its id.
@@ -438,6 +446,8 @@ pub enum PurgeKind {
     FichierRecu,
     /// Its logs, and their copies in the sender's `retours/`.
     Journaux,
+    /// The personal data kept with its rejections (fragments, identities, messages).
+    Rejets,
 }
 
 impl PurgeKind {
@@ -446,14 +456,19 @@ impl PurgeKind {
         match self {
             PurgeKind::FichierRecu => "fichier_recu",
             PurgeKind::Journaux => "journaux",
+            PurgeKind::Rejets => "rejets",
         }
     }
 
     /// The kind of a stored code.
     pub fn parse(s: &str) -> Option<PurgeKind> {
-        [PurgeKind::FichierRecu, PurgeKind::Journaux]
-            .into_iter()
-            .find(|k| k.code() == s)
+        [
+            PurgeKind::FichierRecu,
+            PurgeKind::Journaux,
+            PurgeKind::Rejets,
+        ]
+        .into_iter()
+        .find(|k| k.code() == s)
     }
 }
 
@@ -692,22 +707,63 @@ pub trait AuditStore: Send {
     fn audit_page(&mut self, offset: u64, limit: u64) -> Result<(u64, Vec<AuditRow>)>;
 }
 
+/// The quarantine of rejected records: read, set aside, and the one correction of stored
+/// data a person may make (an agent's identity, audited).
+pub trait RejetStore: Send {
+    /// The rejections a query selects (newest first), and how many there are in all.
+    fn rejets(&mut self, q: &RejetQuery) -> Result<(Vec<Rejet>, u64)>;
+    /// Sets open rejections aside (`classe`) with a comment; returns how many were open.
+    fn classer_rejets(&mut self, ids: &[i64], motif: &str, actor: &str) -> Result<u64>;
+    /// An agent of a collectivité by NIR: its id and identity.
+    fn agent_identite(&mut self, siret: &Siret, nir: &str) -> Result<Option<(i64, Identite)>>;
+    /// Corrects an agent's identity and records who, when, before and after, in one
+    /// transaction. Returns (before, after). A NIR another agent of the collectivité holds is
+    /// refused.
+    fn correct_agent(
+        &mut self,
+        siret: &Siret,
+        nir: &str,
+        c: &AgentCorrection,
+        actor: &str,
+    ) -> Result<(Identite, Identite)>;
+    /// The corrections of an agent's identity recorded for a collectivité: (at, actor, before,
+    /// after), newest first.
+    fn agent_corrections(
+        &mut self,
+        siret: &Siret,
+    ) -> Result<Vec<(String, String, Identite, Identite)>>;
+    /// Purges the personal data kept with an import's rejections (fragments, identities,
+    /// messages), leaving the rows and a purge row; returns the rows purged.
+    fn purge_rejets(&mut self, import_id: i64) -> Result<u64>;
+    /// A digest of every table's content (name → SHA-256 of its rows in id order): what a
+    /// dry run must leave unchanged.
+    fn checksums(&mut self) -> Result<Vec<(String, String)>>;
+}
+
 /// The whole base: every concern, one implementation per backend. Callers hold a
 /// `Box<dyn Store>` and bring the concerns they use into scope (`use atmp_store::prelude::*`).
 pub trait Store:
-    ReferenceStore + ImportStore + AccountStore + JobStore + MailStore + AuditStore
+    ReferenceStore + ImportStore + AccountStore + JobStore + MailStore + AuditStore + RejetStore
 {
 }
 
-impl<T: ReferenceStore + ImportStore + AccountStore + JobStore + MailStore + AuditStore> Store
-    for T
+impl<
+        T: ReferenceStore
+            + ImportStore
+            + AccountStore
+            + JobStore
+            + MailStore
+            + AuditStore
+            + RejetStore,
+    > Store for T
 {
 }
 
 /// The storage traits, to bring their methods into scope.
 pub mod prelude {
     pub use crate::{
-        AccountStore, AuditStore, FileTx, ImportStore, JobStore, MailStore, ReferenceStore, Store,
+        AccountStore, AuditStore, FileTx, ImportStore, JobStore, MailStore, ReferenceStore,
+        RejetStore, Store,
     };
 }
 
@@ -752,6 +808,16 @@ pub trait FileTx {
     fn store_file(&mut self, _local: &std::path::Path) -> Result<Option<String>> {
         Ok(None)
     }
+    /// Keeps rejected records in quarantine, for `import_id` (this file's import, or, in a
+    /// replay, the import the records came from).
+    fn add_rejets(&mut self, import_id: i64, rows: &[NewRejet]) -> Result<()>;
+    /// The open rejections of a collectivité (by the block's SIRET): (id, key, keys under
+    /// it), so that a record this file integrates with all of those closes them.
+    fn open_rejets(&mut self, siret: &str) -> Result<Vec<(i64, String, Vec<String>)>>;
+    /// Closes open rejections as integrated (`rejoue`) by this file's import.
+    fn close_rejets(&mut self, ids: &[i64]) -> Result<()>;
+    /// In a replay: the new reason of rejections that failed again (they stay open).
+    fn update_rejets(&mut self, rows: &[RejetMaj]) -> Result<()>;
     /// Finishes the import row and its logs, and commits everything.
     fn commit(self: Box<Self>, row: &ImportRow, logs: &[ImportLog]) -> Result<()>;
 }

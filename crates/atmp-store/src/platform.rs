@@ -211,7 +211,7 @@ impl SuiviQuery {
         let filter = wheres.join(" AND ");
         let n = params.len();
         let page = format!(
-            "SELECT l.id, l.import_id, l.type_fichier, l.started_at, l.label, l.collectivite_siret, c.nom, l.global, i.file_name \
+            "SELECT l.id, l.import_id, l.type_fichier, l.started_at, l.label, l.collectivite_siret, c.nom, l.global, i.file_name, i.rejeu_de \
              FROM import_log l JOIN import i ON i.id = l.import_id LEFT JOIN collectivite c ON c.siret = l.collectivite_siret \
              WHERE {filter} ORDER BY l.started_at DESC, l.id DESC LIMIT {} OFFSET {}",
             ph(n + 1),
@@ -240,6 +240,8 @@ pub struct SuiviRow {
     pub collectivite_nom: Option<String>,
     pub global: bool,
     pub file_name: String,
+    /// A replay: the import whose rejections it replayed.
+    pub rejeu_de: Option<i64>,
 }
 
 /// A mail to queue.

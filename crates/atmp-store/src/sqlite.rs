@@ -22,11 +22,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0003_audit.sql"),
     include_str!("../migrations/sqlite/0004_purge.sql"),
     include_str!("../migrations/sqlite/0005_login_failures.sql"),
+    include_str!("../migrations/sqlite/0006_rejets.sql"),
 ];
 
 /// The columns of `import` read by [`import_row`].
 const IMPORT_COLS: &str = "id, file_name, sha256, head_sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, \
-    started_at, finished_at, result, label, errors, warnings, counts, job_id";
+    started_at, finished_at, result, label, errors, warnings, counts, job_id, rejeu_de";
 
 fn import_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ImportRow)> {
     Ok((
@@ -49,6 +50,7 @@ fn import_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ImportRow)> {
             warnings: r.get::<_, i64>(15)? as u64,
             counts: r.get(16)?,
             job_id: r.get(17)?,
+            rejeu_de: r.get(18)?,
         },
     ))
 }
@@ -278,8 +280,8 @@ fn collectivite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Collectivite> {
 
 fn insert_import(conn: &Connection, row: &ImportRow) -> Result<i64> {
     conn.execute(
-        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts, head_sha256, job_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts, head_sha256, job_id, rejeu_de) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         params![
             row.file_name,
             row.sha256,
@@ -297,7 +299,8 @@ fn insert_import(conn: &Connection, row: &ImportRow) -> Result<i64> {
             row.warnings as i64,
             row.counts,
             row.head_sha256,
-            row.job_id
+            row.job_id,
+            row.rejeu_de
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -337,6 +340,7 @@ mod imports;
 mod jobs;
 mod mail;
 mod reference;
+mod rejets;
 
 struct SqliteFileTx<'a> {
     conn: &'a Connection,
@@ -541,6 +545,22 @@ impl FileTx for SqliteFileTx<'_> {
             .prepare_cached("SELECT code FROM service WHERE id = ?1")?
             .query_row([service_id], |r| r.get(0))
             .optional()?)
+    }
+
+    fn add_rejets(&mut self, import_id: i64, rows: &[crate::NewRejet]) -> Result<()> {
+        rejets::add_rejets(self.conn, import_id, rows)
+    }
+
+    fn open_rejets(&mut self, siret: &str) -> Result<Vec<(i64, String, Vec<String>)>> {
+        rejets::open_rejets(self.conn, siret)
+    }
+
+    fn close_rejets(&mut self, ids: &[i64]) -> Result<()> {
+        rejets::close_rejets(self.conn, self.import_id, ids)
+    }
+
+    fn update_rejets(&mut self, rows: &[crate::RejetMaj]) -> Result<()> {
+        rejets::update_rejets(self.conn, rows)
     }
 
     fn commit(mut self: Box<Self>, row: &ImportRow, logs: &[ImportLog]) -> Result<()> {

@@ -17,6 +17,7 @@ use atmp_integrator::{import_file, ImportOptions, ImportOutcome, ResultKind};
 use atmp_model::{Nomenclature, Nomenclatures, Siret};
 use atmp_store::{Autorisation, Store};
 
+mod rejets;
 mod sender;
 
 /// mimalloc: the reader and the rules allocate many small strings; measured faster than the
@@ -70,7 +71,19 @@ enum Command {
         /// Dossier des journaux (défaut : data/logs)
         #[arg(long)]
         logs: Option<PathBuf>,
+        /// Essai : vérifie les fichiers contre la base sans rien enregistrer (journaux
+        /// d'essai sous DOSSIER_DES_JOURNAUX/essais)
+        #[arg(long)]
+        dry_run: bool,
     },
+    /// Liste ou classe les rejets en attente de traitement (rattrapage)
+    #[command(subcommand)]
+    Rejets(rejets::RejetsCmd),
+    /// Corrige l'identité d'un agent de la base (tracé : qui, quand, avant, après)
+    #[command(subcommand)]
+    Agent(rejets::AgentCmd),
+    /// Rejoue les rejets à traiter d'un import, selon les mêmes règles
+    Rejeu(rejets::RejeuArgs),
     /// Génère un fichier DECLARATION réaliste de N agents (bancs d'essai)
     Gen(GenArgs),
     /// Démarre la plate-forme : dépôt FTPS, intégration automatique, administration web
@@ -107,6 +120,14 @@ enum CollectiviteCmd {
     },
     /// Liste les collectivités
     List,
+    /// Rattache une collectivité à un CDG (ou l'en détache, sans --cdg)
+    Rattacher {
+        #[arg(long, value_parser = parse_siret)]
+        siret: Siret,
+        /// SIRET du CDG (absent : la collectivité n'est plus rattachée)
+        #[arg(long, value_parser = parse_siret)]
+        cdg: Option<Siret>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -262,7 +283,7 @@ struct GenArgs {
     cdg: Option<Siret>,
 }
 
-fn parse_siret(s: &str) -> std::result::Result<Siret, String> {
+pub(crate) fn parse_siret(s: &str) -> std::result::Result<Siret, String> {
     Siret::parse(s).map_err(|e| format!("SIRET « {s} » invalide : {e}"))
 }
 
@@ -396,16 +417,16 @@ fn run(cli: Cli) -> Result<u8> {
             files,
             emetteur,
             logs,
+            dry_run,
         } => {
             let mut store = open_store(&cli.db)?;
-            import(
-                &mut *store,
-                &files,
-                emetteur,
-                logs.unwrap_or_else(|| PathBuf::from("data/logs")),
-                cli.json,
-            )
+            let logs = logs.unwrap_or_else(|| PathBuf::from("data/logs"));
+            let logs = if dry_run { logs.join("essais") } else { logs };
+            import(&mut *store, &files, emetteur, logs, cli.json, dry_run)
         }
+        Command::Rejets(c) => rejets::rejets_cmd(&mut *open_store(&cli.db)?, c, cli.json),
+        Command::Agent(c) => rejets::agent_cmd(&mut *open_store(&cli.db)?, c, cli.json),
+        Command::Rejeu(a) => rejets::rejeu_cmd(&mut *open_store(&cli.db)?, a, cli.json),
         Command::Collectivite(c) => {
             let mut store = open_store(&cli.db)?;
             match c {
@@ -418,6 +439,13 @@ fn run(cli: Cli) -> Result<u8> {
                         );
                     } else {
                         println!("Collectivité {} créée : {}", c.siret, c.nom);
+                    }
+                }
+                CollectiviteCmd::Rattacher { siret, cdg } => {
+                    store.set_cdg(&siret, cdg.as_ref())?;
+                    match &cdg {
+                        Some(c) => println!("Collectivité {siret} rattachée au CDG {c}"),
+                        None => println!("Collectivité {siret} rattachée à aucun CDG"),
                     }
                 }
                 CollectiviteCmd::List => {
@@ -764,7 +792,7 @@ fn validate(files: &[PathBuf], json_out: bool) -> u8 {
     }
 }
 
-fn outcome_json(o: &ImportOutcome, path: &Path) -> Json {
+pub(crate) fn outcome_json(o: &ImportOutcome, path: &Path) -> Json {
     let counts = atmp_store::RecordCounts::from(&o.counts);
     let logs: Vec<Json> = o
         .logs
@@ -790,6 +818,7 @@ fn outcome_json(o: &ImportOutcome, path: &Path) -> Json {
         "warnings": o.warnings,
         "counts": counts,
         "logs": logs,
+        "import": if o.import_id > 0 { Json::from(o.import_id) } else { Json::Null },
     })
 }
 
@@ -799,6 +828,7 @@ fn import(
     emetteur: Option<String>,
     logs_dir: PathBuf,
     json_out: bool,
+    dry_run: bool,
 ) -> Result<u8> {
     let mut status = 0u8;
     let interactive = !json_out && std::io::stderr().is_terminal();
@@ -830,6 +860,8 @@ fn import(
             job_id: None,
             limits: atmp_flux::Limits::default(),
             files: None,
+            replay: None,
+            dry_run,
         };
         let outcome = import_file(store, f, &opts).with_context(|| {
             format!(
@@ -845,23 +877,35 @@ fn import(
             status = 1;
         }
         if json_out {
-            println!("{}", outcome_json(&o, f));
+            let mut j = outcome_json(&o, f);
+            if dry_run {
+                j["essai"] = Json::Bool(true);
+            }
+            println!("{j}");
         } else {
-            println!("{} : {}", f.display(), o.label);
-            for k in atmp_flux::spec::RecordKind::COUNTED {
-                let (a, e, r) = o.counts.get(k);
-                if a + e + r > 0 {
-                    println!(
-                        "  {} : {a} ajouté(s), {e} déjà présent(s), {r} rejeté(s)",
-                        k.label_plural()
-                    );
-                }
+            if dry_run {
+                println!("{} : essai, rien n'a été enregistré", f.display());
             }
-            for l in &o.logs {
-                println!("  journal complet : {}", l.complet.display());
-                println!("  journal des erreurs : {}", l.erreurs.display());
-            }
+            print_outcome(&o, &f.display().to_string());
         }
     }
     Ok(status)
+}
+
+/// What an import (or a replay) gave, for a person.
+pub(crate) fn print_outcome(o: &ImportOutcome, name: &str) {
+    println!("{name} : {}", o.label);
+    for k in atmp_flux::spec::RecordKind::COUNTED {
+        let (a, e, r) = o.counts.get(k);
+        if a + e + r > 0 {
+            println!(
+                "  {} : {a} ajouté(s), {e} déjà présent(s), {r} rejeté(s)",
+                k.label_plural()
+            );
+        }
+    }
+    for l in &o.logs {
+        println!("  journal complet : {}", l.complet.display());
+        println!("  journal des erreurs : {}", l.erreurs.display());
+    }
 }

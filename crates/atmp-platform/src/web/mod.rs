@@ -7,7 +7,8 @@
 //!
 //! One file per area: this one holds the router, the serving of connections, the small
 //! responses and the session extractor ([`Auth`]); `session.rs` the login, logout and password
-//! pages; `suivi.rs` the tracking table, an import's page and its downloads; `admin.rs` the
+//! pages; `suivi.rs` the tracking table, an import's page and its downloads; `rejets.rs` the
+//! quarantine ("Rejets à traiter", correction, classement, rejeu); `admin.rs` the
 //! administration pages.
 
 // Handlers return `Response` as their error: the page to show, as axum does.
@@ -32,6 +33,7 @@ use atmp_store::{
 use crate::{auth, PlatformError, Shared};
 
 mod admin;
+mod rejets;
 mod session;
 mod suivi;
 
@@ -61,6 +63,11 @@ pub fn router(shared: App) -> Router {
         .route("/imports/{id}", get(import_page))
         .route("/imports/{id}/journaux/{log}/{kind}", get(download_log))
         .route("/imports/{id}/accuse", get(download_receipt))
+        .route("/imports/{id}/rejeu", post(rejets::rejeu))
+        .route("/rejets", get(rejets::rejets_page))
+        .route("/rejets/{id}", get(rejets::rejet_page))
+        .route("/rejets/{id}/corriger", post(rejets::rejet_corriger))
+        .route("/rejets/{id}/classer", post(rejets::rejet_classer))
         .route(
             "/admin/collectivites",
             get(collectivites).post(collectivite_add),

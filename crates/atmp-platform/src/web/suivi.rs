@@ -10,6 +10,8 @@ pub(super) struct SuiviLine {
     date: String,
     label: String,
     collectivite: String,
+    /// A replay: the import whose rejections it replayed.
+    rejeu_de: Option<i64>,
 }
 
 #[derive(Template)]
@@ -37,13 +39,6 @@ pub(super) struct LogLine {
     warnings: u64,
 }
 
-pub(super) struct Rejet {
-    agent: String,
-    message: String,
-    /// (field, base, file, differs)
-    mismatch: Option<Vec<(&'static str, String, String, bool)>>,
-}
-
 #[derive(Template)]
 #[template(path = "import.html")]
 pub(super) struct ImportT {
@@ -61,10 +56,16 @@ pub(super) struct ImportT {
     fin: String,
     counts: Vec<(&'static str, u64, u64, u64)>,
     logs: Vec<LogLine>,
-    rejets: Vec<Rejet>,
-    rejets_total: usize,
-    rejets_page: usize,
-    rejets_pages: usize,
+    rejets: Vec<super::rejets::RejetLigne>,
+    rejets_total: u64,
+    rejets_page: u64,
+    rejets_pages: u64,
+    /// Open rejections the user may replay.
+    a_rejouer: u64,
+    /// The imports that replayed some of this one's rejections.
+    rejeux: Vec<i64>,
+    /// Whether the user may replay.
+    acts: bool,
     /// What the retention purge removed of this import, said in French.
     purges: Vec<String>,
     /// The logs were purged: no download links.
@@ -201,6 +202,7 @@ pub(super) async fn suivi(
             type_fichier: type_libelle(r.type_fichier.as_deref()),
             date: fr_datetime(&r.started_at),
             label: r.label,
+            rejeu_de: r.rejeu_de,
             collectivite: match (r.global, r.collectivite_nom) {
                 (true, Some(n)) => format!("{n} (journal global du CDG)"),
                 (true, None) => format!("{} (journal global du CDG)", r.collectivite_siret),
@@ -284,73 +286,8 @@ pub(super) fn counts_rows(counts: &atmp_store::RecordCounts) -> Vec<(&'static st
         .collect()
 }
 
-/// The two identities of a §6.3 mismatch message, side by side.
-pub(super) fn mismatch(msg: &str) -> Option<Vec<(&'static str, String, String, bool)>> {
-    let rest = msg.strip_prefix("Les données de l'agent dans la base [")?;
-    let (base, rest) = rest.split_once("] ne correspondent pas à celles du fichier à traiter [")?;
-    let (file, rest) = rest.split_once("] (")?;
-    let (diff, _) = rest.split_once(')')?;
-    let split = |s: &str| -> (String, String, String) {
-        let mut p = s.rsplitn(3, " - ");
-        let nir = p.next().unwrap_or("").to_string();
-        let dob = p.next().unwrap_or("").to_string();
-        let name = p.next().unwrap_or("").to_string();
-        (name, dob, nir)
-    };
-    let (bn, bd, bnir) = split(base);
-    let (fnm, fd, fnir) = split(file);
-    let names_differ = diff.contains("nom usuel") || diff.contains("prénom");
-    Some(vec![
-        ("Nom et prénom", bn, fnm, names_differ),
-        (
-            "Date de naissance",
-            bd,
-            fd,
-            diff.contains("date de naissance"),
-        ),
-        ("NIR", bnir, fnir, false),
-    ])
-}
-
-/// The rejected agents of the visible error logs (at most `max`).
-pub(super) fn rejets(
-    files: &dyn atmp_store::FileStore,
-    paths: &[String],
-    offset: usize,
-    limit: usize,
-) -> (Vec<Rejet>, usize) {
-    use std::io::BufRead;
-    let mut out = Vec::new();
-    let mut total = 0;
-    for p in paths {
-        let Ok(f) = files.open(p) else {
-            continue;
-        };
-        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
-            let f = atmp_integrator::split_line(&line);
-            if f.len() < 6
-                || f[1] != "ERROR"
-                || f[2].is_empty()
-                || !f[3].is_empty()
-                || !f[4].is_empty()
-            {
-                continue;
-            }
-            total += 1;
-            if total > offset && out.len() < limit {
-                out.push(Rejet {
-                    agent: f[2].clone(),
-                    mismatch: mismatch(&f[5]),
-                    message: f[5].clone(),
-                });
-            }
-        }
-    }
-    (out, total)
-}
-
-/// Rejected agents shown per page of an import's page.
-pub(super) const REJETS_PAGE: usize = 100;
+/// Rejections shown per page of an import's page.
+pub(super) const REJETS_PAGE: u64 = 100;
 
 #[derive(Deserialize, Default)]
 pub(super) struct ImportParams {
@@ -364,7 +301,7 @@ pub(super) async fn import_page(
     Path(id): Path<String>,
     Query(q): Query<ImportParams>,
 ) -> Response {
-    let rejets_page: usize = q
+    let rejets_page: u64 = q
         .rejets
         .as_deref()
         .and_then(|s| s.parse().ok())
@@ -409,24 +346,65 @@ pub(super) async fn import_page(
                 "Fichier reçu supprimé le {} (durée de conservation atteinte).",
                 fr_datetime(at)
             ),
+            atmp_store::PurgeKind::Rejets => format!(
+                "Données personnelles des rejets supprimées le {} (durée de conservation atteinte).",
+                fr_datetime(at)
+            ),
             atmp_store::PurgeKind::Journaux => format!(
                 "Journaux supprimés le {} (durée de conservation atteinte).",
                 fr_datetime(at)
             ),
         })
         .collect();
-    let error_paths: Vec<String> = if logs_purged {
-        Vec::new()
-    } else {
-        logs.iter().map(|(_, l)| l.erreurs_path.clone()).collect()
+    // The rejections are read from their rows (the quarantine), never from a log's text.
+    let sirets = match super::rejets::visible_sirets(&app, &a).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     let offset = (rejets_page - 1) * REJETS_PAGE;
-    let (rejets, rejets_total) = tokio::task::spawn_blocking({
-        let app = app.clone();
-        move || rejets(app.files.as_ref(), &error_paths, offset, REJETS_PAGE)
+    let q = atmp_store::RejetQuery {
+        sirets: sirets.clone(),
+        import_id: Some(id),
+        offset,
+        limit: REJETS_PAGE,
+        ..Default::default()
+    };
+    let open_q = atmp_store::RejetQuery {
+        sirets,
+        import_id: Some(id),
+        etat: Some(atmp_store::RejetEtat::ATraiter),
+        limit: 1,
+        ..Default::default()
+    };
+    let found = db(&app, move |s| {
+        let page = s.rejets(&q)?;
+        let (_, open) = s.rejets(&open_q)?;
+        let replays: Vec<i64> = s
+            .rejets(&atmp_store::RejetQuery {
+                import_id: Some(id),
+                ..Default::default()
+            })?
+            .0
+            .iter()
+            .filter_map(|r| r.rejeu_import_id)
+            .collect();
+        Ok((page, open, replays))
     })
-    .await
-    .unwrap_or_default();
+    .await;
+    let ((found, rejets_total), a_rejouer, mut rejeux) = match found {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    rejeux.sort_unstable();
+    rejeux.dedup();
+    let noms = match super::rejets::noms(&app).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let rejets: Vec<super::rejets::RejetLigne> = found
+        .iter()
+        .map(|r| super::rejets::ligne(r, &noms))
+        .collect();
     let logs: Vec<LogLine> = logs
         .iter()
         .zip(siret_names)
@@ -468,6 +446,9 @@ pub(super) async fn import_page(
         rejets_total,
         rejets_page,
         rejets_pages: rejets_total.div_ceil(REJETS_PAGE).max(1),
+        a_rejouer,
+        rejeux,
+        acts: a.user.role != Role::Collectivite,
         purges,
         logs_purged,
     };

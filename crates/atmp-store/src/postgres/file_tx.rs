@@ -1123,6 +1123,30 @@ impl FileTx for PgFileTx<'_> {
             .map(Some)
     }
 
+    fn add_rejets(&mut self, import_id: i64, rows: &[crate::NewRejet]) -> Result<()> {
+        let rows = rows.to_vec();
+        self.conn
+            .spawn(move |tx| super::rejets::add_rejets(tx, import_id, &rows))
+    }
+
+    fn open_rejets(&mut self, siret: &str) -> Result<Vec<(i64, String, Vec<String>)>> {
+        let siret = siret.to_string();
+        self.conn
+            .call(move |tx| super::rejets::open_rejets(tx, &siret))
+    }
+
+    fn close_rejets(&mut self, ids: &[i64]) -> Result<()> {
+        let (ids, import_id) = (ids.to_vec(), self.import_id);
+        self.conn
+            .spawn(move |tx| super::rejets::close_rejets(tx, import_id, &ids))
+    }
+
+    fn update_rejets(&mut self, rows: &[crate::RejetMaj]) -> Result<()> {
+        let rows = rows.to_vec();
+        self.conn
+            .spawn(move |tx| super::rejets::update_rejets(tx, &rows))
+    }
+
     fn commit(mut self: Box<Self>, row: &ImportRow, logs: &[ImportLog]) -> Result<()> {
         self.flush()?;
         let import_id = self.import_id;

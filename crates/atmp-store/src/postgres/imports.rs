@@ -14,7 +14,7 @@ use crate::{
 
 /// The columns of `import` read by [`import_row`].
 const IMPORT_COLS: &str = "id, file_name, sha256, head_sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, \
-    started_at, finished_at, result, label, errors, warnings, counts, job_id";
+    started_at, finished_at, result, label, errors, warnings, counts, job_id, rejeu_de";
 
 fn import_row(r: &postgres::Row) -> Result<(i64, ImportRow)> {
     let result: String = r.get(12);
@@ -42,6 +42,7 @@ fn import_row(r: &postgres::Row) -> Result<(i64, ImportRow)> {
             counts: serde_json::from_str::<RecordCounts>(&counts)
                 .map_err(|e| StoreError::Invalid(format!("compteurs illisibles : {e}")))?,
             job_id: r.get(17),
+            rejeu_de: r.get(18),
         },
     ))
 }
@@ -52,8 +53,8 @@ pub(super) fn counts_text(c: &RecordCounts) -> String {
 
 fn insert_import(c: &mut impl postgres::GenericClient, row: &ImportRow) -> Result<i64> {
     Ok(c.query_one(
-        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts, head_sha256, job_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id",
+        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts, head_sha256, job_id, rejeu_de) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id",
         &[
             &row.file_name,
             &row.sha256,
@@ -72,6 +73,7 @@ fn insert_import(c: &mut impl postgres::GenericClient, row: &ImportRow) -> Resul
             &counts_text(&row.counts),
             &row.head_sha256,
             &row.job_id,
+            &row.rejeu_de,
         ],
     )?
     .get(0))
@@ -307,6 +309,7 @@ impl crate::ImportStore for PgStore {
                 collectivite_nom: r.get(6),
                 global: r.get::<_, i64>(7) != 0,
                 file_name: r.get(8),
+                rejeu_de: r.get(9),
             })
             .collect();
         Ok((rows, total as u64))
@@ -325,6 +328,13 @@ impl crate::ImportStore for PgStore {
                  WHERE i.result <> 'en_cours' AND coalesce(i.finished_at, i.started_at) < $1 \
                  AND NOT EXISTS (SELECT 1 FROM job j WHERE j.import_id = i.id AND j.state <> 'fait') \
                  AND NOT EXISTS (SELECT 1 FROM purge p WHERE p.import_id = i.id AND p.what = 'journaux') \
+                 ORDER BY i.id"
+            }
+            // The quarantine's personal data: by the end of the import the records came from.
+            PurgeKind::Rejets => {
+                "SELECT i.id, NULL::bigint, '' FROM import i \
+                 WHERE coalesce(i.finished_at, i.started_at) < $1 \
+                 AND EXISTS (SELECT 1 FROM rejet r WHERE r.import_id = i.id AND r.purge_le IS NULL) \
                  ORDER BY i.id"
             }
         };

@@ -16,6 +16,7 @@ mod connect;
 mod file_tx;
 mod files;
 mod imports;
+mod rejets;
 
 pub use connect::redact;
 pub use files::PgFiles;

@@ -131,6 +131,7 @@ impl crate::ImportStore for SqliteStore {
                     collectivite_nom: r.get(6)?,
                     global: r.get(7)?,
                     file_name: r.get(8)?,
+                    rejeu_de: r.get(9)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -151,6 +152,13 @@ impl crate::ImportStore for SqliteStore {
                  WHERE i.result <> 'en_cours' AND coalesce(i.finished_at, i.started_at) < ?1 \
                  AND NOT EXISTS (SELECT 1 FROM job j WHERE j.import_id = i.id AND j.state <> 'fait') \
                  AND NOT EXISTS (SELECT 1 FROM purge p WHERE p.import_id = i.id AND p.what = 'journaux') \
+                 ORDER BY i.id"
+            }
+            // The quarantine's personal data: by the end of the import the records came from.
+            PurgeKind::Rejets => {
+                "SELECT i.id, NULL, '' FROM import i \
+                 WHERE coalesce(i.finished_at, i.started_at) < ?1 \
+                 AND EXISTS (SELECT 1 FROM rejet r WHERE r.import_id = i.id AND r.purge_le IS NULL) \
                  ORDER BY i.id"
             }
         };

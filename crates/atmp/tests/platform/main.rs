@@ -1630,17 +1630,25 @@ fn import_page_lists_every_rejected_agent_by_pages(b: Backend) {
     let admin = p.web("plateforme", PW_USERS);
     let page = admin.text(&format!("/imports/{id}"));
     assert!(
-        page.contains("150 agent(s) rejeté(s) — page 1 sur 2"),
+        page.contains("150 rejet(s), dont 150 à traiter — page 1 sur 2"),
         "{page}"
     );
     assert_eq!(page.matches("<section class=\"rejet\">").count(), 100);
-    assert_eq!(page.matches("Nom et prénom (différent)").count(), 100);
+    assert_eq!(page.matches("Prénom (différent)").count(), 100);
     assert!(!page.contains("Date de naissance (différent)"));
+    assert!(page.contains("Rejouer les 150 rejet(s) à traiter"));
     let page2 = admin.text(&format!("/imports/{id}?rejets=2"));
     assert!(page2.contains("page 2 sur 2"));
     assert_eq!(page2.matches("<section class=\"rejet\">").count(), 50);
-    assert!(page2.contains("Agents rejetés précédents"));
-    assert!(!page2.contains("Agents rejetés suivants"));
+    assert!(page2.contains("Rejets précédents"));
+    assert!(!page2.contains("Rejets suivants"));
+    // The page reads the quarantine's rows, not the logs: with the logs named nowhere, the
+    // rejections are all there.
+    p.base.execute(&format!(
+        "UPDATE import_log SET erreurs_path = 'absent', complet_path = 'absent' WHERE import_id = {id}"
+    ));
+    let again = admin.text(&format!("/imports/{id}"));
+    assert_eq!(again.matches("<section class=\"rejet\">").count(), 100);
 }
 
 // A collectivité's administrator manages its own users and services, a CDG's administrator
@@ -2379,4 +2387,158 @@ fn three_instances_sixty_files_one_killed() {
     for p in [&a, &b, &c] {
         assert!(!p.stderr().contains("panicked"));
     }
+}
+
+// The quarantine is checked on every request: a collectivité's user sees no other
+// collectivité's rejections, not by the list, not by the URL of one, not by posting its forms;
+// the CDG sees its members' rejections; a plain user reads but does not act.
+both!(rejections_stay_within_each_users_collectivites);
+fn rejections_stay_within_each_users_collectivites(b: Backend) {
+    let mut p = Platform::new(b, &[]);
+    p.setup();
+    let first = p.dir.path().join("a.xml");
+    p.cli(
+        &[
+            "gen",
+            "--agents",
+            "3",
+            "--out",
+            first.to_str().unwrap(),
+            "--collectivite",
+            SDIS,
+            "--emetteur",
+            "SOFIVAL",
+            "--seed",
+            "4",
+        ],
+        None,
+    );
+    let xml = std::fs::read_to_string(&first).unwrap();
+    let renamed = xml.replace("</prenom>", "-TEST</prenom>");
+    p.start(&[]);
+    p.upload("SOFIVAL", PW_SOFIVAL, "a.xml", xml.as_bytes());
+    p.wait_jobs(1);
+    p.upload("SOFIVAL", PW_SOFIVAL, "b.xml", renamed.as_bytes());
+    p.wait_jobs(2);
+    let import = p.sql("SELECT import_id FROM job WHERE file_name = 'b.xml'");
+    let id = p.sql("SELECT min(id) FROM rejet");
+    assert_eq!(
+        p.sql("SELECT count(*) FROM rejet WHERE etat = 'a_traiter'"),
+        3
+    );
+    let sdis = p.web("sdis", PW_USERS);
+    let list = sdis.text("/rejets");
+    assert!(list.contains("3 rejet(s)"), "{list}");
+    assert!(list.contains(&format!("href=\"/rejets/{id}\"")));
+    assert_eq!(sdis.status(&format!("/rejets/{id}")), 200);
+    // The commune's user: nothing, even by the URL; its forms refused.
+    let commune = p.web("commune", PW_USERS);
+    let list = commune.text("/rejets");
+    assert!(list.contains("0 rejet(s)"), "{list}");
+    assert!(list.contains("Aucun rejet."));
+    assert_eq!(commune.status(&format!("/rejets/{id}")), 404);
+    assert_eq!(commune.status(&format!("/rejets/{}", id + 1)), 404);
+    let r = commune.post(
+        "/rejets",
+        &format!("/rejets/{id}/classer"),
+        &[("motif", "pas à moi")],
+    );
+    assert_eq!(r.status(), 404);
+    let r = commune.post("/rejets", &format!("/imports/{import}/rejeu"), &[]);
+    assert_eq!(r.status(), 403);
+    // The CDG the SDIS is not attached to sees none of it either.
+    let cdg = p.web("cdg", PW_USERS);
+    assert_eq!(cdg.status(&format!("/rejets/{id}")), 404);
+    assert!(cdg.text("/rejets").contains("0 rejet(s)"));
+    assert_eq!(
+        p.sql("SELECT count(*) FROM rejet WHERE etat = 'a_traiter'"),
+        3
+    );
+    // The SDIS's administrator sets one aside, with its comment.
+    let r = sdis.post(
+        &format!("/rejets/{id}"),
+        &format!("/rejets/{id}/classer"),
+        &[("motif", "L'émetteur corrige sa base")],
+    );
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("Le rejet est classé."));
+    assert_eq!(p.sql("SELECT count(*) FROM rejet WHERE etat = 'classe'"), 1);
+    assert!(sdis.text("/rejets?etat=classe").contains("1 rejet(s)"));
+}
+
+// The records kept with rejections are personal data: purged after their own delay, the
+// rows staying with their reason and state, the purge recorded; a purged one is not replayed.
+both!(retention_purges_the_records_kept_with_rejections);
+fn retention_purges_the_records_kept_with_rejections(b: Backend) {
+    let mut p = Platform::new(
+        b,
+        &[
+            ("ATMP_RETENTION_REJETS_DAYS", "0"),
+            ("ATMP_PURGE_INTERVAL_SECONDS", "1"),
+        ],
+    );
+    p.setup();
+    let first = p.dir.path().join("a.xml");
+    p.cli(
+        &[
+            "gen",
+            "--agents",
+            "2",
+            "--out",
+            first.to_str().unwrap(),
+            "--collectivite",
+            SDIS,
+            "--emetteur",
+            "SOFIVAL",
+            "--seed",
+            "6",
+        ],
+        None,
+    );
+    let xml = std::fs::read_to_string(&first).unwrap();
+    p.start(&[]);
+    p.upload("SOFIVAL", PW_SOFIVAL, "a.xml", xml.as_bytes());
+    p.wait_jobs(1);
+    p.upload(
+        "SOFIVAL",
+        PW_SOFIVAL,
+        "b.xml",
+        xml.replace("</prenom>", "-TEST</prenom>").as_bytes(),
+    );
+    p.wait_jobs(2);
+    let import = p.sql("SELECT import_id FROM job WHERE file_name = 'b.xml'");
+    let t = std::time::Instant::now();
+    while p.sql("SELECT count(*) FROM purge WHERE what = 'rejets'") < 1 {
+        assert!(t.elapsed().as_secs() < 30, "no purge: {}", p.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(p.sql("SELECT count(*) FROM rejet"), 2);
+    assert_eq!(
+        p.sql("SELECT count(*) FROM rejet WHERE source_xml IS NULL AND base IS NULL AND fichier IS NULL AND message = '' AND purge_le IS NOT NULL AND etat = 'a_traiter' AND raison = 'identite'"),
+        2
+    );
+    // The logs and the data themselves are not touched by this purge.
+    assert_eq!(
+        p.sql("SELECT count(*) FROM purge WHERE what <> 'rejets'"),
+        0
+    );
+    let admin = p.web("plateforme", PW_USERS);
+    let page = admin.text(&format!("/imports/{import}"));
+    assert!(
+        page.contains("Données personnelles des rejets supprimées le"),
+        "{page}"
+    );
+    let id = p.sql("SELECT min(id) FROM rejet");
+    assert!(admin
+        .text(&format!("/rejets/{id}"))
+        .contains("Les données personnelles de ce rejet ont été supprimées"));
+    let r = admin.post(
+        &format!("/imports/{import}"),
+        &format!("/imports/{import}/rejeu"),
+        &[],
+    );
+    assert_eq!(r.status(), 409);
+    assert!(r.text().unwrap().contains("purgées"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(p.sql("SELECT count(*) FROM purge WHERE what = 'rejets'"), 1);
 }
