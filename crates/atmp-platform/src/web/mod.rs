@@ -8,7 +8,8 @@
 //! One file per area: this one holds the router, the serving of connections, the small
 //! responses and the session extractor ([`Auth`]); `session.rs` the login, logout and password
 //! pages; `suivi.rs` the tracking table, an import's page and its downloads; `rejets.rs` the
-//! quarantine ("Rejets à traiter", correction, classement, rejeu); `admin.rs` the
+//! quarantine ("Rejets à traiter", correction, classement, rejeu); `essai.rs` the dry run of a
+//! file ("Tester un fichier"); `admin.rs` the
 //! administration pages.
 
 // Handlers return `Response` as their error: the page to show, as axum does.
@@ -33,6 +34,7 @@ use atmp_store::{
 use crate::{auth, PlatformError, Shared};
 
 mod admin;
+mod essai;
 mod rejets;
 mod session;
 mod suivi;
@@ -64,6 +66,16 @@ pub fn router(shared: App) -> Router {
         .route("/imports/{id}/journaux/{log}/{kind}", get(download_log))
         .route("/imports/{id}/accuse", get(download_receipt))
         .route("/imports/{id}/rejeu", post(rejets::rejeu))
+        .route(
+            "/essai",
+            get(essai::essai_form)
+                .post(essai::essai)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    usize::try_from(shared.config.limits.max_file)
+                        .unwrap_or(usize::MAX)
+                        .saturating_add(1 << 20),
+                )),
+        )
         .route("/rejets", get(rejets::rejets_page))
         .route("/rejets/{id}", get(rejets::rejet_page))
         .route("/rejets/{id}/corriger", post(rejets::rejet_corriger))

@@ -365,6 +365,7 @@ pub(super) async fn rejet_page(
 /// The correction form: for each differing field, which value is right.
 #[derive(Deserialize)]
 pub(super) struct CorrectionForm {
+    #[serde(default)]
     csrf: String,
     #[serde(rename = "nomUsuel", default)]
     nom_usuel: String,
@@ -465,6 +466,7 @@ pub(super) async fn rejet_corriger(
 
 #[derive(Deserialize)]
 pub(super) struct ClasserForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     motif: String,

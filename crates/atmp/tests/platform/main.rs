@@ -1354,6 +1354,14 @@ fn access_matrix_every_role_every_page(b: Backend) {
         ("/admin/autorisations".into(), [R, 200, 403, 403, 403]),
         ("/admin/nomenclatures".into(), [R, 200, 403, 403, 403]),
         ("/admin/journal".into(), [R, 200, 403, 403, 403]),
+        ("/essai".into(), [R, 200, 403, 403, 403]),
+        ("/rejets".into(), [R, 200, 200, 200, 200]),
+        (
+            "/rejets?etat=tous&raison=contenu&du=2020-01-01".into(),
+            [R, 200, 200, 200, 200],
+        ),
+        ("/rejets/9999".into(), [R, 404, 404, 404, 404]),
+        ("/rejets/abc".into(), [R, 404, 404, 404, 404]),
         ("/nulle-part".into(), [404, 404, 404, 404, 404]),
     ];
     gets.extend(logs(sdis_import, sdis_log, [R, 200, 404, 200, 404]));
@@ -1391,6 +1399,9 @@ fn access_matrix_every_role_every_page(b: Backend) {
         "/admin/autorisations",
         "/admin/utilisateurs",
         "/admin/utilisateurs/actif",
+        &format!("/imports/{sdis_import}/rejeu"),
+        "/rejets/1/corriger",
+        "/rejets/1/classer",
     ];
     let before = p.sql("SELECT (SELECT count(*) FROM collectivite) + (SELECT count(*) FROM utilisateur) + (SELECT count(*) FROM emetteur) + (SELECT count(*) FROM service)");
     for path in posts {
@@ -2541,4 +2552,106 @@ fn retention_purges_the_records_kept_with_rejections(b: Backend) {
     assert!(r.text().unwrap().contains("purgées"));
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(p.sql("SELECT count(*) FROM purge WHERE what = 'rejets'"), 1);
+}
+
+/// Every table of the base as text, but the web's own bookkeeping of who is logged in and
+/// who did what (sessions, audit trail, failed logins).
+fn digest_of_tables(p: &Platform) -> String {
+    let tables = match p.base.backend {
+        Backend::Sqlite => p
+            .base
+            .rows("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"),
+        Backend::Postgres => p.base.rows(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1",
+        ),
+    };
+    let mut out = String::new();
+    for t in tables {
+        let t = t[0].to_string();
+        if ["session", "audit", "echec_connexion", "login_failure"].contains(&t.as_str()) {
+            continue;
+        }
+        let sql = match p.base.backend {
+            Backend::Sqlite => format!("SELECT * FROM \"{t}\" ORDER BY 1"),
+            // Every column type as text (large objects' oids included).
+            Backend::Postgres => format!("SELECT t::text FROM \"{t}\" t ORDER BY 1"),
+        };
+        out.push_str(&format!("{t}: {:?}\n", p.base.rows(&sql)));
+    }
+    out
+}
+
+// "Tester un fichier": the platform's administrator tests a file against the real base; the
+// page says what an import would do, and nothing of it is stored.
+both!(web_dry_run_tests_a_file_against_the_base_and_stores_nothing);
+fn web_dry_run_tests_a_file_against_the_base_and_stores_nothing(b: Backend) {
+    let mut p = Platform::new(b, &[]);
+    p.setup();
+    let first = p.dir.path().join("a.xml");
+    p.cli(
+        &[
+            "gen",
+            "--agents",
+            "3",
+            "--out",
+            first.to_str().unwrap(),
+            "--collectivite",
+            SDIS,
+            "--emetteur",
+            "SOFIVAL",
+            "--seed",
+            "8",
+        ],
+        None,
+    );
+    let xml = std::fs::read_to_string(&first).unwrap();
+    p.start(&[]);
+    p.upload("SOFIVAL", PW_SOFIVAL, "a.xml", xml.as_bytes());
+    p.wait_jobs(1);
+    let admin = p.web("plateforme", PW_USERS);
+    let page = admin.text("/essai");
+    let csrf = csrf_of(&page);
+    let before = digest_of_tables(&p);
+    assert!(before.contains("rejet: []"), "{before}");
+    let renamed = xml.replace("</prenom>", "-TEST</prenom>");
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("csrf", csrf.clone())
+        .part(
+            "fichier",
+            reqwest::blocking::multipart::Part::bytes(renamed.into_bytes()).file_name("essai.xml"),
+        );
+    let r = admin
+        .client
+        .post(format!("{}/essai", admin.url))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().unwrap();
+    assert!(
+        page.contains("Essai : Import réussi (3 erreur(s))"),
+        "{page}"
+    );
+    assert!(page.contains("ne correspondent pas"), "{page}");
+    assert!(page.contains("Rien n'a été enregistré"), "{page}");
+    assert_eq!(digest_of_tables(&p), before);
+    let left: Vec<_> = std::fs::read_dir(p.data().join("essais"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Without the form's token: refused, nothing tested.
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "fichier",
+        reqwest::blocking::multipart::Part::bytes(xml.clone().into_bytes()).file_name("x.xml"),
+    );
+    let r = admin
+        .client
+        .post(format!("{}/essai", admin.url))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Only the platform's administrators test files.
+    let sdis = p.web("sdis", PW_USERS);
+    assert_eq!(sdis.status("/essai"), 403);
 }
