@@ -215,6 +215,19 @@ fn receive(shared: &Shared, user: &str, ftp_path: &str) -> Result<Option<i64>, P
         return Ok(None);
     }
     let rel = ftp_path.trim_start_matches('/');
+    // `test/NAME`: a dry run, answered in `retours/test/`; nothing is queued.
+    if let Some(name) = rel.strip_prefix("test/") {
+        if name.is_empty()
+            || name.contains('/')
+            || name.contains('\\')
+            || name == ".."
+            || temporary(name)
+        {
+            return Ok(None);
+        }
+        crate::essai::test_file(shared, user, name)?;
+        return Ok(None);
+    }
     if rel.is_empty() || rel.contains('/') || rel.contains('\\') || rel == ".." || temporary(rel) {
         return Ok(None);
     }

@@ -46,7 +46,12 @@ impl Debug for Guarded {
 #[derive(Debug)]
 pub enum Meta {
     Fs(unftp_sbe_fs::Meta),
-    Result { len: u64, modified: SystemTime },
+    Result {
+        len: u64,
+        modified: SystemTime,
+    },
+    /// `retours/test/`.
+    Dir,
 }
 
 impl Metadata for Meta {
@@ -54,48 +59,53 @@ impl Metadata for Meta {
         match self {
             Meta::Fs(m) => m.len(),
             Meta::Result { len, .. } => *len,
+            Meta::Dir => 0,
         }
     }
     fn is_dir(&self) -> bool {
         match self {
             Meta::Fs(m) => m.is_dir(),
             Meta::Result { .. } => false,
+            Meta::Dir => true,
         }
     }
     fn is_file(&self) -> bool {
         match self {
             Meta::Fs(m) => m.is_file(),
             Meta::Result { .. } => true,
+            Meta::Dir => false,
         }
     }
     fn is_symlink(&self) -> bool {
         match self {
             Meta::Fs(m) => m.is_symlink(),
-            Meta::Result { .. } => false,
+            Meta::Result { .. } | Meta::Dir => false,
         }
     }
     fn modified(&self) -> Result<SystemTime> {
         match self {
             Meta::Fs(m) => m.modified(),
             Meta::Result { modified, .. } => Ok(*modified),
+            Meta::Dir => Ok(SystemTime::now()),
         }
     }
     fn gid(&self) -> u32 {
         match self {
             Meta::Fs(m) => m.gid(),
-            Meta::Result { .. } => 0,
+            Meta::Result { .. } | Meta::Dir => 0,
         }
     }
     fn uid(&self) -> u32 {
         match self {
             Meta::Fs(m) => m.uid(),
-            Meta::Result { .. } => 0,
+            Meta::Result { .. } | Meta::Dir => 0,
         }
     }
     fn permissions(&self) -> unftp_core::storage::Permissions {
         match self {
             Meta::Fs(m) => m.permissions(),
             Meta::Result { .. } => unftp_core::storage::Permissions(0o100444),
+            Meta::Dir => unftp_core::storage::Permissions(0o040555),
         }
     }
 }
@@ -206,9 +216,34 @@ fn in_retours(p: &Path) -> Option<Option<String>> {
     let n = names(p)?;
     match n.as_slice() {
         [r] if r == "retours" => Some(None),
+        [r, t] if r == "retours" && t == "test" => None,
         [r, name] if r == "retours" => Some(Some(name.clone())),
         _ => None,
     }
+}
+
+/// Whether a path is `retours/test/` itself (`Some(None)`) or one of its entries: the results
+/// of the sender's dry runs, on this instance's disk.
+fn in_tests(p: &Path) -> Option<Option<String>> {
+    let n = names(p)?;
+    match n.as_slice() {
+        [r, t] if r == "retours" && t == "test" => Some(None),
+        [r, t, name] if r == "retours" && t == "test" && !name.starts_with('.') => {
+            Some(Some(name.clone()))
+        }
+        _ => None,
+    }
+}
+
+fn file_meta(p: &Path) -> Result<Meta> {
+    let m = std::fs::metadata(p).map_err(|_| Error::from(ErrorKind::PermanentFileNotAvailable))?;
+    if !m.is_file() {
+        return Err(Error::from(ErrorKind::PermanentFileNotAvailable));
+    }
+    Ok(Meta::Result {
+        len: m.len(),
+        modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    })
 }
 
 impl Guarded {
@@ -259,10 +294,12 @@ fn denied() -> Error {
     Error::from(ErrorKind::PermissionDenied)
 }
 
-/// A path the sender may write: a plain name at the root of its folder.
+/// A path the sender may write: a plain name at the root of its folder, or in `test/` (a
+/// file to test without storing anything).
 fn writable(p: &Path) -> Result<()> {
-    match names(p) {
-        Some(n) if n.len() == 1 && n[0] != "retours" => Ok(()),
+    match names(p).as_deref() {
+        Some([n]) if n != "retours" && n != "test" => Ok(()),
+        Some([t, n]) if t == "test" && !n.is_empty() => Ok(()),
         _ => Err(denied()),
     }
 }
@@ -326,6 +363,15 @@ impl StorageBackend<Sender> for Guarded {
         user: &Sender,
         path: P,
     ) -> Result<Meta> {
+        match in_tests(path.as_ref()) {
+            Some(None) => return Ok(Meta::Dir),
+            Some(Some(name)) => {
+                return file_meta(
+                    &crate::essai::results_dir(&self.shared, &user.to_string()).join(name),
+                )
+            }
+            None => {}
+        }
         if let Some(Some(name)) = in_retours(path.as_ref()) {
             let r = self.retour(user, &name).await?;
             return Ok(Meta::Result {
@@ -341,9 +387,33 @@ impl StorageBackend<Sender> for Guarded {
         user: &Sender,
         path: P,
     ) -> Result<Vec<Fileinfo<PathBuf, Meta>>> {
+        match in_tests(path.as_ref()) {
+            Some(None) => {
+                let dir = crate::essai::results_dir(&self.shared, &user.to_string());
+                let mut out = Vec::new();
+                if let Ok(rd) = std::fs::read_dir(&dir) {
+                    for e in rd.flatten() {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if name.starts_with('.') {
+                            continue;
+                        }
+                        if let Ok(m) = file_meta(&e.path()) {
+                            out.push(Fileinfo {
+                                path: PathBuf::from(name),
+                                metadata: m,
+                            });
+                        }
+                    }
+                }
+                out.sort_by(|a, b| a.path.cmp(&b.path));
+                return Ok(out);
+            }
+            Some(Some(_)) => return Err(Error::from(ErrorKind::PermanentFileNotAvailable)),
+            None => {}
+        }
         match in_retours(path.as_ref()) {
             Some(None) => {
-                return Ok(self
+                let mut out: Vec<Fileinfo<PathBuf, Meta>> = self
                     .retours(user, None)
                     .await?
                     .into_iter()
@@ -354,7 +424,20 @@ impl StorageBackend<Sender> for Guarded {
                             modified: r.modified,
                         },
                     })
-                    .collect())
+                    .collect();
+                // `test/` is listed once it holds the result of a test.
+                let tests = crate::essai::results_dir(&self.shared, &user.to_string());
+                let any = std::fs::read_dir(&tests).is_ok_and(|rd| {
+                    rd.flatten()
+                        .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                });
+                if any {
+                    out.push(Fileinfo {
+                        path: PathBuf::from("test"),
+                        metadata: Meta::Dir,
+                    });
+                }
+                return Ok(out);
             }
             Some(Some(_)) => return Err(Error::from(ErrorKind::PermanentFileNotAvailable)),
             None => {}
@@ -377,6 +460,14 @@ impl StorageBackend<Sender> for Guarded {
         path: P,
         start_pos: u64,
     ) -> Result<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
+        if let Some(Some(name)) = in_tests(path.as_ref()) {
+            let p = crate::essai::results_dir(&self.shared, &user.to_string()).join(name);
+            let f = std::fs::File::open(&p)
+                .map_err(|_| Error::from(ErrorKind::PermanentFileNotAvailable))?;
+            return Ok(Box::new(crate::kept::ChannelReader::new(
+                crate::kept::chunks(Box::new(f), start_pos),
+            )));
+        }
         if let Some(Some(name)) = in_retours(path.as_ref()) {
             let r = self.retour(user, &name).await?;
             let src: Box<dyn std::io::Read + Send> = match r.body {
@@ -413,7 +504,12 @@ impl StorageBackend<Sender> for Guarded {
     ) -> Result<u64> {
         writable(path.as_ref())?;
         let home = user.home_dir().to_path_buf();
-        let target = home.join(names(path.as_ref()).unwrap_or_default().concat());
+        let parts = names(path.as_ref()).unwrap_or_default();
+        if parts.len() == 2 {
+            std::fs::create_dir_all(home.join(&parts[0]))
+                .map_err(|_| Error::from(ErrorKind::LocalError))?;
+        }
+        let target = home.join(parts.join("/"));
         let already = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
         let used = used(&home).saturating_sub(already);
         let room = self.quota.saturating_sub(used);
@@ -465,6 +561,9 @@ impl StorageBackend<Sender> for Guarded {
         if names(path.as_ref()).is_none() {
             return Err(denied());
         }
+        if in_tests(path.as_ref()) == Some(None) {
+            return Ok(());
+        }
         self.inner.cwd(user, path).await
     }
 }
@@ -488,7 +587,13 @@ mod tests {
 
     #[test]
     fn only_plain_names_at_the_root_are_writable() {
-        for ok in ["/f.xml", "f.xml", "./f.xml.gz", "/.f.xml.part"] {
+        for ok in [
+            "/f.xml",
+            "f.xml",
+            "./f.xml.gz",
+            "/.f.xml.part",
+            "/test/f.xml",
+        ] {
             assert!(writable(Path::new(ok)).is_ok(), "{ok}");
         }
         for bad in [
@@ -496,6 +601,9 @@ mod tests {
             "/retours/x.log",
             "retours/../f.xml",
             "/a/b.xml",
+            "/test",
+            "/test/a/b.xml",
+            "/retours/test/x.log",
             "a\\b.xml",
             "f\u{1}.xml",
             "f\n.xml",

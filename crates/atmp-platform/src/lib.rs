@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod config;
 pub mod demo;
+mod essai;
 pub mod ftps;
 mod ftps_storage;
 mod kept;

@@ -19,6 +19,8 @@ pub struct PurgeReport {
     pub log_sets: u64,
     /// Imports whose rejections' personal data were purged.
     pub rejets: u64,
+    /// Results of senders' tests (`retours/test/`) past their time.
+    pub essais: u64,
     /// Files of the base that no row named for a day (see [`atmp_store::FileStore::sweep`]).
     pub orphans: u64,
 }
@@ -80,6 +82,7 @@ pub fn purge_once(shared: &Shared, store: &mut dyn Store) -> Result<PurgeReport,
         store.purge_rejets(c.import_id)?;
         report.rejets += 1;
     }
+    report.essais = crate::essai::purge_old(shared);
     // A file kept a day ago that no row names will never be named (the intake retries its
     // job for an hour at most): personal data nobody can reach, so it goes.
     report.orphans = shared.files.sweep(&before(1))?;

@@ -2655,3 +2655,89 @@ fn web_dry_run_tests_a_file_against_the_base_and_stores_nothing(b: Backend) {
     let sdis = p.web("sdis", PW_USERS);
     assert_eq!(sdis.status("/essai"), 403);
 }
+
+// A sender tests a file over FTPS: deposited in test/, it is checked against the real base at
+// once; its logs and receipt come back in retours/test/; nothing is stored in the base (no
+// job, no import, no rejection, no mail).
+both!(ftps_test_folder_answers_in_retours_test_and_stores_nothing);
+fn ftps_test_folder_answers_in_retours_test_and_stores_nothing(b: Backend) {
+    let mut p = Platform::new(b, &[]);
+    p.setup();
+    p.start(&[]);
+    p.upload(
+        "SOFIVAL",
+        PW_SOFIVAL,
+        "services.xml",
+        &example("services.xml"),
+    );
+    p.wait_jobs(1);
+    let before = digest_of_tables(&p);
+    let decl = example("declaration-differentiel.xml");
+    let text = String::from_utf8(decl).unwrap();
+    let mut ftp = p.ftp("SOFIVAL", PW_SOFIVAL).unwrap();
+    ftp.put_file("test/essai.xml", &mut text.as_bytes())
+        .unwrap();
+    let t = std::time::Instant::now();
+    let names = loop {
+        let names = ftp.nlst(Some("retours/test")).unwrap_or_default();
+        if names.iter().any(|n| n.ends_with("_accuse.json")) {
+            break names;
+        }
+        assert!(t.elapsed().as_secs() < 30, "no result: {}", p.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let base = |n: &String| n.rsplit('/').next().unwrap().to_string();
+    let receipt = names
+        .iter()
+        .map(base)
+        .find(|n| n.ends_with("_accuse.json"))
+        .unwrap();
+    assert!(
+        receipt.starts_with("essai.xml_") || receipt.starts_with("essai_"),
+        "{receipt}"
+    );
+    let bytes = ftp
+        .retr_as_buffer(&format!("retours/test/{receipt}"))
+        .unwrap()
+        .into_inner();
+    let j: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let r = &j["accuse_de_reception"];
+    assert_eq!(r["essai"], true);
+    assert_eq!(r["enregistre"], false);
+    assert_eq!(r["resultat"], "reussi");
+    assert_eq!(r["compteurs"]["agents"]["added"], 3);
+    let complete = names
+        .iter()
+        .map(base)
+        .find(|n| n.ends_with(&format!("_{SDIS}_complet.log")))
+        .unwrap_or_else(|| panic!("{names:?}"));
+    let log = ftp
+        .retr_as_buffer(&format!("retours/test/{complete}"))
+        .unwrap()
+        .into_inner();
+    let log = String::from_utf8(log).unwrap();
+    assert!(
+        log.contains(";ESSAI : fichier testé contre la base"),
+        "{log}"
+    );
+    // The root of retours/ lists test/ once it holds results.
+    assert!(ftp
+        .nlst(Some("retours"))
+        .unwrap()
+        .iter()
+        .any(|n| n.ends_with("test")));
+    // Nothing in the base, nothing left in test/, no job.
+    assert_eq!(digest_of_tables(&p), before);
+    assert_eq!(p.sql("SELECT count(*) FROM job"), 1);
+    let left = ftp.nlst(Some("test")).unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // The results are the sender's only.
+    let mut other = p.ftp("CDGVAUCL", PW_CDGVAUCL).unwrap();
+    assert!(other
+        .nlst(Some("retours/test"))
+        .unwrap_or_default()
+        .is_empty());
+    assert!(other
+        .retr_as_buffer(&format!("retours/test/{receipt}"))
+        .is_err());
+}
