@@ -757,6 +757,10 @@ impl<'a> PgFileTx<'a> {
     }
 }
 
+/// The base of the advisory lock a file transaction holds on each collectivité it stores
+/// data of ("atmpcoll" in the high bytes, the collectivité's id below).
+const COLLECTIVITE_LOCK: i64 = 0x6174_6d70_0000_0000;
+
 impl FileTx for PgFileTx<'_> {
     fn import_id(&self) -> i64 {
         self.import_id
@@ -764,14 +768,25 @@ impl FileTx for PgFileTx<'_> {
 
     fn collectivite(&mut self, siret: &atmp_model::Siret) -> Result<Option<Collectivite>> {
         let siret = siret.as_str().to_string();
-        self
+        let c = self
             .conn
             .call(move |tx| Ok(tx.query_opt(
                 "SELECT c.id, c.siret, c.nom, p.siret FROM collectivite c LEFT JOIN collectivite p ON p.id = c.cdg_id WHERE c.siret = $1",
                 &[&siret],
             )?))?
             .map(|r| super::collectivite_row(&r))
-            .transpose()
+            .transpose()?;
+        if let Some(c) = &c {
+            // Two files storing data of one collectivité at once (a replay or a dry run beside
+            // a job; the job queue already orders jobs that share one) take turns: the second
+            // waits for the first's commit, then matches its rows instead of adding them again.
+            let key = COLLECTIVITE_LOCK + c.id;
+            self.conn.call(move |tx| {
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
+                Ok(())
+            })?;
+        }
+        Ok(c)
     }
 
     fn autorisation(
