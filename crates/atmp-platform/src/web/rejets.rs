@@ -52,6 +52,8 @@ pub(super) struct RejetLigne {
     pub collectivite: String,
     pub niveau: String,
     pub raison: &'static str,
+    /// The admin page where the fix is made, for the platform's administrators.
+    pub correctif: Option<(&'static str, &'static str)>,
     pub remede: &'static str,
     pub etat: &'static str,
     pub ouvert: bool,
@@ -130,6 +132,18 @@ pub(super) fn ligne(r: &Rejet, noms: &std::collections::HashMap<String, String>)
         },
         niveau: niveau_libelle(&r.new.niveau),
         raison: r.new.raison.libelle(),
+        correctif: match r.new.raison {
+            RejetRaison::CollectiviteInconnue | RejetRaison::HorsCdg => {
+                Some(("/admin/collectivites", "Gérer les collectivités"))
+            }
+            RejetRaison::NonAutorise => {
+                Some(("/admin/autorisations", "Enregistrer le consentement"))
+            }
+            RejetRaison::Contenu => {
+                Some(("/admin/nomenclatures", "Mettre à jour une nomenclature"))
+            }
+            RejetRaison::Identite | RejetRaison::AutreNir => None,
+        },
         remede: r.new.raison.remede(),
         etat: r.etat.libelle(),
         ouvert: r.etat == RejetEtat::ATraiter,
@@ -309,6 +323,8 @@ pub(super) struct RejetT {
     error: Option<String>,
     r: RejetLigne,
     acts: bool,
+    /// A platform administrator: the fixes' pages are his.
+    admin: bool,
     csrf: String,
 }
 
@@ -346,6 +362,7 @@ async fn rejet_view(
         error,
         r: ligne(&r, &noms),
         acts: acts(a),
+        admin: a.user.role == Role::Plateforme,
         csrf: a.nav().csrf,
     };
     render(status, &t)
