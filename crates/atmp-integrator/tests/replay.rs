@@ -103,3 +103,53 @@ fn two_replays_at_once_add_each_record_once_on_postgres() {
         .unwrap();
     assert_eq!(rows[0].etat, atmp_store::RejetEtat::Rejoue);
 }
+
+/// A dry run leaves the checksum of every table as it was, on both backends; the same file
+/// imported for real changes them.
+#[test]
+fn a_dry_run_leaves_every_table_checksum_unchanged() {
+    let (url, _) = atmp_store::test_support::fresh_database("essai");
+    let dir = tempfile::tempdir().unwrap();
+    let stores: Vec<Box<dyn Store>> = vec![
+        Box::new(atmp_store::SqliteStore::open(&dir.path().join("b.db")).unwrap()),
+        Box::new(PgStore::connect(&url).unwrap()),
+    ];
+    for mut s in stores {
+        let sdis = Siret::parse(SDIS).unwrap();
+        s.add_collectivite(&sdis, "SDIS", None).unwrap();
+        s.add_emetteur("SOFIVAL", None).unwrap();
+        s.set_autorisation("SOFIVAL", &sdis, Autorisation::Accordee, None)
+            .unwrap();
+        let a = dir.path().join("a.xml");
+        std::fs::write(&a, file("CARDON", &ev("EV-1", "2015-11-08"))).unwrap();
+        import_file(&mut *s, &a, &opts(dir.path())).unwrap();
+        let before = s.checksums().unwrap();
+        assert!(before.iter().any(|(t, _)| t == "rejet"), "{before:?}");
+        let b = dir.path().join("b.xml");
+        let two = format!("{}{}", ev("EV-1", "2015-11-08"), ev("EV-2", "2015-12-01"));
+        std::fs::write(&b, file("CARDONNE", &two)).unwrap();
+        let mut o = opts(&dir.path().join("essais"));
+        o.dry_run = true;
+        let out = import_file(&mut *s, &b, &o).unwrap();
+        assert_eq!(out.import_id, 0);
+        assert_eq!(out.counts.get(atmp_flux::spec::RecordKind::Agent).2, 1);
+        // Also a file the platform rejects whole, and a duplicate: nothing recorded.
+        let bad = dir.path().join("bad.xml");
+        std::fs::write(&bad, "<flux version=\"1.0\"><entete>").unwrap();
+        import_file(&mut *s, &bad, &o).unwrap();
+        import_file(&mut *s, &a, &o).unwrap();
+        assert_eq!(s.checksums().unwrap(), before);
+        import_file(&mut *s, &b, &opts(dir.path())).unwrap();
+        let after = s.checksums().unwrap();
+        let changed: Vec<&str> = after
+            .iter()
+            .zip(&before)
+            .filter(|(x, y)| x != y)
+            .map(|(x, _)| x.0.as_str())
+            .collect();
+        assert!(
+            changed.contains(&"rejet") && changed.contains(&"import"),
+            "{changed:?}"
+        );
+    }
+}
