@@ -712,6 +712,9 @@ pub trait AuditStore: Send {
 pub trait RejetStore: Send {
     /// The rejections a query selects (newest first), and how many there are in all.
     fn rejets(&mut self, q: &RejetQuery) -> Result<(Vec<Rejet>, u64)>;
+    /// The imports that replayed rejections of `import_id` (or integrated them as a later
+    /// file), in order.
+    fn rejeux_of(&mut self, import_id: i64) -> Result<Vec<i64>>;
     /// Sets open rejections aside (`classe`) with a comment; returns how many were open.
     fn classer_rejets(&mut self, ids: &[i64], motif: &str, actor: &str) -> Result<u64>;
     /// An agent of a collectivité by NIR: its id and identity.

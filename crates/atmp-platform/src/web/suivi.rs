@@ -379,24 +379,15 @@ pub(super) async fn import_page(
     let found = db(&app, move |s| {
         let page = s.rejets(&q)?;
         let (_, open) = s.rejets(&open_q)?;
-        let replays: Vec<i64> = s
-            .rejets(&atmp_store::RejetQuery {
-                import_id: Some(id),
-                ..Default::default()
-            })?
-            .0
-            .iter()
-            .filter_map(|r| r.rejeu_import_id)
-            .collect();
+        // Their ids only: an import may hold many rejections, each with its record.
+        let replays = s.rejeux_of(id)?;
         Ok((page, open, replays))
     })
     .await;
-    let ((found, rejets_total), a_rejouer, mut rejeux) = match found {
+    let ((found, rejets_total), a_rejouer, rejeux) = match found {
         Ok(v) => v,
         Err(r) => return r,
     };
-    rejeux.sort_unstable();
-    rejeux.dedup();
     let noms = match super::rejets::noms(&app).await {
         Ok(n) => n,
         Err(r) => return r,

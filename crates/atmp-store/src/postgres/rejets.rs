@@ -192,6 +192,18 @@ impl crate::RejetStore for PgStore {
         Ok((rows, total as u64))
     }
 
+    fn rejeux_of(&mut self, import_id: i64) -> Result<Vec<i64>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT DISTINCT rejeu_import_id FROM rejet WHERE import_id = $1 AND rejeu_import_id IS NOT NULL UNION SELECT id FROM import WHERE rejeu_de = $1 ORDER BY 1",
+                &[&import_id],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
     fn classer_rejets(&mut self, ids: &[i64], motif: &str, actor: &str) -> Result<u64> {
         let ids = ids.to_vec();
         Ok(self.client.execute(

@@ -180,6 +180,16 @@ impl crate::RejetStore for SqliteStore {
         Ok((rows, total as u64))
     }
 
+    fn rejeux_of(&mut self, import_id: i64) -> Result<Vec<i64>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT DISTINCT rejeu_import_id FROM rejet WHERE import_id = ?1 AND rejeu_import_id IS NOT NULL UNION SELECT id FROM import WHERE rejeu_de = ?1 ORDER BY 1",
+        )?;
+        let rows = st
+            .query_map([import_id], |r| r.get(0))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     fn classer_rejets(&mut self, ids: &[i64], motif: &str, actor: &str) -> Result<u64> {
         let tx = self.conn.transaction()?;
         let mut n = 0;
