@@ -3,38 +3,29 @@
 // Run by crates/atmp/tests/platform (browser_*), against `atmp serve --demo` started there.
 // Environment: ATMP_URL (https://localhost:PORT), ATMP_LOGIN, ATMP_PASSWORD, ATMP_DOWNLOADS
 // (a folder), CHROMIUM (default /usr/bin/chromium). Exits non-zero on the first failed check.
-import { chromium } from "playwright-core";
 import { readFileSync } from "node:fs";
 import assert from "node:assert/strict";
+import { launch, newContext, login } from "./lib.mjs";
 
 const url = process.env.ATMP_URL;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 let failed = false;
 try {
-  // The platform's certificate is self-signed: accepted for this test only.
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, acceptDownloads: true });
+  const context = await newContext(browser);
   const page = await context.newPage();
   page.setDefaultTimeout(10000);
-  // No JavaScript on the pages: the forms and links alone must do everything.
-  await context.route("**/*", (route) => route.continue());
+  const menu = page.getByRole("navigation", { name: "Menu principal" });
 
   const summary = async () => (await page.locator("#total").textContent()).trim();
   const rows = async () => page.locator("#suivi tbody tr").filter({ has: page.locator("a") }).count();
   const firstCells = async (n) => (await page.locator(`#suivi tbody tr td:nth-child(${n})`).allTextContents()).map((s) => s.trim());
+  const TYPE = 4;
 
-  // Log in.
+  // Log in: the page asked for comes back once the one-time password is changed.
   await page.goto(`${url}/suivi`);
-  assert.match(page.url(), /\/connexion$/, "not logged in: the login page");
-  await page.getByLabel("Identifiant").fill(process.env.ATMP_LOGIN);
-  await page.getByLabel("Mot de passe").fill(process.env.ATMP_PASSWORD);
-  await page.getByRole("button", { name: "Se connecter" }).click();
-  await page.waitForURL(/\/suivi/);
+  assert.match(page.url(), /\/connexion\?retour=\/suivi$/, "not logged in: the login page");
+  await login(page, process.env.ATMP_LOGIN, process.env.ATMP_PASSWORD, "Un nouveau mot de passe 2026");
+  await page.waitForURL(/\/suivi$/);
   assert.equal(await page.locator("h1").textContent(), "Suivi des imports");
 
   // Default period (the last twelve months): every import of the collectivité, newest first.
@@ -45,7 +36,7 @@ try {
   const pages = Number(m[2]);
   assert.ok(count > 20 && pages === Math.ceil(count / 20), total);
   assert.equal(await rows(), 20);
-  const dates = await firstCells(2);
+  const dates = await firstCells(1);
   const key = (d) => d.replace(/^(\d\d)\/(\d\d)\/(\d{4}) /, "$3$2$1 ");
   assert.deepEqual([...dates].sort((a, b) => key(b).localeCompare(key(a))), dates, "newest first");
 
@@ -68,21 +59,21 @@ try {
   await page.getByLabel("Type de fichiers").selectOption({ label: "Service" });
   await page.getByRole("button", { name: "Filtrer" }).click();
   assert.match(await summary(), /^1 import\(s\)/);
-  assert.deepEqual(await firstCells(1), ["Service"]);
+  assert.deepEqual(await firstCells(TYPE), ["Service"]);
   await page.getByLabel("Type de fichiers").selectOption({ label: "Déclaration" });
   await page.getByRole("button", { name: "Filtrer" }).click();
   assert.match(await summary(), new RegExp(`^${count - 1} import\\(s\\)`));
-  assert.ok((await firstCells(1)).every((t) => t === "Déclaration"));
+  assert.ok((await firstCells(TYPE)).every((t) => t === "Déclaration"));
 
   // Filter by period: a year without imports, then back to today.
-  await page.getByLabel("du", { exact: true }).fill("2020-01-01");
-  await page.getByLabel("au", { exact: true }).fill("2020-12-31");
+  await page.locator("#f-du").fill("2020-01-01");
+  await page.locator("#f-au").fill("2020-12-31");
   await page.getByRole("button", { name: "Filtrer" }).click();
   assert.match(await summary(), /^0 import\(s\)/);
-  assert.equal(await page.getByText("Aucun import sur cette période.").count(), 1);
+  assert.equal(await page.getByText("Aucun import ne correspond à ces filtres.").count(), 1);
   const today = new Date().toISOString().slice(0, 10);
-  await page.getByLabel("du", { exact: true }).fill(today);
-  await page.getByLabel("au", { exact: true }).fill(today);
+  await page.locator("#f-du").fill(today);
+  await page.locator("#f-au").fill(today);
   await page.getByLabel("Type de fichiers").selectOption({ label: "Tous" });
   await page.getByRole("button", { name: "Filtrer" }).click();
   assert.match(await summary(), new RegExp(`^${count} import\\(s\\)`));
@@ -122,7 +113,7 @@ try {
   await page.getByRole("group", { name: "Prénom : valeur à garder" }).getByLabel(/celle du fichier/).check();
   await page.getByRole("group", { name: "Date de naissance : valeur à garder" }).getByLabel(/celle de la base/).check();
   await page.getByRole("button", { name: "Corriger l'agent de la base" }).click();
-  assert.match(await page.locator("p.info").textContent(), /L'agent de la base est corrigé/);
+  assert.match(await page.locator("p.succes").textContent(), /L'agent de la base est corrigé/);
   // The base now says Yanick; the birth dates still differ, so a replay fails again.
   const base = await page.locator("#identites tbody tr").nth(1).locator("td").first().textContent();
   assert.equal(base.trim(), "Yannick", "the page shows the rejection as it was recorded");
@@ -147,11 +138,11 @@ try {
   const replayId = replayUrl.match(/(\d+)$/)[1];
   assert.ok(await page.locator("#rejeux").getByRole("link", { name: `import n° ${replayId}` }).count() === 1);
   // The tracking table shows the replay as a replay of that import.
-  await page.getByRole("link", { name: "Suivi des imports" }).click();
+  await menu.getByRole("link", { name: "Suivi des imports" }).click();
   const replayRow = page.locator("#suivi tbody tr", { has: page.locator(`a[href="/imports/${replayId}"]`) }).first();
   assert.match(await replayRow.textContent(), new RegExp(`rejeu de l'import n° ${importId}`));
   // "Rejets à traiter": the list reads the rows; this one is no longer there.
-  await page.getByRole("link", { name: "Rejets à traiter" }).click();
+  await menu.getByRole("link", { name: "Rejets à traiter" }).click();
   await page.waitForURL(/\/rejets$/);
   assert.equal(await page.locator(`#rejets a[href="${new URL(rejetUrl).pathname}"]`).count(), 0);
 
@@ -159,7 +150,7 @@ try {
   await page.getByRole("button", { name: "Se déconnecter" }).click();
   await page.waitForURL(/\/connexion$/);
   await page.goto(`${url}/suivi`);
-  assert.match(page.url(), /\/connexion$/);
+  assert.match(page.url(), /\/connexion\?retour=/);
   console.log(`browser test passed: ${count} imports on ${pages} pages`);
 } catch (e) {
   failed = true;

@@ -22,7 +22,10 @@ use atmp_model::Nomenclatures;
 use atmp_store::{now, ImportLog, ImportRow, Store, StoreError};
 
 pub use counts::{Counts, Outcome};
-pub use log::{push_field, split_line, split_records, Level, LogFiles};
+pub use log::{
+    is_formula, push_field, split_line, split_records, write_tableur, Level, LogFiles,
+    TABLEUR_HEADER,
+};
 pub use replay::{replay, replay_name, ReplayError};
 pub use rules::{table, Replay};
 

@@ -79,15 +79,75 @@ pub(crate) struct Logs {
 }
 
 /// Appends one field of a log line, quoted as in CSV when it holds `;`, `"` or a line break.
+///
+/// A field that a spreadsheet would take for a formula (it starts with `=`, `+`, `-`, `@`, a
+/// tab or a carriage return: OWASP's list) gets a leading `'`, so that a value of a file
+/// (a name such as `=HYPERLINK(…)`) stays text wherever the log is opened. The fields of
+/// §6.1 start with fixed words (`Agent : `…), so this only ever touches hostile values.
 pub fn push_field(out: &mut String, s: &str) {
+    let mark = if is_formula(s) { "'" } else { "" };
     let b = s.as_bytes();
     if memchr::memchr3(b';', b'"', b'\n', b).is_some() || memchr::memchr(b'\r', b).is_some() {
         out.push('"');
+        out.push_str(mark);
         out.push_str(&s.replace('"', "\"\""));
         out.push('"');
     } else {
+        out.push_str(mark);
         out.push_str(s);
     }
+}
+
+/// Whether a spreadsheet would read this cell as a formula (OWASP "CSV injection").
+pub fn is_formula(s: &str) -> bool {
+    matches!(
+        s.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    )
+}
+
+/// The header row of the "tableur" form of a log.
+pub const TABLEUR_HEADER: &str = "Horodatage;Niveau;Agent;Événement;Élément;Message\r\n";
+
+/// Rewrites a log (§6.1) as a spreadsheet opens it best: a UTF-8 byte order mark, a header
+/// row, `;` between cells, CRLF after each row, exactly six cells per row, every cell that
+/// could be read as a formula neutralised. Reads one entry at a time (an entry may span
+/// physical lines inside quotes), so memory stays bounded by the longest entry.
+pub fn write_tableur(src: impl io::BufRead, mut out: impl Write) -> io::Result<()> {
+    out.write_all("\u{feff}".as_bytes())?;
+    out.write_all(TABLEUR_HEADER.as_bytes())?;
+    let mut src = src;
+    let mut entry: Vec<u8> = Vec::with_capacity(1024);
+    let mut row = String::with_capacity(1024);
+    loop {
+        entry.clear();
+        // Physical lines until the quotes balance: one entry of the log.
+        loop {
+            let n = src.read_until(b'\n', &mut entry)?;
+            if n == 0 || memchr::memchr_iter(b'"', &entry).count().is_multiple_of(2) {
+                break;
+            }
+        }
+        if entry.is_empty() {
+            break;
+        }
+        while matches!(entry.last(), Some(b'\n' | b'\r')) {
+            entry.pop();
+        }
+        let text = String::from_utf8_lossy(&entry);
+        let mut fields = split_line(&text);
+        fields.resize(6, String::new());
+        row.clear();
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                row.push(';');
+            }
+            push_field(&mut row, f);
+        }
+        row.push_str("\r\n");
+        out.write_all(row.as_bytes())?;
+    }
+    out.flush()
 }
 
 /// Splits a whole log (§6.1) into its entries: a quoted field may hold line breaks, so an

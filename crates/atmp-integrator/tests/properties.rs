@@ -142,6 +142,74 @@ proptest::proptest! {
             }
             atmp_integrator::push_field(&mut line, f);
         }
-        proptest::prop_assert_eq!(atmp_integrator::split_line(&line), fields);
+        // A field a spreadsheet would take for a formula comes back with its leading `'`.
+        let expected: Vec<String> = fields
+            .iter()
+            .map(|f| if atmp_integrator::is_formula(f) { format!("'{f}") } else { f.clone() })
+            .collect();
+        proptest::prop_assert_eq!(atmp_integrator::split_line(&line), expected);
+    }
+}
+
+/// The "tableur" form of a log: a BOM, a header, six cells per row, CRLF, formulas inert.
+#[test]
+fn tableur_form_of_a_log() {
+    let mut log = String::new();
+    for fields in [
+        vec![
+            "01/02/2026 10:00:00",
+            "INFO",
+            "",
+            "",
+            "",
+            "Début du traitement",
+        ],
+        vec![
+            "01/02/2026 10:00:01",
+            "ERROR",
+            "=HYPERLINK(\"http://x\";\"y\")",
+            "",
+            "",
+            "multi\nligne",
+        ],
+        vec![
+            "01/02/2026 10:00:02",
+            "WARN",
+            "Agent : A",
+            "@SUM(1)",
+            "+1",
+            "-2",
+        ],
+    ] {
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                log.push(';');
+            }
+            atmp_integrator::push_field(&mut log, f);
+        }
+        log.push('\n');
+    }
+    let mut out = Vec::new();
+    atmp_integrator::write_tableur(log.as_bytes(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with('\u{feff}'), "BOM");
+    let rows: Vec<&str> = text.trim_start_matches('\u{feff}').split("\r\n").collect();
+    assert_eq!(rows[0], "Horodatage;Niveau;Agent;Événement;Élément;Message");
+    assert_eq!(rows.len(), 5, "{rows:?}"); // header, 3 rows, and the empty tail
+    assert_eq!(rows[4], "");
+    assert_eq!(
+        rows[2],
+        "01/02/2026 10:00:01;ERROR;\"'=HYPERLINK(\"\"http://x\"\";\"\"y\"\")\";;;\"multi\nligne\""
+    );
+    assert_eq!(
+        rows[3],
+        "01/02/2026 10:00:02;WARN;Agent : A;'@SUM(1);'+1;'-2"
+    );
+    for r in &rows[1..4] {
+        assert_eq!(atmp_integrator::split_line(r).len(), 6, "{r}");
+        // No cell starts a formula.
+        for c in atmp_integrator::split_line(r) {
+            assert!(!atmp_integrator::is_formula(&c), "{c}");
+        }
     }
 }

@@ -84,18 +84,19 @@ pub fn load(shared: &Shared) -> Result<Option<String>, PlatformError> {
         out.push_str(&format!("  émetteur FTPS {code} : {pw}\n"));
     }
     for (login, role, coll) in [
-        ("sdis", Role::CollectiviteAdmin, SDIS),
-        ("cdg", Role::Cdg, CDG),
-        ("commune", Role::Collectivite, COMMUNE),
+        ("sdis", Role::CollectiviteAdmin, Some(SDIS)),
+        ("cdg", Role::Cdg, Some(CDG)),
+        ("commune", Role::Collectivite, Some(COMMUNE)),
     ] {
         let pw = auth::password();
+        // A printed password is a one-time password like any other: changed at first login.
         let u = NewUtilisateur {
             login: login.into(),
             password_hash: auth::hash_password(&pw),
             role,
-            collectivite: Some(coll.into()),
+            collectivite: coll.map(Into::into),
             email: Some(format!("{login}@demo.invalid")),
-            doit_changer: false,
+            doit_changer: true,
         };
         shared.with_store(|s| s.add_utilisateur(&u).map(|_| ()))?;
         out.push_str(&format!(

@@ -3,7 +3,7 @@
 //! (a local file, or a large object of the base) 64 KiB at a time into a channel of four
 //! chunks, so a download holds at most a few hundred KiB whatever the file's size.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -47,6 +47,77 @@ pub(crate) fn chunks(
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "file reading thread not started");
+    }
+    rx
+}
+
+/// A writer that sends what it is given, in chunks of [`CHUNK`], into a bounded channel.
+struct ChannelWriter {
+    tx: mpsc::Sender<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "download closed"))
+    }
+}
+
+/// Reads a log on a thread of its own into a bounded channel, rewritten as a spreadsheet
+/// opens it (`tableur`, see [`atmp_integrator::write_tableur`]) and/or gzip-compressed
+/// (`gzip`): memory stays bounded whatever the log's size.
+pub(crate) fn log_chunks(
+    src: Box<dyn Read + Send>,
+    tableur: bool,
+    gzip: bool,
+) -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel(4);
+    let tx2 = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("atmp-lecture-journal".into())
+        .spawn(move || {
+            let sink = ChannelWriter {
+                tx,
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let run = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
+                let mut src = std::io::BufReader::with_capacity(CHUNK, src);
+                if tableur {
+                    atmp_integrator::write_tableur(src, &mut *out)?;
+                } else {
+                    std::io::copy(&mut src, out)?;
+                }
+                out.flush()
+            };
+            let r = if gzip {
+                let mut gz = flate2::write::GzEncoder::new(sink, flate2::Compression::fast());
+                run(&mut gz).and_then(|_| gz.finish()?.flush())
+            } else {
+                let mut sink = sink;
+                run(&mut sink).and_then(|_| sink.flush())
+            };
+            if let Err(e) = r {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    let _ = tx2.blocking_send(Err(e));
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "log reading thread not started");
     }
     rx
 }

@@ -673,6 +673,8 @@ pub trait JobStore: Send {
     fn import_of_job(&mut self, job_id: i64) -> Result<Option<i64>>;
     /// How many received files wait for, or are in, integration.
     fn pending_jobs(&mut self) -> Result<u64>;
+    /// The received files waiting for, or in, integration, oldest first, at most `limit`.
+    fn waiting_jobs(&mut self, limit: u64) -> Result<Vec<Job>>;
     /// Waits up to `timeout` for news of the job queue from any instance (a job added, a job
     /// done): true when some came. PostgreSQL listens (`LISTEN atmp_jobs`); SQLite has one
     /// instance, whose own intake wakes its worker, and only waits.

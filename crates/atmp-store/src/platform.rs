@@ -162,6 +162,94 @@ pub struct SuiviQuery {
     pub au: String,
     pub limit: u64,
     pub offset: u64,
+    /// Only the lines of this collectivité (its SIRET; a CDG's global lines too).
+    pub collectivite: Option<String>,
+    /// Only the files of this sender (its code).
+    pub emetteur: Option<String>,
+    /// Only the lines of this result.
+    pub resultat: Option<SuiviResultat>,
+    /// Only the files whose name contains this text (case-insensitive for ASCII letters).
+    pub nom_fichier: Option<String>,
+    /// Oldest first instead of newest first.
+    pub croissant: bool,
+}
+
+impl Default for SuiviQuery {
+    fn default() -> SuiviQuery {
+        SuiviQuery {
+            scope: Scope::Tout,
+            type_fichier: None,
+            du: "0000-00-00".into(),
+            au: "9999-12-31".into(),
+            limit: 20,
+            offset: 0,
+            collectivite: None,
+            emetteur: None,
+            resultat: None,
+            nom_fichier: None,
+            croissant: false,
+        }
+    }
+}
+
+/// The result of one line of the tracking table, as a user filters and reads it: an
+/// integrated file with or without `ERROR` lines in this log, a file rejected whole, a
+/// duplicate, a file whose transaction is still open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuiviResultat {
+    Reussi,
+    ReussiAvecErreurs,
+    Echoue,
+    Doublon,
+    EnCours,
+}
+
+impl SuiviResultat {
+    /// Every kind, in the order the filters list them.
+    pub const ALL: [SuiviResultat; 5] = [
+        SuiviResultat::Reussi,
+        SuiviResultat::ReussiAvecErreurs,
+        SuiviResultat::Echoue,
+        SuiviResultat::Doublon,
+        SuiviResultat::EnCours,
+    ];
+
+    /// The code used in URLs.
+    pub fn code(self) -> &'static str {
+        match self {
+            SuiviResultat::Reussi => "reussi",
+            SuiviResultat::ReussiAvecErreurs => "erreurs",
+            SuiviResultat::Echoue => "echoue",
+            SuiviResultat::Doublon => "doublon",
+            SuiviResultat::EnCours => "en_cours",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SuiviResultat> {
+        SuiviResultat::ALL.into_iter().find(|r| r.code() == s)
+    }
+
+    /// The kind of a line: its import's result and its log's `ERROR` lines.
+    pub fn of(result: crate::ImportResult, errors: u64) -> SuiviResultat {
+        match result {
+            crate::ImportResult::Reussi if errors > 0 => SuiviResultat::ReussiAvecErreurs,
+            crate::ImportResult::Reussi => SuiviResultat::Reussi,
+            crate::ImportResult::Echoue => SuiviResultat::Echoue,
+            crate::ImportResult::Doublon => SuiviResultat::Doublon,
+            crate::ImportResult::EnCours => SuiviResultat::EnCours,
+        }
+    }
+
+    /// The SQL condition on `i` (import) and `l` (import_log).
+    fn sql(self) -> &'static str {
+        match self {
+            SuiviResultat::Reussi => "i.result = 'reussi' AND l.errors = 0",
+            SuiviResultat::ReussiAvecErreurs => "i.result = 'reussi' AND l.errors > 0",
+            SuiviResultat::Echoue => "i.result = 'echoue'",
+            SuiviResultat::Doublon => "i.result = 'doublon'",
+            SuiviResultat::EnCours => "i.result = 'en_cours'",
+        }
+    }
 }
 
 /// The SQL of a tracking-table query, the same for every backend but for its placeholders
@@ -208,19 +296,50 @@ impl SuiviQuery {
             wheres.push(format!("l.type_fichier = {}", ph(params.len() + 1)));
             params.push(Cell::Text(t.clone()));
         }
+        if let Some(c) = &self.collectivite {
+            wheres.push(format!("l.collectivite_siret = {}", ph(params.len() + 1)));
+            params.push(Cell::Text(c.clone()));
+        }
+        if let Some(e) = &self.emetteur {
+            wheres.push(format!("i.emetteur = {}", ph(params.len() + 1)));
+            params.push(Cell::Text(e.clone()));
+        }
+        if let Some(r) = self.resultat {
+            wheres.push(r.sql().to_string());
+        }
+        if let Some(n) = self.nom_fichier.as_deref().filter(|n| !n.is_empty()) {
+            // A substring, its LIKE wildcards taken literally.
+            let escaped: String = n
+                .to_lowercase()
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '!' => vec!['!', c],
+                    c => vec![c],
+                })
+                .collect();
+            wheres.push(format!(
+                "lower(i.file_name) LIKE {} ESCAPE '!'",
+                ph(params.len() + 1)
+            ));
+            params.push(Cell::Text(format!("%{escaped}%")));
+        }
         let filter = wheres.join(" AND ");
         let n = params.len();
+        let order = if self.croissant { "ASC" } else { "DESC" };
         let page = format!(
-            "SELECT l.id, l.import_id, l.type_fichier, l.started_at, l.label, l.collectivite_siret, c.nom, l.global, i.file_name, i.rejeu_de \
+            "SELECT l.id, l.import_id, l.type_fichier, l.started_at, l.label, l.collectivite_siret, c.nom, l.global, i.file_name, i.rejeu_de, \
+             i.result, l.errors, i.emetteur \
              FROM import_log l JOIN import i ON i.id = l.import_id LEFT JOIN collectivite c ON c.siret = l.collectivite_siret \
-             WHERE {filter} ORDER BY l.started_at DESC, l.id DESC LIMIT {} OFFSET {}",
+             WHERE {filter} ORDER BY l.started_at {order}, l.id {order} LIMIT {} OFFSET {}",
             ph(n + 1),
             ph(n + 2)
         );
         params.push(Cell::Int(self.limit as i64));
         params.push(Cell::Int(self.offset as i64));
         SuiviSql {
-            count: format!("SELECT count(*) FROM import_log l WHERE {filter}"),
+            count: format!(
+                "SELECT count(*) FROM import_log l JOIN import i ON i.id = l.import_id WHERE {filter}"
+            ),
             count_params: n,
             page,
             params,
@@ -242,6 +361,19 @@ pub struct SuiviRow {
     pub file_name: String,
     /// A replay: the import whose rejections it replayed.
     pub rejeu_de: Option<i64>,
+    /// The import's result.
+    pub result: crate::ImportResult,
+    /// The `ERROR` lines of this log.
+    pub errors: u64,
+    /// The sender's code, when the file named a known one.
+    pub emetteur: Option<String>,
+}
+
+impl SuiviRow {
+    /// What the line shows as its result.
+    pub fn resultat(&self) -> SuiviResultat {
+        SuiviResultat::of(self.result, self.errors)
+    }
 }
 
 /// A mail to queue.

@@ -85,6 +85,7 @@ fn tracking_table_story<S: ReferenceStore + ImportStore>(store: &mut S) {
                 au: "2026-11-30".into(),
                 limit: 100,
                 offset: 0,
+                ..Default::default()
             })
             .unwrap();
         let mut shown: Vec<(String, bool)> = rows

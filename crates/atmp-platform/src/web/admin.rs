@@ -572,8 +572,33 @@ pub(super) struct UtilisateursT {
     csrf: String,
     utilisateurs: Vec<UtilisateurLine>,
     roles: Vec<(&'static str, &'static str)>,
-    /// The SIRET proposed in the creation form.
-    siret_defaut: String,
+    /// The collectivités a new user may belong to: (SIRET, "name (SIRET)").
+    collectivites: Vec<(String, String)>,
+    /// The platform may create a user of no collectivité.
+    sans_collectivite: bool,
+    /// What the creation form shows: the typed values after a refusal.
+    saisie: UtilisateurSaisie,
+}
+
+/// The values of the user creation form, kept when it is refused, with the field at fault.
+#[derive(Default)]
+pub(super) struct UtilisateurSaisie {
+    login: String,
+    role: String,
+    siret: String,
+    email: String,
+    /// (field, what to do).
+    erreur: Option<(&'static str, String)>,
+}
+
+impl UtilisateurSaisie {
+    /// The error of this field, if it is the one at fault.
+    fn erreur_de(&self, champ: &str) -> Option<&str> {
+        self.erreur
+            .as_ref()
+            .filter(|(c, _)| *c == champ)
+            .map(|(_, m)| m.as_str())
+    }
 }
 
 /// The users `a` manages, with the collectivités it administers (by SIRET).
@@ -606,6 +631,24 @@ pub(super) async fn utilisateurs_page(
     a: &Auth,
     message: Option<String>,
     error: Option<String>,
+) -> Response {
+    let saisie = UtilisateurSaisie {
+        siret: if a.user.role == Role::Plateforme {
+            String::new()
+        } else {
+            a.user.collectivite_siret.clone().unwrap_or_default()
+        },
+        ..Default::default()
+    };
+    utilisateurs_page_with(app, a, message, error, saisie).await
+}
+
+pub(super) async fn utilisateurs_page_with(
+    app: &App,
+    a: &Auth,
+    message: Option<String>,
+    error: Option<String>,
+    saisie: UtilisateurSaisie,
 ) -> Response {
     let (list, collectivites) = match db(app, |s| Ok((s.utilisateurs()?, s.collectivites()?))).await
     {
@@ -641,11 +684,21 @@ pub(super) async fn utilisateurs_page(
             })
             .map(|r| (r.code(), r.libelle()))
             .collect(),
-        siret_defaut: if a.user.role == Role::Plateforme {
-            String::new()
-        } else {
-            a.user.collectivite_siret.clone().unwrap_or_default()
+        collectivites: {
+            let mut c: Vec<&atmp_store::Collectivite> =
+                collectivites.iter().filter(|c| a.administers(c)).collect();
+            c.sort_by_key(|c| c.nom.to_lowercase());
+            c.into_iter()
+                .map(|c| {
+                    (
+                        c.siret.as_str().to_string(),
+                        format!("{} ({})", c.nom, c.siret.as_str()),
+                    )
+                })
+                .collect()
         },
+        sans_collectivite: a.user.role == Role::Plateforme,
+        saisie,
     };
     render(status, &t)
 }
@@ -693,14 +746,49 @@ pub(super) async fn utilisateur_add(
     } else {
         crate::mail::parse_email(&f.email).map(Some)
     };
+    let mut saisie = UtilisateurSaisie {
+        login: f.login.trim().chars().take(64).collect(),
+        role: f.role.clone(),
+        siret: siret.clone(),
+        email: f.email.trim().chars().take(254).collect(),
+        erreur: None,
+    };
+    let login_problem = match f.login.trim() {
+        "" => Some("Indiquez un identifiant.".to_string()),
+        l if l.chars().count() > 64 => Some("L'identifiant a 64 caractères au plus.".to_string()),
+        l if l.chars().any(|c| c.is_control() || c.is_whitespace()) => {
+            Some("L'identifiant ne contient ni espace ni caractère de contrôle.".to_string())
+        }
+        _ => None,
+    };
     let r = match Role::parse(&f.role) {
-        None => Err("Rôle inconnu.".to_string()),
-        Some(_) if email.is_err() => Err(format!("{}.", email.clone().unwrap_err())),
+        _ if login_problem.is_some() => {
+            saisie.erreur = login_problem.map(|m| ("login", m));
+            Err("Utilisateur non créé : corrigez le champ signalé.".to_string())
+        }
+        None => {
+            saisie.erreur = Some(("role", "Choisissez un rôle dans la liste.".into()));
+            Err("Utilisateur non créé : corrigez le champ signalé.".to_string())
+        }
+        Some(_) if email.is_err() => {
+            saisie.erreur = Some((
+                "email",
+                format!(
+                    "{}. Saisissez une adresse de la forme nom@domaine.fr, ou laissez le champ vide.",
+                    email.clone().unwrap_err()
+                ),
+            ));
+            Err("Utilisateur non créé : corrigez le champ signalé.".to_string())
+        }
         Some(role) if !a.may_grant(role, target.as_ref()) && a.user.role != Role::Plateforme => {
-            Err(format!(
-                "Vous ne pouvez pas donner le rôle « {} » pour la collectivité « {siret} ».",
-                role.libelle()
-            ))
+            saisie.erreur = Some((
+                "siret",
+                format!(
+                    "Vous ne pouvez pas donner le rôle « {} » pour cette collectivité : choisissez-en une que vous administrez, ou un autre rôle.",
+                    role.libelle()
+                ),
+            ));
+            Err("Utilisateur non créé : corrigez le champ signalé.".to_string())
         }
         Some(role) => {
             let pw = auth::password();
@@ -734,6 +822,68 @@ pub(super) async fn utilisateur_add(
             })
             .await
         }
+    };
+    let (m, e) = split(r);
+    if e.is_some() {
+        if saisie.erreur.is_none() {
+            // Refused by the base (a login taken…): said next to the login.
+            saisie.erreur = e.clone().map(|m| ("login", m));
+        }
+        return utilisateurs_page_with(&app, &a, m, e, saisie).await;
+    }
+    utilisateurs_page(&app, &a, m, e).await
+}
+
+#[derive(Deserialize)]
+pub(super) struct ResetForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    id: i64,
+}
+
+/// An administrator gives a user a new one-time password (shown once), to be changed at
+/// the next login; the user's sessions are closed.
+pub(super) async fn utilisateur_reinitialiser(
+    State(app): State<App>,
+    a: Auth,
+    Form(f): Form<ResetForm>,
+) -> Response {
+    if let Err(r) = a.gestion().and_then(|_| a.check(&f.csrf)) {
+        return r;
+    }
+    let (target, collectivites) = match db(&app, move |s| {
+        Ok((s.utilisateur_by_id(f.id)?, s.collectivites()?))
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(target) = target.filter(|u| manages(&a, u, &collectivites)) else {
+        return not_found();
+    };
+    let r = if target.id == a.user.id {
+        Err("Pour votre propre compte, utilisez la page « Mot de passe ».".to_string())
+    } else {
+        let pw = auth::password();
+        let p2 = pw.clone();
+        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&p2))
+            .await
+            .unwrap_or_default();
+        let detail = format!(
+            "réinitialisation du mot de passe de l'utilisateur {}",
+            target.login
+        );
+        change(&app, &a, "utilisateur", detail, move |s| {
+            s.set_utilisateur_password(target.id, &hash, true)?;
+            s.delete_sessions_of(target.id, None)?;
+            Ok(format!(
+                "Mot de passe de {} réinitialisé ; ses sessions sont fermées. Mot de passe à usage unique, affiché une seule fois, à changer à la première connexion : {pw}",
+                target.login
+            ))
+        })
+        .await
     };
     let (m, e) = split(r);
     utilisateurs_page(&app, &a, m, e).await

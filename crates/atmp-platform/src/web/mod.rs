@@ -6,8 +6,9 @@
 //! is done. A resource the user may not see answers 404, as if it did not exist.
 //!
 //! One file per area: this one holds the router, the serving of connections, the small
-//! responses and the session extractor ([`Auth`]); `session.rs` the login, logout and password
-//! pages; `suivi.rs` the tracking table, an import's page and its downloads; `rejets.rs` the
+//! responses, the session extractor ([`Auth`]) and the shapes several pages share (the menu,
+//! the result badges, the collectivités a user sees); `accueil.rs` the dashboard;
+//! `session.rs` the login, logout and password pages; `suivi.rs` the tracking table, an import's page and its downloads; `rejets.rs` the
 //! quarantine ("Rejets à traiter", correction, classement, rejeu); `essai.rs` the dry run of a
 //! file ("Tester un fichier"); `admin.rs` the
 //! administration pages.
@@ -33,6 +34,7 @@ use atmp_store::{
 
 use crate::{auth, PlatformError, Shared};
 
+mod accueil;
 mod admin;
 mod essai;
 mod rejets;
@@ -56,8 +58,14 @@ const LOGIN_COOKIE: &str = "atmp_connexion";
 pub fn router(shared: App) -> Router {
     let hsts = shared.config.web_tls;
     Router::new()
-        .route("/", get(|| async { Redirect::to("/suivi") }))
+        .route("/", get(accueil::accueil))
+        .route(
+            "/accueil/imports-par-semaine.csv",
+            get(accueil::accueil_csv),
+        )
         .route("/sante", get(|| async { "ok" }))
+        .route("/static/atmp.css", get(stylesheet))
+        .route("/accessibilite", get(accessibilite))
         .route("/connexion", get(login_form).post(login))
         .route("/deconnexion", post(logout))
         .route("/mot-de-passe", get(password_form).post(password_change))
@@ -101,6 +109,10 @@ pub fn router(shared: App) -> Router {
         )
         .route("/admin/utilisateurs/actif", post(utilisateur_actif))
         .route(
+            "/admin/utilisateurs/mot-de-passe",
+            post(utilisateur_reinitialiser),
+        )
+        .route(
             "/admin/nomenclatures",
             get(nomenclatures).post(nomenclature_load),
         )
@@ -137,7 +149,7 @@ async fn headers(
     h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -280,6 +292,31 @@ async fn redirect_to_https(mut stream: tokio::net::TcpStream) {
 // ---------------------------------------------------------------------------------------
 // Errors and small responses
 
+/// The one stylesheet, compiled into the binary; browsers keep it for a day.
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../../static/atmp.css"),
+    )
+        .into_response()
+}
+
+/// The accessibility statement (RGAA 4.1 asks every public service for one), readable
+/// without logging in.
+async fn accessibilite(user: Option<Auth>) -> Response {
+    render(
+        StatusCode::OK,
+        &AccessibiliteT {
+            user: user.map(|a| a.nav()),
+            message: None,
+            error: None,
+        },
+    )
+}
+
 fn html(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
@@ -401,6 +438,8 @@ pub struct Auth {
     token_hash: String,
     /// Where the request comes from (for the audit trail).
     address: String,
+    /// The path asked for.
+    path: String,
 }
 
 /// What the layout shows of the user.
@@ -408,19 +447,78 @@ pub struct NavUser {
     login: String,
     role: &'static str,
     csrf: String,
-    admin: bool,
-    /// Administers collectivités (its own, or a CDG's): users and services pages.
-    gestion: bool,
+    /// The path asked for, so that the menu marks where the user is (`aria-current`).
+    path: String,
+    /// The main menu, as this role sees it.
+    liens: Vec<Lien>,
+}
+
+/// An entry of the main menu.
+pub struct Lien {
+    href: &'static str,
+    texte: &'static str,
+    courant: bool,
+}
+
+/// The main menu of a role, in its order: (address, label, shown to).
+/// Who sees a menu entry.
+type ShownTo = fn(Role) -> bool;
+
+const MENU: &[(&str, &str, ShownTo)] = &[
+    ("/", "Accueil", |_| true),
+    ("/suivi", "Suivi des imports", |_| true),
+    ("/rejets", "Rejets à traiter", |_| true),
+    ("/admin/collectivites", "Collectivités", |r| {
+        r != Role::Collectivite
+    }),
+    ("/admin/emetteurs", "Émetteurs", |r| r == Role::Plateforme),
+    ("/admin/autorisations", "Autorisations", |r| {
+        r == Role::Plateforme
+    }),
+    ("/admin/utilisateurs", "Utilisateurs", |r| {
+        r != Role::Collectivite
+    }),
+    ("/admin/nomenclatures", "Nomenclatures", |r| {
+        r == Role::Plateforme
+    }),
+    ("/essai", "Tester un fichier", |r| r == Role::Plateforme),
+    ("/admin/journal", "Journal d'audit", |r| {
+        r == Role::Plateforme
+    }),
+];
+
+/// The menu entry a path belongs to: the longest entry that is the path or a parent of it;
+/// an import's page belongs to the tracking table.
+fn menu_of(path: &str) -> &'static str {
+    if path.starts_with("/imports/") {
+        return "/suivi";
+    }
+    MENU.iter()
+        .map(|m| m.0)
+        .filter(|h| {
+            path == *h || (*h != "/" && path.strip_prefix(h).is_some_and(|r| r.starts_with('/')))
+        })
+        .max_by_key(|h| h.len())
+        .unwrap_or("")
 }
 
 impl Auth {
     fn nav(&self) -> NavUser {
+        let current = menu_of(&self.path);
         NavUser {
             login: self.user.login.clone(),
             role: self.user.role.libelle(),
             csrf: self.csrf.clone(),
-            admin: self.user.role == Role::Plateforme,
-            gestion: self.user.role != Role::Collectivite,
+            path: self.path.clone(),
+            liens: MENU
+                .iter()
+                .filter(|m| (m.2)(self.user.role))
+                .map(|m| Lien {
+                    href: m.0,
+                    texte: m.1,
+                    courant: m.0 == current,
+                })
+                .collect(),
         }
     }
 
@@ -509,13 +607,14 @@ impl FromRequestParts<App> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Auth, Response> {
         let Some(token) = cookie(&parts.headers, COOKIE).map(str::to_string) else {
-            return Err(Redirect::to("/connexion").into_response());
+            return Err(to_login(parts, false));
         };
         let h = auth::token_hash(&token);
         let h2 = h.clone();
         let found = db(app, move |s| s.session(&h2, &atmp_store::now())).await?;
         let Some((user, csrf)) = found else {
-            return Err(Redirect::to("/connexion").into_response());
+            // A cookie whose session is gone: it expired, or was closed elsewhere.
+            return Err(to_login(parts, true));
         };
         // A password set by someone else must be changed before anything else.
         if user.doit_changer
@@ -530,8 +629,72 @@ impl FromRequestParts<App> for Auth {
             csrf,
             token_hash: h,
             address: client_address(app, peer, &parts.headers),
+            path: parts.uri.path().to_string(),
         })
     }
+}
+
+impl axum::extract::OptionalFromRequestParts<App> for Auth {
+    type Rejection = Response;
+
+    /// The logged-in user if there is one: for the pages anyone may read.
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Option<Auth>, Response> {
+        Ok(
+            <Auth as FromRequestParts<App>>::from_request_parts(parts, app)
+                .await
+                .ok(),
+        )
+    }
+}
+
+/// The login page, told where to come back to after login (the page asked for, when it was
+/// one to read) and whether the session had expired.
+fn to_login(parts: &Parts, expired: bool) -> Response {
+    let mut to = String::from("/connexion");
+    let mut sep = '?';
+    if expired {
+        to.push_str("?expiree=1");
+        sep = '&';
+    }
+    if parts.method == axum::http::Method::GET {
+        let asked = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        if let Some(back) = safe_return(asked).filter(|b| *b != "/") {
+            to.push(sep);
+            to.push_str("retour=");
+            to.push_str(&urlencode(back));
+        }
+    }
+    Redirect::to(&to).into_response()
+}
+
+/// A return address kept only when it is a path of this site: `/…`, not `//host` nor
+/// `/\host` (which browsers take for another site), no control character, bounded.
+fn safe_return(s: &str) -> Option<&str> {
+    let ok = s.starts_with('/')
+        && !s.starts_with("//")
+        && !s.starts_with("/\\")
+        && s.len() <= 1024
+        && !s.chars().any(|c| c.is_control() || c == '\\')
+        && !s.starts_with("/connexion")
+        && !s.starts_with("/deconnexion");
+    ok.then_some(s)
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn urlencode(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
 }
 
 /// Records an event of the audit trail, without making the request wait (SQLite has one
@@ -561,7 +724,90 @@ fn may_see(a: &Auth, log: &ImportLog, cdg_of: Option<&str>) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
+// Shapes shared by several pages
+
+/// A result shown at a glance: a colour, an icon and a text (never the colour alone).
+#[derive(Clone, Copy)]
+pub(super) struct Badge(pub atmp_store::SuiviResultat);
+
+impl Badge {
+    pub(super) fn texte(self) -> &'static str {
+        use atmp_store::SuiviResultat as R;
+        match self.0 {
+            R::Reussi => "Réussi",
+            R::ReussiAvecErreurs => "Réussi avec erreurs",
+            R::Echoue => "Échoué",
+            R::Doublon => "Doublon",
+            R::EnCours => "En cours",
+        }
+    }
+}
+
+/// Static HTML only (no user text): rendered with `|safe`.
+impl std::fmt::Display for Badge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use atmp_store::SuiviResultat as R;
+        let (classe, icone) = match self.0 {
+            R::Reussi => ("reussi", "✔"),
+            R::ReussiAvecErreurs => ("erreurs", "⚠"),
+            R::Echoue => ("echoue", "✖"),
+            R::Doublon => ("doublon", "⧉"),
+            R::EnCours => ("en-cours", "⏳"),
+        };
+        write!(
+            f,
+            "<span class=\"badge badge-{classe}\"><span aria-hidden=\"true\">{icone}</span> {}</span>",
+            self.texte()
+        )
+    }
+}
+
+/// The collectivités a user sees (by name, with their SIRET), for the filters and forms
+/// that choose one: all for the platform, a CDG and its members, a collectivité itself.
+pub(super) async fn visible_collectivites(
+    app: &App,
+    a: &Auth,
+) -> Result<Vec<atmp_store::Collectivite>, Response> {
+    let sirets = rejets::visible_sirets(app, a).await?;
+    let mut all = db(app, |s| s.collectivites()).await?;
+    if let Some(v) = sirets {
+        all.retain(|c| v.iter().any(|x| x == c.siret.as_str()));
+    }
+    all.sort_by_key(|c| c.nom.to_lowercase());
+    Ok(all)
+}
+
+/// The senders a user may filter by: every sender for the platform, else those on record
+/// for one of the collectivités the user sees.
+pub(super) async fn visible_emetteurs(
+    app: &App,
+    a: &Auth,
+    collectivites: &[atmp_store::Collectivite],
+) -> Result<Vec<atmp_store::Emetteur>, Response> {
+    let all = db(app, |s| s.emetteurs()).await?;
+    if a.user.role == Role::Plateforme {
+        return Ok(all);
+    }
+    Ok(all
+        .into_iter()
+        .filter(|e| {
+            e.autorisations
+                .iter()
+                .any(|(s, ..)| collectivites.iter().any(|c| c.siret.as_str() == s))
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------
 // Templates
+
+#[derive(Template)]
+#[template(path = "accessibilite.html")]
+struct AccessibiliteT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+}
 
 #[derive(Template)]
 #[template(path = "simple.html")]

@@ -10,6 +10,11 @@ pub(super) struct LoginT {
     message: Option<String>,
     error: Option<String>,
     csrf: String,
+    /// The page to go to after login.
+    retour: String,
+    login: String,
+    /// Whether "Mot de passe oublié" can send its link (mail configured).
+    oubli: bool,
 }
 
 #[derive(Template)]
@@ -20,6 +25,8 @@ pub(super) struct PasswordT {
     error: Option<String>,
     csrf: String,
     force: bool,
+    /// Where to go once the password is changed.
+    retour: String,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -33,15 +40,37 @@ pub(super) struct LoginForm {
     login: String,
     #[serde(default)]
     password: String,
+    #[serde(default)]
+    retour: String,
 }
 
-pub(super) async fn login_form(State(app): State<App>) -> Response {
+#[derive(Deserialize)]
+pub(super) struct LoginQuery {
+    #[serde(default)]
+    retour: String,
+    #[serde(default)]
+    expiree: Option<String>,
+    #[serde(default)]
+    reinitialise: Option<String>,
+}
+
+pub(super) async fn login_form(State(app): State<App>, Query(q): Query<LoginQuery>) -> Response {
     let csrf = auth::token(24);
+    let message = if q.expiree.is_some() {
+        Some("Votre session a expiré : reconnectez-vous pour revenir à la page demandée.".into())
+    } else if q.reinitialise.is_some() {
+        Some("Mot de passe changé : connectez-vous avec le nouveau.".into())
+    } else {
+        None
+    };
     let t = LoginT {
         user: None,
-        message: None,
+        message,
         error: None,
         csrf: csrf.clone(),
+        retour: safe_return(&q.retour).unwrap_or("").to_string(),
+        login: String::new(),
+        oubli: app.config.smtp_url.is_some(),
     };
     let mut r = render(StatusCode::OK, &t);
     r.headers_mut().insert(
@@ -75,6 +104,7 @@ pub(super) async fn login(
         .await;
         return login_refused(
             &app,
+            &f,
             StatusCode::TOO_MANY_REQUESTS,
             "Trop d'essais infructueux depuis cette adresse : réessayez dans quelques minutes.",
         );
@@ -94,6 +124,7 @@ pub(super) async fn login(
         .await;
         return login_refused(
             &app,
+            &f,
             StatusCode::TOO_MANY_REQUESTS,
             "Trop d'essais infructueux pour cet identifiant : réessayez dans quelques minutes.",
         );
@@ -129,6 +160,7 @@ pub(super) async fn login(
         failed_login(&app, &address_key(&source)).await;
         return login_refused(
             &app,
+            &f,
             StatusCode::UNAUTHORIZED,
             "Identifiant ou mot de passe incorrect.",
         );
@@ -149,12 +181,18 @@ pub(super) async fn login(
     }
     tracing::info!(user = uid, "web login");
     audit(&app, &user.login, "connexion", String::new(), &source).await;
+    let back = safe_return(&f.retour).unwrap_or("/");
     let to = if user.doit_changer {
-        "/mot-de-passe"
+        // The one-time password is changed first, then the user goes where it was going.
+        if back == "/" {
+            "/mot-de-passe".to_string()
+        } else {
+            format!("/mot-de-passe?retour={}", urlencode(back))
+        }
     } else {
-        "/suivi"
+        back.to_string()
     };
-    let mut r = Redirect::to(to).into_response();
+    let mut r = Redirect::to(&to).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(&app, COOKIE, &token, SESSION_HOURS * 3600),
@@ -231,13 +269,16 @@ pub(super) async fn failed_login(app: &App, key: &str) {
 }
 
 /// The login page again, with an error.
-pub(super) fn login_refused(app: &App, status: StatusCode, error: &str) -> Response {
+pub(super) fn login_refused(app: &App, f: &LoginForm, status: StatusCode, error: &str) -> Response {
     let csrf = auth::token(24);
     let t = LoginT {
         user: None,
         message: None,
         error: Some(error.into()),
         csrf: csrf.clone(),
+        retour: safe_return(&f.retour).unwrap_or("").to_string(),
+        login: f.login.trim().chars().take(64).collect(),
+        oubli: app.config.smtp_url.is_some(),
     };
     let mut r = render(status, &t);
     r.headers_mut().insert(
@@ -268,8 +309,15 @@ pub(super) async fn logout(State(app): State<App>, a: Auth, Form(f): Form<CsrfOn
     r
 }
 
-pub(super) async fn password_form(a: Auth) -> Response {
+#[derive(Deserialize, Default)]
+pub(super) struct RetourQuery {
+    #[serde(default)]
+    retour: String,
+}
+
+pub(super) async fn password_form(a: Auth, Query(q): Query<RetourQuery>) -> Response {
     let t = PasswordT {
+        retour: safe_return(&q.retour).unwrap_or("").to_string(),
         force: a.user.doit_changer,
         csrf: a.csrf.clone(),
         user: Some(a.nav()),
@@ -289,6 +337,8 @@ pub(super) struct PasswordForm {
     nouveau: String,
     #[serde(default)]
     confirmation: String,
+    #[serde(default)]
+    retour: String,
 }
 
 pub(super) async fn password_change(
@@ -319,6 +369,7 @@ pub(super) async fn password_change(
     };
     if let Some(e) = error {
         let t = PasswordT {
+            retour: safe_return(&f.retour).unwrap_or("").to_string(),
             force: a.user.doit_changer,
             csrf: a.csrf.clone(),
             user: Some(a.nav()),
@@ -346,7 +397,12 @@ pub(super) async fn password_change(
         "changement de son mot de passe".into(),
     )
     .await;
+    if let Some(back) = safe_return(&f.retour).filter(|b| *b != "/") {
+        // A forced change on the way to a page: the user goes on there.
+        return Redirect::to(back).into_response();
+    }
     let t = PasswordT {
+        retour: String::new(),
         force: false,
         csrf: a.csrf.clone(),
         user: Some(a.nav()),

@@ -9,6 +9,11 @@ pub(super) struct SuiviLine {
     type_fichier: &'static str,
     date: String,
     label: String,
+    badge: Badge,
+    /// The `ERROR` lines of the log: no link to an empty error log.
+    errors: u64,
+    fichier: String,
+    emetteur: String,
     collectivite: String,
     /// A replay: the import whose rejections it replayed.
     rejeu_de: Option<i64>,
@@ -24,10 +29,21 @@ pub(super) struct SuiviT {
     type_choisi: String,
     du: String,
     au: String,
+    collectivites: Vec<(String, String)>,
+    collectivite: String,
+    emetteurs: Vec<(String, String)>,
+    emetteur: String,
+    resultats: Vec<(&'static str, &'static str)>,
+    resultat: String,
+    fichier: String,
+    croissant: bool,
     rows: Vec<SuiviLine>,
     total: u64,
     page: u64,
     pages: u64,
+    /// The view's address with every filter but the page and the order.
+    filtres: String,
+    /// The view's address with every filter and the order, but the page.
     query: String,
 }
 
@@ -35,6 +51,7 @@ pub(super) struct LogLine {
     id: i64,
     collectivite: String,
     label: String,
+    badge: Badge,
     errors: u64,
     warnings: u64,
 }
@@ -47,6 +64,7 @@ pub(super) struct ImportT {
     error: Option<String>,
     id: i64,
     row: atmp_store::ImportRow,
+    badge: Badge,
     emetteur: String,
     type_fichier: String,
     mode: String,
@@ -83,6 +101,16 @@ pub(super) struct SuiviParams {
     du: String,
     #[serde(default)]
     au: String,
+    #[serde(default)]
+    collectivite: String,
+    #[serde(default)]
+    emetteur: String,
+    #[serde(default)]
+    resultat: String,
+    #[serde(default)]
+    fichier: String,
+    #[serde(default)]
+    tri: String,
     #[serde(default)]
     page: Option<String>,
 }
@@ -173,6 +201,28 @@ pub(super) async fn suivi(
         .and_then(|s| s.parse().ok())
         .filter(|n| *n >= 1)
         .unwrap_or(1);
+    let colls = match visible_collectivites(&app, &a).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let emetteurs = match visible_emetteurs(&app, &a, &colls).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    // A filter names one of the user's choices or nothing: an unknown value is dropped.
+    let collectivite = colls
+        .iter()
+        .find(|c| c.siret.as_str() == p.collectivite.trim())
+        .map(|c| c.siret.as_str().to_string())
+        .unwrap_or_default();
+    let emetteur = emetteurs
+        .iter()
+        .find(|e| e.code == p.emetteur.trim())
+        .map(|e| e.code.clone())
+        .unwrap_or_default();
+    let resultat = atmp_store::SuiviResultat::parse(p.resultat.trim());
+    let fichier: String = p.fichier.trim().chars().take(200).collect();
+    let croissant = p.tri == "ancien";
     let q = SuiviQuery {
         scope: a.scope(),
         type_fichier: (!type_choisi.is_empty()).then(|| type_choisi.clone()),
@@ -180,6 +230,11 @@ pub(super) async fn suivi(
         au: au.format("%Y-%m-%d").to_string(),
         limit: PAGE,
         offset: (page - 1) * PAGE,
+        collectivite: (!collectivite.is_empty()).then(|| collectivite.clone()),
+        emetteur: (!emetteur.is_empty()).then(|| emetteur.clone()),
+        resultat,
+        nom_fichier: (!fichier.is_empty()).then(|| fichier.clone()),
+        croissant,
     };
     let platform = a.user.role == Role::Plateforme;
     let (rows, total, pending) = match db(&app, move |s| {
@@ -201,8 +256,12 @@ pub(super) async fn suivi(
             log_id: r.log_id,
             type_fichier: type_libelle(r.type_fichier.as_deref()),
             date: fr_datetime(&r.started_at),
+            badge: Badge(r.resultat()),
+            errors: r.errors,
             label: r.label,
             rejeu_de: r.rejeu_de,
+            fichier: r.file_name,
+            emetteur: r.emetteur.unwrap_or_else(|| "—".into()),
             collectivite: match (r.global, r.collectivite_nom) {
                 (true, Some(n)) => format!("{n} (journal global du CDG)"),
                 (true, None) => format!("{} (journal global du CDG)", r.collectivite_siret),
@@ -214,11 +273,19 @@ pub(super) async fn suivi(
         .collect();
     let du_s = du.format("%Y-%m-%d").to_string();
     let au_s = au.format("%Y-%m-%d").to_string();
-    let query = format!(
-        "/suivi?type={}&du={}&au={}",
+    let filtres = format!(
+        "/suivi?type={}&du={}&au={}&collectivite={}&emetteur={}&resultat={}&fichier={}",
         enc(&type_choisi),
         enc(&du_s),
-        enc(&au_s)
+        enc(&au_s),
+        enc(&collectivite),
+        enc(&emetteur),
+        resultat.map(|r| r.code()).unwrap_or(""),
+        enc(&fichier),
+    );
+    let query = format!(
+        "{filtres}&tri={}",
+        if croissant { "ancien" } else { "recent" }
     );
     let t = SuiviT {
         user: Some(a.nav()),
@@ -229,10 +296,39 @@ pub(super) async fn suivi(
         type_choisi,
         du: du_s,
         au: au_s,
+        collectivites: colls
+            .iter()
+            .map(|c| {
+                (
+                    c.siret.as_str().to_string(),
+                    format!("{} ({})", c.nom, c.siret.as_str()),
+                )
+            })
+            .collect(),
+        collectivite,
+        emetteurs: emetteurs
+            .iter()
+            .map(|e| {
+                let l = match &e.nom {
+                    Some(n) => format!("{n} ({})", e.code),
+                    None => e.code.clone(),
+                };
+                (e.code.clone(), l)
+            })
+            .collect(),
+        emetteur,
+        resultats: atmp_store::SuiviResultat::ALL
+            .iter()
+            .map(|r| (r.code(), Badge(*r).texte()))
+            .collect(),
+        resultat: resultat.map(|r| r.code().to_string()).unwrap_or_default(),
+        fichier,
+        croissant,
         rows,
         total,
         page: page.min(pages),
         pages,
+        filtres,
         query,
     };
     render(StatusCode::OK, &t)
@@ -410,11 +506,13 @@ pub(super) async fn import_page(
                 (_, None) => l.collectivite_siret.clone(),
             },
             label: l.label.clone(),
+            badge: Badge(atmp_store::SuiviResultat::of(row.result, l.errors)),
             errors: l.errors,
             warnings: l.warnings,
         })
         .collect();
     let t = ImportT {
+        badge: Badge(atmp_store::SuiviResultat::of(row.result, row.errors)),
         user: Some(a.nav()),
         message: None,
         error: None,
@@ -446,11 +544,21 @@ pub(super) async fn import_page(
     render(StatusCode::OK, &t)
 }
 
+#[derive(Deserialize, Default)]
+pub(super) struct DownloadParams {
+    /// `tableur`: the spreadsheet form (CSV with a BOM, a header row, CRLF).
+    #[serde(default)]
+    format: String,
+}
+
 pub(super) async fn download_log(
     State(app): State<App>,
     a: Auth,
+    headers: HeaderMap,
     Path((id, log, kind)): Path<(String, String, String)>,
+    Query(params): Query<DownloadParams>,
 ) -> Response {
+    let tableur = params.format == "tableur";
     let (Ok(id), Ok(log)) = (id.parse::<i64>(), log.parse::<i64>()) else {
         return not_found();
     };
@@ -508,20 +616,51 @@ pub(super) async fn download_log(
     } else {
         l.collectivite_siret.clone()
     };
-    let name = format!("import-{id}-{who}-{kind}.log");
-    tracing::info!(user = a.user.id, import = id, log, "log downloaded");
-    let body = axum::body::Body::from_stream(crate::kept::stream(crate::kept::chunks(file, 0)));
-    (
+    let name = if tableur {
+        format!("import-{id}-{who}-{kind}.csv")
+    } else {
+        format!("import-{id}-{who}-{kind}.log")
+    };
+    // Large logs travel compressed when the browser says it can read gzip.
+    let gzip = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| {
+            let mut it = e.split(';');
+            let coding = it.next().unwrap_or("").trim();
+            let refused = it.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            coding.eq_ignore_ascii_case("gzip") && !refused
+        });
+    tracing::info!(
+        user = a.user.id,
+        import = id,
+        log,
+        tableur,
+        gzip,
+        "log downloaded"
+    );
+    let body = axum::body::Body::from_stream(crate::kept::stream(crate::kept::log_chunks(
+        file, tableur, gzip,
+    )));
+    let mut r = (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{name}\""),
             ),
+            (header::VARY, "accept-encoding".to_string()),
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    if gzip {
+        r.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    r
 }
 
 pub(super) async fn download_receipt(

@@ -310,6 +310,9 @@ impl crate::ImportStore for PgStore {
                 global: r.get::<_, i64>(7) != 0,
                 file_name: r.get(8),
                 rejeu_de: r.get(9),
+                result: ImportResult::parse(r.get(10)).unwrap_or_default(),
+                errors: r.get::<_, i64>(11) as u64,
+                emetteur: r.get(12),
             })
             .collect();
         Ok((rows, total as u64))

@@ -132,6 +132,10 @@ impl crate::ImportStore for SqliteStore {
                     global: r.get(7)?,
                     file_name: r.get(8)?,
                     rejeu_de: r.get(9)?,
+                    result: crate::ImportResult::parse(&r.get::<_, String>(10)?)
+                        .unwrap_or_default(),
+                    errors: r.get::<_, i64>(11)? as u64,
+                    emetteur: r.get(12)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;

@@ -79,6 +79,14 @@ impl crate::JobStore for SqliteStore {
             .optional()?)
     }
 
+    fn waiting_jobs(&mut self, limit: u64) -> Result<Vec<Job>> {
+        let limit = limit.min(i64::MAX as u64) as i64;
+        self.job_where(
+            "state IN ('attente', 'en_cours') ORDER BY id LIMIT ?1",
+            &[&limit],
+        )
+    }
+
     fn pending_jobs(&mut self) -> Result<u64> {
         let n: i64 = self.conn.query_row(
             "SELECT count(*) FROM job WHERE state IN ('attente', 'en_cours')",

@@ -390,7 +390,8 @@ impl Platform {
         let w = Web::new(self);
         let r = w.login(login, password);
         assert_eq!(r.status(), 200, "login of {login}");
-        assert!(r.url().path().ends_with("/suivi"), "{}", r.url());
+        // Login lands on the dashboard.
+        assert_eq!(r.url().path(), "/", "{}", r.url());
         w
     }
 }
@@ -501,21 +502,37 @@ pub fn suivi_rows(html: &str) -> Vec<(String, String, String, String)> {
         .skip(1)
         .filter(|r| r.contains("/journaux/"))
         .map(|r| {
-            let cells: Vec<String> = r
-                .split("<td>")
-                .skip(1)
-                .map(|c| strip_tags(&c[..c.find("</td>").unwrap()]))
-                .collect();
+            let cells = cells(r);
             let complet = import_links(r)
                 .into_iter()
                 .find(|l| l.ends_with("/complet"))
                 .unwrap();
+            // Date, file, sender, type, collectivité, result, logs.
             (
-                cells[0].clone(),
-                cells[2].clone(),
                 cells[3].clone(),
+                cells[5].clone(),
+                cells[4].clone(),
                 complet,
             )
+        })
+        .collect()
+}
+
+/// The text of each `<td>` of a table row, the result badge left out (its text repeats the
+/// label's).
+pub fn cells(row: &str) -> Vec<String> {
+    row.split("<td")
+        .skip(1)
+        .map(|c| {
+            let c = &c[c.find('>').unwrap() + 1..c.find("</td>").unwrap()];
+            let c = match c.find("class=\"badge ") {
+                Some(i) => {
+                    let first = i + c[i..].find("</span>").unwrap() + 7;
+                    &c[first + c[first..].find("</span>").unwrap() + 7..]
+                }
+                None => c,
+            };
+            strip_tags(c).trim().to_string()
         })
         .collect()
 }
