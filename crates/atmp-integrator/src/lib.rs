@@ -246,8 +246,8 @@ pub fn import_file(
     };
     if let Some(sha256) = known {
         base_row.sha256 = sha256.clone();
-        if let Some(at) = store.integrated_at(&sha256)? {
-            return duplicate(store, opts, &name, base_row, prefix, at);
+        if let Some((original, at)) = store.integrated_at(&sha256)? {
+            return duplicate(store, opts, &name, base_row, prefix, original, at);
         }
     }
 
@@ -338,14 +338,22 @@ pub fn import_file(
 }
 
 /// A file whose bytes were already integrated (§5.4.3): nothing is stored, the logs say so.
+///
+/// The same bytes carry the same header: the duplicate's row takes the original's sender,
+/// type, mode and CDG, names it (`doublon_de`), and has one log line per collectivité of
+/// the original (its one log, the same for each), so that whoever sees the original sees
+/// that it came again.
+#[allow(clippy::too_many_arguments)]
 fn duplicate(
     store: &mut dyn Store,
     opts: &ImportOptions<'_>,
     name: &str,
     base_row: ImportRow,
     prefix: String,
+    original: i64,
     at: String,
 ) -> Result<ImportOutcome, IntegratorError> {
+    let first = store.import(original)?;
     let sha256 = base_row.sha256.clone();
     let size = base_row.size;
     let name = name.to_string();
@@ -376,17 +384,46 @@ fn duplicate(
         logs.close(&Counts::default(), |_| label.clone())?;
         let mut files = logs.files(|_| label.clone(), 0);
         keep_logs(logs, &mut files, opts)?;
+        let (header, mut rows) = match &first {
+            Some((o, logs)) => (
+                Some(o),
+                logs.iter()
+                    .map(|(_, l)| ImportLog {
+                        label: label.clone(),
+                        errors: 0,
+                        warnings: 0,
+                        ..l.clone()
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            None => (None, vec![]),
+        };
+        let own = import_logs(&files);
+        if rows.is_empty() {
+            rows = own;
+        } else if let Some(own) = own.first() {
+            for r in &mut rows {
+                r.complet_path = own.complet_path.clone();
+                r.erreurs_path = own.erreurs_path.clone();
+            }
+        }
         let row = ImportRow {
             result: atmp_store::ImportResult::Doublon,
             label: label.clone(),
             finished_at: Some(now()),
             counts: atmp_store::RecordCounts::default(),
+            emetteur: header.and_then(|o| o.emetteur.clone()),
+            type_fichier: header.and_then(|o| o.type_fichier.clone()),
+            mode: header.and_then(|o| o.mode.clone()),
+            date_creation: header.and_then(|o| o.date_creation.clone()),
+            cdg_siret: header.and_then(|o| o.cdg_siret.clone()),
+            doublon_de: Some(original),
             ..base_row
         };
         let import_id = if opts.dry_run {
             0
         } else {
-            store.record_import(&row, &import_logs(&files))?
+            store.record_import(&row, &rows)?
         };
         Ok(ImportOutcome {
             file: name,

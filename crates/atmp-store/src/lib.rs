@@ -27,6 +27,7 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0006_login_failures.sql"),
     include_str!("../migrations/postgres/0007_files.sql"),
     include_str!("../migrations/postgres/0008_rejets.sql"),
+    include_str!("../migrations/postgres/0009_doublon.sql"),
 ];
 
 /// Tables of the PostgreSQL migrations that SQLite has no use for: the file store in the base
@@ -399,6 +400,8 @@ pub struct ImportRow {
     pub job_id: Option<i64>,
     /// A replay ("rejeu"): the import whose rejections it re-integrated.
     pub rejeu_de: Option<i64>,
+    /// A duplicate: the import whose bytes it repeats.
+    pub doublon_de: Option<i64>,
 }
 
 /// An import with its logs, each with its id.
@@ -564,8 +567,9 @@ pub trait ReferenceStore: Send {
 
 /// The platform's base, one concern: imports: duplicates, the storage transaction of one file, the tracking table, one import's detail, retention.
 pub trait ImportStore: Send {
-    /// When a file of these bytes was integrated (result `reussi`), the date of that import.
-    fn integrated_at(&mut self, sha256: &str) -> Result<Option<String>>;
+    /// When a file of these bytes was integrated (result `reussi`): that import's id and
+    /// the date it was integrated.
+    fn integrated_at(&mut self, sha256: &str) -> Result<Option<(i64, String)>>;
     /// Whether a file of this size whose first MiB has this hash was integrated: when false,
     /// the file cannot be a duplicate and its full hash can be computed while it is read.
     fn maybe_integrated(&mut self, head_sha256: &str, size: u64) -> Result<bool>;

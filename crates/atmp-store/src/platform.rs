@@ -328,7 +328,7 @@ impl SuiviQuery {
         let order = if self.croissant { "ASC" } else { "DESC" };
         let page = format!(
             "SELECT l.id, l.import_id, l.type_fichier, l.started_at, l.label, l.collectivite_siret, c.nom, l.global, i.file_name, i.rejeu_de, \
-             i.result, l.errors, i.emetteur \
+             i.result, l.errors, i.emetteur, i.doublon_de \
              FROM import_log l JOIN import i ON i.id = l.import_id LEFT JOIN collectivite c ON c.siret = l.collectivite_siret \
              WHERE {filter} ORDER BY l.started_at {order}, l.id {order} LIMIT {} OFFSET {}",
             ph(n + 1),
@@ -367,6 +367,8 @@ pub struct SuiviRow {
     pub errors: u64,
     /// The sender's code, when the file named a known one.
     pub emetteur: Option<String>,
+    /// A duplicate: the import whose bytes it repeats.
+    pub doublon_de: Option<i64>,
 }
 
 impl SuiviRow {

@@ -23,11 +23,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_purge.sql"),
     include_str!("../migrations/sqlite/0005_login_failures.sql"),
     include_str!("../migrations/sqlite/0006_rejets.sql"),
+    include_str!("../migrations/sqlite/0007_doublon.sql"),
 ];
 
 /// The columns of `import` read by [`import_row`].
 const IMPORT_COLS: &str = "id, file_name, sha256, head_sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, \
-    started_at, finished_at, result, label, errors, warnings, counts, job_id, rejeu_de";
+    started_at, finished_at, result, label, errors, warnings, counts, job_id, rejeu_de, doublon_de";
 
 fn import_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ImportRow)> {
     Ok((
@@ -51,6 +52,7 @@ fn import_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ImportRow)> {
             counts: r.get(16)?,
             job_id: r.get(17)?,
             rejeu_de: r.get(18)?,
+            doublon_de: r.get(19)?,
         },
     ))
 }
@@ -280,8 +282,8 @@ fn collectivite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Collectivite> {
 
 fn insert_import(conn: &Connection, row: &ImportRow) -> Result<i64> {
     conn.execute(
-        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts, head_sha256, job_id, rejeu_de) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts, head_sha256, job_id, rejeu_de, doublon_de) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         params![
             row.file_name,
             row.sha256,
@@ -300,7 +302,8 @@ fn insert_import(conn: &Connection, row: &ImportRow) -> Result<i64> {
             row.counts,
             row.head_sha256,
             row.job_id,
-            row.rejeu_de
+            row.rejeu_de,
+            row.doublon_de
         ],
     )?;
     Ok(conn.last_insert_rowid())

@@ -17,6 +17,8 @@ pub(super) struct SuiviLine {
     collectivite: String,
     /// A replay: the import whose rejections it replayed.
     rejeu_de: Option<i64>,
+    /// A duplicate: the import it repeats.
+    doublon_de: Option<i64>,
 }
 
 #[derive(Template)]
@@ -260,6 +262,7 @@ pub(super) async fn suivi(
             errors: r.errors,
             label: r.label,
             rejeu_de: r.rejeu_de,
+            doublon_de: r.doublon_de,
             fichier: r.file_name,
             emetteur: r.emetteur.unwrap_or_else(|| "—".into()),
             collectivite: match (r.global, r.collectivite_nom) {

@@ -14,7 +14,7 @@ use crate::{
 
 /// The columns of `import` read by [`import_row`].
 const IMPORT_COLS: &str = "id, file_name, sha256, head_sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, \
-    started_at, finished_at, result, label, errors, warnings, counts, job_id, rejeu_de";
+    started_at, finished_at, result, label, errors, warnings, counts, job_id, rejeu_de, doublon_de";
 
 fn import_row(r: &postgres::Row) -> Result<(i64, ImportRow)> {
     let result: String = r.get(12);
@@ -43,6 +43,7 @@ fn import_row(r: &postgres::Row) -> Result<(i64, ImportRow)> {
                 .map_err(|e| StoreError::Invalid(format!("compteurs illisibles : {e}")))?,
             job_id: r.get(17),
             rejeu_de: r.get(18),
+            doublon_de: r.get(19),
         },
     ))
 }
@@ -53,8 +54,8 @@ pub(super) fn counts_text(c: &RecordCounts) -> String {
 
 fn insert_import(c: &mut impl postgres::GenericClient, row: &ImportRow) -> Result<i64> {
     Ok(c.query_one(
-        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts, head_sha256, job_id, rejeu_de) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id",
+        "INSERT INTO import (file_name, sha256, size, emetteur, type_fichier, mode, date_creation, cdg_siret, started_at, finished_at, result, label, errors, warnings, counts, head_sha256, job_id, rejeu_de, doublon_de) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING id",
         &[
             &row.file_name,
             &row.sha256,
@@ -74,6 +75,7 @@ fn insert_import(c: &mut impl postgres::GenericClient, row: &ImportRow) -> Resul
             &row.head_sha256,
             &row.job_id,
             &row.rejeu_de,
+            &row.doublon_de,
         ],
     )?
     .get(0))
@@ -158,14 +160,14 @@ pub(super) fn cell_of(r: &postgres::Row, i: usize) -> Cell {
 }
 
 impl crate::ImportStore for PgStore {
-    fn integrated_at(&mut self, sha256: &str) -> Result<Option<String>> {
+    fn integrated_at(&mut self, sha256: &str) -> Result<Option<(i64, String)>> {
         Ok(self
             .client
             .query_opt(
-                "SELECT finished_at FROM import WHERE sha256 = $1 AND result = 'reussi' ORDER BY id LIMIT 1",
+                "SELECT id, finished_at FROM import WHERE sha256 = $1 AND result = 'reussi' ORDER BY id LIMIT 1",
                 &[&sha256],
             )?
-            .and_then(|r| r.get(0)))
+            .and_then(|r| Some((r.get(0), r.get::<_, Option<String>>(1)?))))
     }
 
     fn maybe_integrated(&mut self, head_sha256: &str, size: u64) -> Result<bool> {
@@ -313,6 +315,7 @@ impl crate::ImportStore for PgStore {
                 result: ImportResult::parse(r.get(10)).unwrap_or_default(),
                 errors: r.get::<_, i64>(11) as u64,
                 emetteur: r.get(12),
+                doublon_de: r.get(13),
             })
             .collect();
         Ok((rows, total as u64))

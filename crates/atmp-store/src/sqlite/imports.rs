@@ -4,13 +4,13 @@
 use super::*;
 
 impl crate::ImportStore for SqliteStore {
-    fn integrated_at(&mut self, sha256: &str) -> Result<Option<String>> {
+    fn integrated_at(&mut self, sha256: &str) -> Result<Option<(i64, String)>> {
         Ok(self
             .conn
             .query_row(
-                "SELECT finished_at FROM import WHERE sha256 = ?1 AND result = 'reussi' ORDER BY id LIMIT 1",
+                "SELECT id, finished_at FROM import WHERE sha256 = ?1 AND result = 'reussi' ORDER BY id LIMIT 1",
                 [sha256],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
     }
@@ -136,6 +136,7 @@ impl crate::ImportStore for SqliteStore {
                         .unwrap_or_default(),
                     errors: r.get::<_, i64>(11)? as u64,
                     emetteur: r.get(12)?,
+                    doublon_de: r.get(13)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;

@@ -2820,3 +2820,309 @@ fn ftps_test_folder_answers_in_retours_test_and_stores_nothing(b: Backend) {
         .retr_as_buffer(&format!("retours/test/{receipt}"))
         .is_err());
 }
+
+// The "tableur" download of a log: UTF-8 with a BOM, a header, six cells per row, CRLF; a
+// name `=HYPERLINK(…)` of the file comes out inert; the same bytes compressed when the
+// client accepts gzip. The text download is left as the spec writes it.
+both!(tableur_logs_open_in_a_spreadsheet_and_travel_compressed);
+fn tableur_logs_open_in_a_spreadsheet_and_travel_compressed(b: Backend) {
+    use std::io::Read;
+    let mut p = Platform::new(b, &[]);
+    p.setup();
+    let first = p.dir.path().join("a.xml");
+    p.cli(
+        &[
+            "gen",
+            "--agents",
+            "3",
+            "--out",
+            first.to_str().unwrap(),
+            "--collectivite",
+            SDIS,
+            "--emetteur",
+            "SOFIVAL",
+            "--seed",
+            "5",
+        ],
+        None,
+    );
+    let xml = std::fs::read_to_string(&first).unwrap();
+    let i = xml.find("<nomUsuel>").unwrap() + 10;
+    let j = i + xml[i..].find("</nomUsuel>").unwrap();
+    let hostile = format!(
+        "{}=HYPERLINK(\"http://x.invalid\";\"y\"){}",
+        &xml[..i],
+        &xml[j..]
+    );
+    p.start(&[]);
+    p.upload("SOFIVAL", PW_SOFIVAL, "a.xml", xml.as_bytes());
+    p.wait_jobs(1);
+    // The same agents, the first under a hostile name: an identity gap, an ERROR line.
+    p.upload("SOFIVAL", PW_SOFIVAL, "b.xml", hostile.as_bytes());
+    p.wait_jobs(2);
+    let id = p.sql("SELECT import_id FROM job WHERE file_name = 'b.xml'");
+    let log = p.sql(&format!("SELECT id FROM import_log WHERE import_id = {id}"));
+    let sdis = p.web("sdis", PW_USERS);
+    let page = sdis.text(&format!("/imports/{id}"));
+    let link = format!("/imports/{id}/journaux/{log}/complet?format=tableur");
+    assert!(page.contains(&link.replace('&', "&amp;")), "{page}");
+    let r = sdis.get(&link);
+    assert_eq!(r.status(), 200);
+    let disposition = r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(disposition.ends_with("-complet.csv\""), "{disposition}");
+    assert!(r.headers().get("content-encoding").is_none());
+    let bytes = r.bytes().unwrap().to_vec();
+    assert!(bytes.starts_with("\u{feff}".as_bytes()), "a BOM");
+    let text = String::from_utf8(bytes[3..].to_vec()).expect("UTF-8");
+    assert!(text.ends_with("\r\n"));
+    let rows: Vec<&str> = text.trim_end_matches("\r\n").split("\r\n").collect();
+    assert_eq!(rows[0], "Horodatage;Niveau;Agent;Événement;Élément;Message");
+    let mut hostile_cells = 0;
+    for r in &rows[1..] {
+        assert!(!r.contains('\n'), "one row per line: {r:?}");
+        let cells = atmp_integrator::split_line(r);
+        assert_eq!(cells.len(), 6, "{r}");
+        for c in &cells {
+            assert!(!atmp_integrator::is_formula(c), "a formula cell: {c}");
+            if c.contains("=HYPERLINK(") {
+                hostile_cells += 1;
+            }
+        }
+    }
+    assert!(hostile_cells >= 1, "the hostile name is in the log: {text}");
+    // The whole text log has as many entries as the spreadsheet has rows.
+    let plain = sdis
+        .get(&format!("/imports/{id}/journaux/{log}/complet"))
+        .text()
+        .unwrap();
+    assert_eq!(atmp_integrator::split_records(&plain).len(), rows.len() - 1);
+    // Compressed on demand: the same bytes once inflated.
+    let r = sdis
+        .client
+        .get(format!("{}{link}", sdis.url))
+        .header("accept-encoding", "gzip, deflate")
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let gz = r.bytes().unwrap();
+    let mut inflated = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut inflated)
+        .unwrap();
+    assert_eq!(inflated, bytes);
+    // `gzip;q=0` means no gzip.
+    let r = sdis
+        .client
+        .get(format!("{}{link}", sdis.url))
+        .header("accept-encoding", "gzip;q=0")
+        .send()
+        .unwrap();
+    assert!(r.headers().get("content-encoding").is_none());
+}
+
+// Sessions: an expired session sends to the login page saying so and comes back to the page
+// asked for; a return address elsewhere is never followed; an administrator resets the
+// password of a user it manages only.
+both!(expired_sessions_return_to_the_page_asked_for);
+fn expired_sessions_return_to_the_page_asked_for(b: Backend) {
+    let mut p = Platform::new(b, &[]);
+    p.setup();
+    p.start(&[]);
+    let sdis = p.web("sdis", PW_USERS);
+    assert_eq!(sdis.status("/rejets?etat=a_traiter"), 200);
+    p.base
+        .execute("UPDATE session SET expires_at = '2000-01-01T00:00:00'");
+    let r = sdis.get("/rejets?etat=a_traiter");
+    assert_eq!(
+        r.url().as_str(),
+        format!(
+            "{}/connexion?expiree=1&retour=/rejets%3Fetat%3Da_traiter",
+            sdis.url
+        )
+    );
+    let page = r.text().unwrap();
+    assert!(page.contains("Votre session a expiré"), "{page}");
+    assert!(
+        page.contains("name=\"retour\" value=\"/rejets?etat=a_traiter\""),
+        "{page}"
+    );
+    let csrf = csrf_of(&page);
+    let r = sdis
+        .client
+        .post(format!("{}/connexion", sdis.url))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("login", "sdis"),
+            ("password", PW_USERS),
+            ("retour", "/rejets?etat=a_traiter"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.url().path(), "/rejets");
+    assert_eq!(r.url().query(), Some("etat=a_traiter"));
+    // Never a return to another site.
+    for evil in [
+        "//evil.invalid/x",
+        "/\\evil.invalid",
+        "https://evil.invalid/",
+        "/connexion",
+    ] {
+        let w = Web::new(&p);
+        let page = w
+            .get(&format!(
+                "/connexion?retour={}",
+                evil.replace('/', "%2F")
+                    .replace('\\', "%5C")
+                    .replace(':', "%3A")
+            ))
+            .text()
+            .unwrap();
+        let csrf = csrf_of(&page);
+        let r = w
+            .client
+            .post(format!("{}/connexion", w.url))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("login", "commune"),
+                ("password", PW_USERS),
+                ("retour", evil),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(r.url().host_str(), Some("localhost"), "{evil}");
+        assert_eq!(r.url().path(), "/", "{evil}");
+    }
+    // Password reset: the SDIS's administrator may not reset the commune's user (404), the
+    // CDG's administrator may; the old password then fails and the new one must be changed.
+    let commune_id = p.sql("SELECT id FROM utilisateur WHERE login = 'commune'");
+    let sdis = p.web("sdis", PW_USERS);
+    let r = sdis.post(
+        "/admin/utilisateurs",
+        "/admin/utilisateurs/mot-de-passe",
+        &[("id", &commune_id.to_string())],
+    );
+    assert_eq!(r.status(), 404);
+    let cdg = p.web("cdg", PW_USERS);
+    let r = cdg.post(
+        "/admin/utilisateurs",
+        "/admin/utilisateurs/mot-de-passe",
+        &[("id", &commune_id.to_string())],
+    );
+    assert_eq!(r.status(), 200);
+    let page = r.text().unwrap();
+    let new = page
+        .split("première connexion : ")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap_or_else(|| panic!("{page}"))
+        .to_string();
+    let w = Web::new(&p);
+    assert_eq!(w.login("commune", PW_USERS).status(), 401);
+    let r = w.login("commune", &new);
+    assert_eq!(r.url().path(), "/mot-de-passe");
+    // (askama writes the apostrophe as an entity.)
+    let needle = "utilisateur commune</td>";
+    let audit = p
+        .web("plateforme", PW_USERS)
+        .text_with("/admin/journal", needle);
+    assert!(audit.contains(needle), "{audit}");
+    assert!(audit.contains("réinitialisation du mot de passe de l"));
+    assert!(
+        !audit.contains(&new),
+        "the password is never in the audit trail"
+    );
+}
+
+// The tracking table's filters (collectivité, sender, result, file name) and its order,
+// all kept in the address, on each backend.
+both!(tracking_table_filters_by_collectivite_sender_result_and_name);
+fn tracking_table_filters_by_collectivite_sender_result_and_name(b: Backend) {
+    let mut p = Platform::new(b, &[]);
+    p.setup();
+    p.start(&[]);
+    let xml = example("services.xml");
+    p.upload("SOFIVAL", PW_SOFIVAL, "un_100%.xml", &xml);
+    p.wait_jobs(1);
+    // The same bytes again: a duplicate.
+    p.upload("SOFIVAL", PW_SOFIVAL, "deux.xml", &xml);
+    p.wait_jobs(2);
+    p.upload(
+        "CDGVAUCL",
+        PW_CDGVAUCL,
+        "groupe.xml",
+        &example("cdg-groupe.xml"),
+    );
+    p.wait_jobs(3);
+    let admin = p.web("plateforme", PW_USERS);
+    let files = |q: &str| -> Vec<String> {
+        let html = admin.text(&format!("/suivi?{q}"));
+        let body = &html[html.find("<tbody>").unwrap()..html.find("</tbody>").unwrap()];
+        body.split("<tr>")
+            .skip(1)
+            .filter(|r| !r.contains("colspan"))
+            .map(|r| cells(r)[1].clone())
+            .collect()
+    };
+    let all = files("");
+    assert!(all.len() >= 4, "{all:?}");
+    assert!(files("emetteur=SOFIVAL")
+        .iter()
+        .all(|f| f == "un_100%.xml" || f == "deux.xml"));
+    assert_eq!(files("emetteur=SOFIVAL").len(), 2);
+    assert_eq!(files("resultat=doublon"), ["deux.xml"]);
+    // `%` and `_` are taken literally.
+    assert_eq!(files("fichier=100%25"), ["un_100%.xml"]);
+    assert_eq!(files("fichier=_1"), ["un_100%.xml"]);
+    assert!(files("fichier=%25%25").is_empty());
+    assert_eq!(
+        files("fichier=GROUPE").len(),
+        all.len() - 2,
+        "case-insensitive"
+    );
+    assert_eq!(files(&format!("collectivite={COMMUNE}")), ["groupe.xml"]);
+    // Oldest first.
+    let mut asc = files("tri=ancien");
+    asc.reverse();
+    assert_eq!(asc, all);
+    // An unknown filter value is dropped, not an error.
+    assert_eq!(files("emetteur=INCONNU&resultat=rien").len(), all.len());
+    // The duplicate names its sender and collectivité, links the import it repeats, and is
+    // seen by those who see that import (the SDIS), by no one else (the commune).
+    let first = p.sql("SELECT import_id FROM job WHERE file_name = 'un_100%.xml'");
+    let dup = p.sql("SELECT import_id FROM job WHERE file_name = 'deux.xml'");
+    let sdis = p.web("sdis", PW_USERS);
+    let html = sdis.text("/suivi?resultat=doublon");
+    let row = &html[html.find("<tbody>").unwrap()..];
+    let c = cells(&row[row.find("<tr>").unwrap()..]);
+    assert_eq!(c[1], "deux.xml");
+    assert_eq!(c[2], "SOFIVAL");
+    assert_eq!(c[4], "SDIS de la Vauclaire");
+    assert!(c[5].starts_with("Doublon : déjà intégré le "), "{c:?}");
+    assert!(
+        c[5].ends_with(&format!("(doublon de l'import n° {first})")),
+        "{c:?}"
+    );
+    let page = sdis.text(&format!("/imports/{dup}"));
+    assert!(
+        page.contains(&format!(
+            "<a href=\"/imports/{first}\">import n° {first}</a> : rien n"
+        )),
+        "{page}"
+    );
+    assert_eq!(
+        p.web("commune", PW_USERS)
+            .status(&format!("/imports/{dup}")),
+        404
+    );
+    // The sort link keeps the filters.
+    let html = admin.text("/suivi?emetteur=SOFIVAL&resultat=doublon");
+    assert!(
+        html.replace("&#38;", "&")
+            .replace("&amp;", "&")
+            .contains("emetteur=SOFIVAL&resultat=doublon&fichier=&tri=ancien"),
+        "{html}"
+    );
+}
