@@ -99,6 +99,14 @@ try {
       const first = page.locator(sel).first();
       if (await first.count()) visit.push(await first.getAttribute("href"));
     }
+    // The log of the first import, read on its page and filtered to its errors.
+    const imp = visit.find((h) => /^\/imports\/\d+$/.test(h));
+    if (imp) {
+      await page.goto(`${url}${imp}`);
+      const view = page.getByRole("link", { name: "consulter et filtrer" }).first();
+      const href = await view.getAttribute("href");
+      visit.push(href, `${href}?niveau=ERROR`);
+    }
     for (const h of visit) {
       const r = await page.goto(`${url}${h}`);
       assert.ok(r.ok(), `${u.login} ${h}: ${r.status()}`);

@@ -168,7 +168,7 @@ pub fn check_record(node: &mut Node, path: &str, ctx: &Context<'_>) -> Record {
             r.error(
                 "STRUCTURE_INCONNU",
                 format!(
-                    "élément « {} » inconnu dans un bloc <collectivite>",
+                    "élément « {} » inconnu dans un bloc <collectivite> : <service> ou <agent> attendu",
                     node.name
                 ),
                 node.line,
@@ -443,7 +443,12 @@ fn fill(
         let Some((i, field)) = spec.field(&cname) else {
             rec.error(
                 "STRUCTURE_INCONNU",
-                format!("élément « {} » inconnu dans <{}>", cname, spec.name),
+                format!(
+                    "élément « {} » inconnu dans <{}> : {}",
+                    cname,
+                    spec.name,
+                    expected_from(spec, cursor, seen[cursor] > 0)
+                ),
                 cline,
                 ccol,
                 indexed(),
@@ -461,8 +466,11 @@ fn fill(
             rec.error(
                 "STRUCTURE_ORDRE",
                 format!(
-                    "élément <{}> hors de l'ordre attendu dans <{}>",
-                    field.name, spec.name
+                    "élément <{}> hors de l'ordre attendu dans <{}> : il doit venir avant <{}> ; {}",
+                    field.name,
+                    spec.name,
+                    spec.fields[cursor].name,
+                    expected_from(spec, cursor, true)
                 ),
                 cline,
                 ccol,
@@ -809,5 +817,34 @@ fn rules(rec: &mut Record, ctx: &Context<'_>, parent_date: Option<Date>) {
             }
         }
         _ => {}
+    }
+}
+
+/// What may come next in `spec` once its field `cursor` was reached (`seen`: it was given):
+/// "attendu ici : <a>, <b> ou <c>", the first few of the content model's order.
+fn expected_from(spec: &RecordSpec, cursor: usize, seen: bool) -> String {
+    let start = if seen && !spec.fields.get(cursor).is_some_and(|f| f.many) {
+        cursor + 1
+    } else {
+        cursor
+    };
+    let names: Vec<String> = spec
+        .fields
+        .iter()
+        .skip(start)
+        .map(|f| format!("<{}>", f.name))
+        .collect();
+    match names.len() {
+        0 => format!(
+            "rien n'est attendu après <{}>",
+            spec.fields[cursor.min(spec.fields.len().saturating_sub(1))].name
+        ),
+        1 => format!("attendu ici : {}", names[0]),
+        n if n <= 6 => format!(
+            "attendu ici : {} ou {}",
+            names[..n - 1].join(", "),
+            names[n - 1]
+        ),
+        _ => format!("attendu ici : {}…", names[..6].join(", ")),
     }
 }

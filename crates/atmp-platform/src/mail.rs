@@ -310,6 +310,46 @@ fn build_message(shared: &Shared, m: &Mail) -> Result<Message, String> {
     builder.multipart(mp).map_err(|e| e.to_string())
 }
 
+/// Sends one plain-text mail at once, outside the outbox (a password link: it is worth
+/// nothing after 30 minutes, so it is not retried). Never holds personal data of agents.
+pub async fn send_now(
+    shared: &Shared,
+    to: &str,
+    subject: &str,
+    body: String,
+) -> Result<(), String> {
+    let Some(url) = shared.config.smtp_url.clone() else {
+        return Err("aucun serveur SMTP configuré".into());
+    };
+    let from: Mailbox = shared
+        .config
+        .mail_from
+        .parse()
+        .map_err(|e| format!("expéditeur invalide : {e}"))?;
+    let to: Mailbox = to
+        .parse()
+        .map_err(|e| format!("destinataire invalide : {e}"))?;
+    let msg = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        .singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(body),
+        )
+        .map_err(|e| e.to_string())?;
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
+        .map_err(|e| e.to_string())?
+        .timeout(Some(Duration::from_secs(30)))
+        .build();
+    transport
+        .send(msg)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Sends the queued mails, forever. Without an SMTP address, mails stay queued.
 pub async fn run(shared: Arc<Shared>) {
     let Some(url) = shared.config.smtp_url.clone() else {

@@ -28,6 +28,7 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0007_files.sql"),
     include_str!("../migrations/postgres/0008_rejets.sql"),
     include_str!("../migrations/postgres/0009_doublon.sql"),
+    include_str!("../migrations/postgres/0010_lien_mot_de_passe.sql"),
 ];
 
 /// Tables of the PostgreSQL migrations that SQLite has no use for: the file store in the base
@@ -610,6 +611,14 @@ pub trait AccountStore: Send {
     fn count_utilisateurs(&mut self) -> Result<u64>;
     /// Sets a user's password hash; `doit_changer`: must change it at next login.
     fn set_utilisateur_password(&mut self, id: i64, hash: &str, doit_changer: bool) -> Result<()>;
+    /// Records a one-use link to set a new password ("Mot de passe oublié"): the SHA-256 of
+    /// its token, the user, the end of its validity.
+    fn create_password_link(&mut self, token_hash: &str, user: i64, expires: &str) -> Result<()>;
+    /// The user of a link still valid at `now`, without using it (to show its form).
+    fn password_link(&mut self, token_hash: &str, now: &str) -> Result<Option<i64>>;
+    /// Uses a link: deletes it and every other link of its user, in one statement that only
+    /// one request can win; the user when it was still valid at `now`.
+    fn use_password_link(&mut self, token_hash: &str, now: &str) -> Result<Option<i64>>;
     /// Enables or disables a user; disabling ends its sessions.
     fn set_utilisateur_actif(&mut self, id: i64, actif: bool) -> Result<()>;
 

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0005_login_failures.sql"),
     include_str!("../migrations/sqlite/0006_rejets.sql"),
     include_str!("../migrations/sqlite/0007_doublon.sql"),
+    include_str!("../migrations/sqlite/0008_lien_mot_de_passe.sql"),
 ];
 
 /// The columns of `import` read by [`import_row`].

@@ -17,6 +17,7 @@ use atmp_integrator::{import_file, ImportOptions, ImportOutcome, ResultKind};
 use atmp_model::{Nomenclature, Nomenclatures, Siret};
 use atmp_store::{Autorisation, Store};
 
+mod aide;
 mod rejets;
 mod sender;
 
@@ -49,7 +50,8 @@ struct Cli {
 enum Command {
     /// Vérifie des fichiers sans base de données (format, champs, codes, NIR, dates)
     Validate {
-        #[arg(required = true)]
+        /// Fichiers flux à vérifier (XML, éventuellement compressés en gzip)
+        #[arg(required = true, value_name = "FICHIERS")]
         files: Vec<PathBuf>,
     },
     /// Gère les collectivités
@@ -63,7 +65,8 @@ enum Command {
     Nomenclature(NomenclatureCmd),
     /// Intègre des fichiers dans la base
     Import {
-        #[arg(required = true)]
+        /// Fichiers flux à intégrer (XML, éventuellement compressés en gzip)
+        #[arg(required = true, value_name = "FICHIERS")]
         files: Vec<PathBuf>,
         /// Compte émetteur qui a transmis les fichiers (défaut : celui de l'en-tête)
         #[arg(long)]
@@ -110,8 +113,10 @@ enum Command {
 enum CollectiviteCmd {
     /// Crée une collectivité
     Add {
+        /// SIRET de la collectivité (14 chiffres, clé de contrôle vérifiée)
         #[arg(long, value_parser = parse_siret)]
         siret: Siret,
+        /// Nom de la collectivité
         #[arg(long)]
         nom: String,
         /// SIRET du CDG de rattachement
@@ -122,6 +127,7 @@ enum CollectiviteCmd {
     List,
     /// Rattache une collectivité à un CDG (ou l'en détache, sans --cdg)
     Rattacher {
+        /// SIRET de la collectivité à rattacher
         #[arg(long, value_parser = parse_siret)]
         siret: Siret,
         /// SIRET du CDG (absent : la collectivité n'est plus rattachée)
@@ -141,8 +147,10 @@ enum Statut {
 enum EmetteurCmd {
     /// Crée un émetteur et l'autorise pour ces collectivités
     Add {
+        /// Code de l'émetteur (lettres, chiffres, - et _), aussi son identifiant FTPS
         #[arg(long, value_parser = parse_code)]
         code: String,
+        /// Nom de l'émetteur
         #[arg(long)]
         nom: Option<String>,
         /// Collectivité pour laquelle l'accord de transfert est enregistré (répétable)
@@ -157,12 +165,16 @@ enum EmetteurCmd {
     },
     /// Enregistre l'état de l'autorisation d'un émetteur pour une collectivité
     Autorisation {
+        /// Code de l'émetteur
         #[arg(long, value_parser = parse_code)]
         code: String,
+        /// SIRET de la collectivité qui décide
         #[arg(long, value_parser = parse_siret)]
         collectivite: Siret,
+        /// Décision de la collectivité
         #[arg(long, value_enum)]
         statut: Statut,
+        /// Référence du document de la décision (registre des consentements)
         #[arg(long)]
         reference: Option<String>,
     },
@@ -223,13 +235,16 @@ enum RoleArg {
 enum UtilisateurCmd {
     /// Crée un compte de l'administration web
     Add {
+        /// Identifiant de connexion
         #[arg(long)]
         login: String,
+        /// Rôle du compte
         #[arg(long, value_enum)]
         role: RoleArg,
         /// SIRET de la collectivité (ou du CDG) du compte ; tous les rôles sauf plateforme
         #[arg(long, value_parser = parse_siret)]
         collectivite: Option<Siret>,
+        /// Adresse de courriel (avis d'import, mot de passe oublié)
         #[arg(long)]
         email: Option<String>,
         /// Lit le mot de passe sur l'entrée standard (une ligne) ; sinon un mot de passe à
@@ -257,7 +272,11 @@ fn read_password() -> Result<String> {
 #[derive(Subcommand)]
 enum NomenclatureCmd {
     /// Remplace les nomenclatures présentes dans le fichier CSV (nomenclature;code;libelle)
-    Import { file: PathBuf },
+    Import {
+        /// Fichier CSV UTF-8 des nomenclatures
+        #[arg(value_name = "FICHIER")]
+        file: PathBuf,
+    },
     /// Liste les nomenclatures chargées et leurs versions
     List,
 }
@@ -270,15 +289,19 @@ struct GenArgs {
     /// Fichier à écrire
     #[arg(long)]
     out: PathBuf,
+    /// Graine du générateur : la même graine donne le même fichier
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Date de création écrite dans l'en-tête (AAAA-MM-JJTHH:MM:SS)
     #[arg(long, default_value = "2016-01-01T02:00:00")]
     date_creation: String,
+    /// Code de l'émetteur écrit dans l'en-tête
     #[arg(long, default_value = "BENCH")]
     emetteur: String,
     /// Collectivités sur lesquelles répartir les agents (répétable)
     #[arg(long = "collectivite", value_parser = parse_siret, required = true)]
     collectivites: Vec<Siret>,
+    /// SIRET du CDG : un fichier groupé pour ses collectivités
     #[arg(long, value_parser = parse_siret)]
     cdg: Option<Siret>,
 }
@@ -308,11 +331,20 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077);
     }
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = aide::francise(Cli::command())
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
-            // --help and --version exit 0, every usage error 2.
-            let _ = e.print();
+            use clap::error::ErrorKind;
+            // --help and --version exit 0, every usage error 2 (said in French).
+            if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+            } else {
+                eprint!("{}", aide::message(&e));
+            }
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };

@@ -35,6 +35,7 @@ pub struct ExportArgs {
     /// Code de l'émetteur (en-tête et noms des fichiers)
     #[arg(long, value_parser = crate::parse_code)]
     emetteur: String,
+    /// Mode d'extraction : complet (tout) ou différentiel (ce qui a changé depuis l'envoi précédent)
     #[arg(long, value_enum)]
     mode: ModeArg,
     /// Dossier où écrire les fichiers
@@ -61,7 +62,8 @@ pub struct ExportArgs {
 
 #[derive(Args)]
 pub struct SendArgs {
-    #[arg(required = true)]
+    /// Fichiers flux à transmettre
+    #[arg(required = true, value_name = "FICHIERS")]
     files: Vec<PathBuf>,
     /// Adresse FTPS de la plate-forme, HÔTE:PORT
     #[arg(long)]
@@ -112,6 +114,7 @@ pub enum SenderCmd {
     },
     /// Liste les cycles et les transferts du journal
     Journal {
+        /// Fichier de configuration (défaut : $ATMP_SENDER_CONFIG, sinon ./atmp-emetteur.toml)
         #[arg(long, env = "ATMP_SENDER_CONFIG", default_value = "atmp-emetteur.toml")]
         config: PathBuf,
         /// Le journal lui-même, sans fichier de configuration
@@ -127,7 +130,10 @@ pub enum SenderCmd {
         agents: u64,
     },
     /// Affiche l'empreinte SHA-256 d'un certificat PEM (pour configurer --empreinte)
-    Empreinte { certificat: PathBuf },
+    Empreinte {
+        /// Fichier PEM du certificat
+        certificat: PathBuf,
+    },
     /// Crée une base source de démonstration (personnes fictives), ou y ajoute une semaine
     Demo {
         /// Fichier SQLite à créer

@@ -338,3 +338,43 @@ fn postgres_over_tls_and_the_password_is_never_shown() {
     );
     assert!(!err.contains("motdepasse-secret"), "{err}");
 }
+
+/// Usage errors and help speak French (clap writes English by itself); a structure error
+/// says which element was expected where.
+#[test]
+fn the_command_line_speaks_french() {
+    let env = Env::new();
+    let o = env.run(&["validat", "x.xml"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("erreur : sous-commande inconnue « validat »"),
+        "{err}"
+    );
+    assert!(err.contains("vouliez-vous dire « validate »"), "{err}");
+    assert!(!err.contains("error:") && !err.contains("Usage"), "{err}");
+    let o = env.run(&["import", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&o.stdout);
+    for w in [
+        "Utilisation : atmp import",
+        "Arguments :",
+        "<FICHIERS>",
+        "Options :",
+        "Affiche l'aide",
+        "--dry-run",
+    ] {
+        assert!(help.contains(w), "{w}: {help}");
+    }
+    let xml = std::fs::read_to_string(examples().join("services.xml"))
+        .unwrap()
+        .replacen("<libelle>", "<intrus/><libelle>", 1);
+    let f = env.write("intrus.xml", &xml);
+    let o = env.run(&["validate", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("élément « intrus » inconnu dans <service> : attendu ici : <libelle>"),
+        "{out}"
+    );
+}

@@ -69,8 +69,14 @@ pub fn router(shared: App) -> Router {
         .route("/connexion", get(login_form).post(login))
         .route("/deconnexion", post(logout))
         .route("/mot-de-passe", get(password_form).post(password_change))
+        .route("/mot-de-passe-oublie", get(oubli_form).post(oubli))
+        .route(
+            "/mot-de-passe-oublie/{token}",
+            get(oubli_lien_form).post(oubli_lien),
+        )
         .route("/suivi", get(suivi))
         .route("/imports/{id}", get(import_page))
+        .route("/imports/{id}/journaux/{log}", get(journal_view))
         .route("/imports/{id}/journaux/{log}/{kind}", get(download_log))
         .route("/imports/{id}/accuse", get(download_receipt))
         .route("/imports/{id}/rejeu", post(rejets::rejeu))

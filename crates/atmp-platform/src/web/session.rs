@@ -411,3 +411,246 @@ pub(super) async fn password_change(
     };
     render(StatusCode::OK, &t)
 }
+
+// ---------------------------------------------------------------------------------------
+// "Mot de passe oublié": a one-use link, valid 30 minutes, sent when mail is configured
+
+/// How long a password link is valid.
+const LINK_MINUTES: i64 = 30;
+
+#[derive(Template)]
+#[template(path = "mot_de_passe_oublie.html")]
+pub(super) struct OubliT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    /// The form to choose the new password (a valid link), else the request form.
+    lien: Option<String>,
+    envoye: bool,
+}
+
+fn oubli_page(
+    app: &App,
+    status: StatusCode,
+    lien: Option<String>,
+    envoye: bool,
+    error: Option<String>,
+) -> Response {
+    let csrf = auth::token(24);
+    let t = OubliT {
+        user: None,
+        message: envoye.then(|| {
+            "Si cet identifiant existe et qu'une adresse de courriel lui est associée, un lien valable 30 minutes vient d'y être envoyé.".to_string()
+        }),
+        error,
+        csrf: csrf.clone(),
+        lien,
+        envoye,
+    };
+    let mut r = render(status, &t);
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(app, LOGIN_COOKIE, &csrf, 3600),
+    );
+    r
+}
+
+pub(super) async fn oubli_form(State(app): State<App>) -> Response {
+    if app.config.smtp_url.is_none() {
+        return not_found();
+    }
+    oubli_page(&app, StatusCode::OK, None, false, None)
+}
+
+#[derive(Deserialize)]
+pub(super) struct OubliForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    login: String,
+}
+
+/// Answers the same, at once, whether or not the login exists; the link is made and sent
+/// in the background. Requests count as failed logins of the address, so that the form
+/// cannot be used to flood a mailbox.
+pub(super) async fn oubli(
+    State(app): State<App>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    Form(f): Form<OubliForm>,
+) -> Response {
+    if app.config.smtp_url.is_none() {
+        return not_found();
+    }
+    if !same_token(cookie(&headers, LOGIN_COOKIE).unwrap_or(""), &f.csrf) {
+        return csrf_refused();
+    }
+    let source = client_address(&app, peer.map(|p| p.0 .0), &headers);
+    let key = format!("oubli:@{source}");
+    if failures(&app, &key).await >= MAX_ADDRESS_FAILURES {
+        return oubli_page(
+            &app,
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+            false,
+            Some("Trop de demandes depuis cette adresse : réessayez dans quelques minutes.".into()),
+        );
+    }
+    failed_login(&app, &key).await;
+    let login: String = f.login.trim().chars().take(64).collect();
+    let app2 = app.clone();
+    let source2 = source.clone();
+    tokio::spawn(async move {
+        let l2 = login.clone();
+        let Ok(Some(user)) = db(&app2, move |s| s.utilisateur(&l2)).await else {
+            audit(
+                &app2,
+                &login,
+                "mot_de_passe_oublie",
+                "identifiant inconnu".into(),
+                &source2,
+            )
+            .await;
+            return;
+        };
+        let Some(email) = user.email.clone().filter(|_| user.actif) else {
+            audit(
+                &app2,
+                &login,
+                "mot_de_passe_oublie",
+                "aucune adresse de courriel ou compte désactivé".into(),
+                &source2,
+            )
+            .await;
+            return;
+        };
+        let token = auth::token(32);
+        let h = auth::token_hash(&token);
+        let expires = (chrono::Local::now() + chrono::Duration::minutes(LINK_MINUTES))
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string();
+        let uid = user.id;
+        if db(&app2, move |s| s.create_password_link(&h, uid, &expires))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let body = format!(
+            "Bonjour,\n\nUn nouveau mot de passe a été demandé pour le compte « {} » de la plate-forme atmp.\n\n\
+             Pour le choisir, ouvrez ce lien dans les {LINK_MINUTES} minutes ; il ne sert qu'une fois :\n{}/mot-de-passe-oublie/{token}\n\n\
+             Si vous n'avez rien demandé, ignorez ce message : votre mot de passe actuel reste valable.\n",
+            user.login,
+            app2.public_url()
+        );
+        match crate::mail::send_now(
+            &app2,
+            &email,
+            "[atmp] Choisir un nouveau mot de passe",
+            body,
+        )
+        .await
+        {
+            Ok(()) => {
+                tracing::info!(user = uid, "password link sent");
+                audit(
+                    &app2,
+                    &user.login,
+                    "mot_de_passe_oublie",
+                    "lien envoyé".into(),
+                    &source2,
+                )
+                .await;
+            }
+            Err(e) => tracing::warn!(user = uid, error = %e, "password link not sent"),
+        }
+    });
+    oubli_page(&app, StatusCode::OK, None, true, None)
+}
+
+pub(super) async fn oubli_lien_form(State(app): State<App>, Path(token): Path<String>) -> Response {
+    let h = auth::token_hash(&token);
+    let now = atmp_store::now();
+    match db(&app, move |s| s.password_link(&h, &now)).await {
+        Ok(Some(_)) => oubli_page(&app, StatusCode::OK, Some(token), false, None),
+        Ok(None) => lien_perime(),
+        Err(r) => r,
+    }
+}
+
+fn lien_perime() -> Response {
+    page_simple(
+        StatusCode::GONE,
+        None,
+        "Lien expiré",
+        "Ce lien a déjà servi ou a dépassé ses 30 minutes de validité. Demandez-en un autre depuis la page de connexion.",
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct NouveauForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    nouveau: String,
+    #[serde(default)]
+    confirmation: String,
+}
+
+pub(super) async fn oubli_lien(
+    State(app): State<App>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Form(f): Form<NouveauForm>,
+) -> Response {
+    if !same_token(cookie(&headers, LOGIN_COOKIE).unwrap_or(""), &f.csrf) {
+        return csrf_refused();
+    }
+    let problem = if f.nouveau != f.confirmation {
+        Some("la confirmation ne correspond pas au nouveau mot de passe")
+    } else {
+        auth::password_problem(&f.nouveau)
+    };
+    if let Some(p) = problem {
+        return oubli_page(
+            &app,
+            StatusCode::BAD_REQUEST,
+            Some(token),
+            false,
+            Some(format!("Mot de passe refusé : {p}.")),
+        );
+    }
+    let new = f.nouveau.clone();
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&new))
+        .await
+        .unwrap_or_default();
+    let h = auth::token_hash(&token);
+    let now = atmp_store::now();
+    let used = db(&app, move |s| {
+        let Some(uid) = s.use_password_link(&h, &now)? else {
+            return Ok(None);
+        };
+        s.set_utilisateur_password(uid, &hash, false)?;
+        s.delete_sessions_of(uid, None)?;
+        Ok(s.utilisateur_by_id(uid)?.map(|u| u.login))
+    })
+    .await;
+    match used {
+        Ok(Some(login)) => {
+            let source = client_address(&app, peer.map(|p| p.0 .0), &headers);
+            audit(
+                &app,
+                &login,
+                "mot_de_passe",
+                "nouveau mot de passe par lien".into(),
+                &source,
+            )
+            .await;
+            Redirect::to("/connexion?reinitialise=1").into_response()
+        }
+        Ok(None) => lien_perime(),
+        Err(r) => r,
+    }
+}

@@ -720,3 +720,204 @@ pub(super) async fn download_receipt(
     )
         .into_response()
 }
+
+// ---------------------------------------------------------------------------------------
+// A log read on the page, filtered and paged
+
+/// Lines of a log shown per page.
+const LIGNES_PAGE: u64 = 100;
+
+#[derive(Template)]
+#[template(path = "journal_import.html")]
+pub(super) struct JournalImportT {
+    user: Option<NavUser>,
+    message: Option<String>,
+    error: Option<String>,
+    id: i64,
+    log_id: i64,
+    collectivite: String,
+    niveaux: Vec<(&'static str, &'static str)>,
+    niveau: String,
+    agent: String,
+    texte: String,
+    lignes: Vec<Vec<String>>,
+    entrees: u64,
+    total: u64,
+    page: u64,
+    pages: u64,
+    query: String,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct JournalParams {
+    #[serde(default)]
+    niveau: String,
+    #[serde(default)]
+    agent: String,
+    #[serde(default)]
+    texte: String,
+    #[serde(default)]
+    page: Option<String>,
+}
+
+/// What a log view keeps: one page of the entries that pass the filters, and the counts.
+struct LogView {
+    lignes: Vec<Vec<String>>,
+    entrees: u64,
+    total: u64,
+}
+
+/// Reads a log entry by entry (an entry may span lines inside quotes), keeping only one
+/// page of those that pass: memory bounded by a page, whatever the log's size.
+fn read_log_view(
+    src: Box<dyn std::io::Read + Send>,
+    niveau: &str,
+    agent: &str,
+    texte: &str,
+    skip: u64,
+) -> std::io::Result<LogView> {
+    use std::io::BufRead;
+    let mut src = std::io::BufReader::with_capacity(64 * 1024, src);
+    let (agent, texte) = (agent.to_lowercase(), texte.to_lowercase());
+    let mut entry = Vec::with_capacity(1024);
+    let mut v = LogView {
+        lignes: Vec::new(),
+        entrees: 0,
+        total: 0,
+    };
+    loop {
+        entry.clear();
+        loop {
+            let n = src.read_until(b'\n', &mut entry)?;
+            if n == 0 || memchr::memchr_iter(b'"', &entry).count().is_multiple_of(2) {
+                break;
+            }
+        }
+        if entry.is_empty() {
+            return Ok(v);
+        }
+        while matches!(entry.last(), Some(b'\n' | b'\r')) {
+            entry.pop();
+        }
+        let mut f = atmp_integrator::split_line(&String::from_utf8_lossy(&entry));
+        f.resize(6, String::new());
+        v.entrees += 1;
+        let keep = (niveau.is_empty() || f[1] == niveau)
+            && (agent.is_empty() || f[2].to_lowercase().contains(&agent))
+            && (texte.is_empty() || f.iter().any(|c| c.to_lowercase().contains(&texte)));
+        if keep {
+            if v.total >= skip && (v.lignes.len() as u64) < LIGNES_PAGE {
+                v.lignes.push(f);
+            }
+            v.total += 1;
+        }
+    }
+}
+
+pub(super) async fn journal_view(
+    State(app): State<App>,
+    a: Auth,
+    Path((id, log)): Path<(String, String)>,
+    Query(q): Query<JournalParams>,
+) -> Response {
+    let (Ok(id), Ok(log)) = (id.parse::<i64>(), log.parse::<i64>()) else {
+        return not_found();
+    };
+    let logs = match visible_import(&app, &a, id).await {
+        Ok(Some((_, logs, _))) => logs,
+        Ok(None) => return not_found(),
+        Err(r) => return r,
+    };
+    let Some((_, l)) = logs.iter().find(|(lid, _)| *lid == log) else {
+        return not_found();
+    };
+    let purged = match db(&app, move |s| s.purges_of(id)).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if purged
+        .iter()
+        .any(|(k, _)| *k == atmp_store::PurgeKind::Journaux)
+    {
+        return page_simple(
+            StatusCode::GONE,
+            Some(a.nav()),
+            "Journal supprimé",
+            "Ce journal a été supprimé : sa durée de conservation était atteinte.",
+        );
+    }
+    const NIVEAUX: [(&str, &str); 4] = [
+        ("", "Tous"),
+        ("ERROR", "Erreurs"),
+        ("WARN", "Avertissements"),
+        ("INFO", "Informations"),
+    ];
+    let niveau = NIVEAUX
+        .iter()
+        .find(|(v, _)| *v == q.niveau)
+        .map(|(v, _)| v.to_string())
+        .unwrap_or_default();
+    let agent: String = q.agent.trim().chars().take(100).collect();
+    let texte: String = q.texte.trim().chars().take(200).collect();
+    let page: u64 = q
+        .page
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+        .min(u64::MAX / LIGNES_PAGE);
+    let key = l.complet_path.clone();
+    let (n2, a2, t2) = (niveau.clone(), agent.clone(), texte.clone());
+    let app2 = app.clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<LogView, String> {
+        let f = app2.files.open(&key).map_err(|e| e.to_string())?;
+        read_log_view(f, &n2, &a2, &t2, (page - 1) * LIGNES_PAGE).map_err(|e| e.to_string())
+    })
+    .await;
+    let v = match read {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return internal(e),
+        Err(e) => return internal(e),
+    };
+    let names = match super::rejets::noms(&app).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let collectivite = match names.get(&l.collectivite_siret) {
+        Some(n) if l.global => format!("{n} (journal global du CDG)"),
+        Some(n) => n.clone(),
+        None if l.collectivite_siret.is_empty() => "fichier rejeté".into(),
+        None => l.collectivite_siret.clone(),
+    };
+    a.audit(
+        &app,
+        "consultation_journal",
+        format!("import {id}, journal {log}"),
+    )
+    .await;
+    let pages = v.total.div_ceil(LIGNES_PAGE).max(1);
+    let t = JournalImportT {
+        user: Some(a.nav()),
+        message: None,
+        error: None,
+        id,
+        log_id: log,
+        collectivite,
+        niveaux: NIVEAUX.to_vec(),
+        query: format!(
+            "/imports/{id}/journaux/{log}?niveau={}&agent={}&texte={}",
+            enc(&niveau),
+            enc(&agent),
+            enc(&texte)
+        ),
+        niveau,
+        agent,
+        texte,
+        lignes: v.lignes,
+        entrees: v.entrees,
+        total: v.total,
+        page: page.min(pages),
+        pages,
+    };
+    render(StatusCode::OK, &t)
+}

@@ -294,6 +294,42 @@ impl crate::AccountStore for PgStore {
         Ok(n as u64)
     }
 
+    fn create_password_link(&mut self, token_hash: &str, user: i64, expires: &str) -> Result<()> {
+        self.client.execute(
+            "INSERT INTO lien_mot_de_passe (token_sha256, utilisateur_id, expires_at) VALUES ($1, $2, $3)",
+            &[&token_hash, &user, &expires],
+        )?;
+        Ok(())
+    }
+
+    fn password_link(&mut self, token_hash: &str, now: &str) -> Result<Option<i64>> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT utilisateur_id FROM lien_mot_de_passe WHERE token_sha256 = $1 AND expires_at > $2",
+                &[&token_hash, &now],
+            )?
+            .map(|r| r.get(0)))
+    }
+
+    fn use_password_link(&mut self, token_hash: &str, now: &str) -> Result<Option<i64>> {
+        let mut tx = self.client.transaction()?;
+        let user: Option<(i64, String)> = tx
+            .query_opt(
+                "DELETE FROM lien_mot_de_passe WHERE token_sha256 = $1 RETURNING utilisateur_id, expires_at",
+                &[&token_hash],
+            )?
+            .map(|r| (r.get(0), r.get(1)));
+        if let Some((u, _)) = &user {
+            tx.execute(
+                "DELETE FROM lien_mot_de_passe WHERE utilisateur_id = $1",
+                &[u],
+            )?;
+        }
+        tx.commit()?;
+        Ok(user.filter(|(_, exp)| exp.as_str() > now).map(|(u, _)| u))
+    }
+
     fn set_utilisateur_password(&mut self, id: i64, hash: &str, doit_changer: bool) -> Result<()> {
         self.client.execute(
             "UPDATE utilisateur SET password_hash = $2, doit_changer = $3 WHERE id = $1",

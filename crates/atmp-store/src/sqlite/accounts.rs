@@ -64,6 +64,44 @@ impl crate::AccountStore for SqliteStore {
         Ok(())
     }
 
+    fn create_password_link(&mut self, token_hash: &str, user: i64, expires: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO lien_mot_de_passe (token_sha256, utilisateur_id, expires_at) VALUES (?1, ?2, ?3)",
+            params![token_hash, user, expires],
+        )?;
+        Ok(())
+    }
+
+    fn password_link(&mut self, token_hash: &str, now: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT utilisateur_id FROM lien_mot_de_passe WHERE token_sha256 = ?1 AND expires_at > ?2",
+                params![token_hash, now],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn use_password_link(&mut self, token_hash: &str, now: &str) -> Result<Option<i64>> {
+        let tx = self.conn.transaction()?;
+        let user: Option<(i64, String)> = tx
+            .query_row(
+                "DELETE FROM lien_mot_de_passe WHERE token_sha256 = ?1 RETURNING utilisateur_id, expires_at",
+                [token_hash],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((u, _)) = &user {
+            tx.execute(
+                "DELETE FROM lien_mot_de_passe WHERE utilisateur_id = ?1",
+                [u],
+            )?;
+        }
+        tx.commit()?;
+        Ok(user.filter(|(_, exp)| exp.as_str() > now).map(|(u, _)| u))
+    }
+
     fn set_utilisateur_actif(&mut self, id: i64, actif: bool) -> Result<()> {
         self.conn.execute(
             "UPDATE utilisateur SET actif = ?2 WHERE id = ?1",

@@ -232,9 +232,12 @@ fn examples_over_ftps_then_tracking_table_by_role(b: Backend) {
     assert!(!page.contains("CCAS"), "another collectivité shown");
     let visible = import_links(&page)
         .into_iter()
-        .filter(|l| l.contains("/journaux/"))
+        .filter(|l| {
+            l.contains("/journaux/") && (l.ends_with("/complet") || l.ends_with("/erreurs"))
+        })
         .count();
-    assert_eq!(visible, 2, "its log pair only");
+    // Its own complete log only: its error log is empty, so it has no link.
+    assert_eq!(visible, 1, "its log only");
     let mut seen = 0;
     for l in &logs {
         let s = commune.status(&format!("/imports/{cdg_import}/journaux/{l}/complet"));
@@ -1731,6 +1734,52 @@ fn import_page_lists_every_rejected_agent_by_pages(b: Backend) {
     assert_eq!(page2.matches("<section class=\"rejet\">").count(), 50);
     assert!(page2.contains("Rejets précédents"));
     assert!(!page2.contains("Rejets suivants"));
+    // The log read on its page: filtered by level, by agent, by text, a hundred lines a page.
+    let log = p.sql(&format!("SELECT id FROM import_log WHERE import_id = {id}"));
+    let view = |q: &str| admin.text(&format!("/imports/{id}/journaux/{log}?{q}"));
+    let rows = |html: &str| html.matches("<tr><td data-label=\"Horodatage\">").count();
+    let errors = view("niveau=ERROR");
+    assert!(
+        errors.contains("150 ligne(s) retenue(s) — page 1 sur 2"),
+        "{errors}"
+    );
+    assert_eq!(rows(&errors), 100);
+    assert_eq!(errors.matches("badge-echoue").count(), 100);
+    let second = view("niveau=ERROR&page=2");
+    assert_eq!(rows(&second), 50);
+    let all = view("");
+    let total: usize = all
+        .split("Le journal complet compte ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total > 300, "{total}");
+    assert!(all.contains(&format!("{total} ligne(s) retenue(s)")));
+    // One agent, by its NIR: its lines only, all naming it.
+    let nir = xml
+        .split("<nir>")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap()
+        .to_string();
+    let one = view(&format!("agent={nir}"));
+    let n = rows(&one);
+    assert!(n >= 2, "{one}");
+    assert!(
+        one.split("<tr><td data-label=\"Horodatage\">")
+            .skip(1)
+            .all(|r| r[..r.find("</tr>").unwrap()].contains(&nir)),
+        "{one}"
+    );
+    assert!(view("texte=introuvable-nulle-part").contains("Aucune ligne ne correspond"));
+    // Outside the user's collectivités: 404.
+    assert_eq!(
+        p.web("commune", PW_USERS)
+            .status(&format!("/imports/{id}/journaux/{log}")),
+        404
+    );
     // The page reads the quarantine's rows, not the logs: with the logs named nowhere, the
     // rejections are all there.
     p.base.execute(&format!(
@@ -3124,5 +3173,140 @@ fn tracking_table_filters_by_collectivite_sender_result_and_name(b: Backend) {
             .replace("&amp;", "&")
             .contains("emetteur=SOFIVAL&resultat=doublon&fichier=&tri=ancien"),
         "{html}"
+    );
+}
+
+// "Mot de passe oublié": the page answers the same for a login that exists and one that
+// does not; the link, sent over a real SMTP exchange, works once, within 30 minutes.
+both!(forgotten_password_link_works_once);
+fn forgotten_password_link_works_once(b: Backend) {
+    let port = free_port();
+    let smtp = format!("smtp://127.0.0.1:{port}");
+    let mut p = Platform::new(
+        b,
+        &[
+            ("ATMP_PRODUCTION", "true"),
+            ("ATMP_SMTP_URL", &smtp),
+            ("ATMP_PUBLIC_URL", "https://atmp.exemple.invalid"),
+        ],
+    );
+    p.setup();
+    let maildir = p.dir.path().join("maildir");
+    let mut sink = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+        ])
+        .arg(&maildir)
+        .spawn()
+        .expect("python3 -m aiosmtpd (pip install aiosmtpd)");
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed().as_secs() < 30, "the SMTP sink did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    p.start(&[]);
+    let w = Web::new(&p);
+    assert!(w
+        .text("/connexion")
+        .contains("href=\"/mot-de-passe-oublie\""));
+    let ask = |login: &str| -> String {
+        let page = w.text("/mot-de-passe-oublie");
+        let csrf = csrf_of(&page);
+        let r = w
+            .client
+            .post(format!("{}/mot-de-passe-oublie", w.url))
+            .form(&[("csrf", csrf.as_str()), ("login", login)])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().unwrap()
+    };
+    let unknown = ask("personne");
+    let known = ask("commune");
+    let said = "Si cet identifiant existe et qu&#39;une adresse de courriel lui est associée";
+    assert!(known.contains(said), "{known}");
+    assert_eq!(unknown, known, "the answer says nothing of the login");
+    let t = std::time::Instant::now();
+    let mail = loop {
+        if maildir.join("new").is_dir() {
+            if let Some(m) = maildir_texts(&maildir).into_iter().next() {
+                break m;
+            }
+        }
+        assert!(t.elapsed().as_secs() < 30, "no mail: {}", p.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = sink.kill();
+    let _ = sink.wait();
+    assert_eq!(
+        maildir_texts(&maildir).len(),
+        1,
+        "one mail, for the login that exists"
+    );
+    assert!(mail.contains("To: commune@exemple.invalid"), "{mail}");
+    let link = mail
+        .split("https://atmp.exemple.invalid")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{mail}"))
+        .to_string();
+    assert!(link.starts_with("/mot-de-passe-oublie/"), "{link}");
+    // A password too short is refused, the link still valid; then it works, once.
+    let page = w.text(&link);
+    let post = |pw: &str, page: &str| {
+        let csrf = csrf_of(page);
+        w.client
+            .post(format!("{}{link}", w.url))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("nouveau", pw),
+                ("confirmation", pw),
+            ])
+            .send()
+            .unwrap()
+    };
+    let r = post("court", &page);
+    assert_eq!(r.status(), 400);
+    let page = r.text().unwrap();
+    let r = post("Un tout nouveau mot de passe", &page);
+    assert_eq!(r.url().path(), "/connexion");
+    assert!(r.text().unwrap().contains("Mot de passe changé"));
+    assert_eq!(w.status(&link), 410, "a link serves once");
+    assert_eq!(Web::new(&p).login("commune", PW_USERS).status(), 401);
+    let r = Web::new(&p).login("commune", "Un tout nouveau mot de passe");
+    assert_eq!(r.url().path(), "/");
+    assert_eq!(p.sql("SELECT count(*) FROM lien_mot_de_passe"), 0);
+    // An expired link is refused, and cannot be used either.
+    use sha2::Digest;
+    let h = hex::encode(sha2::Sha256::digest(b"lien-perime"));
+    p.base.execute(&format!(
+        "INSERT INTO lien_mot_de_passe (token_sha256, utilisateur_id, expires_at) \
+         SELECT '{h}', id, '2000-01-01T00:00:00' FROM utilisateur WHERE login = 'commune'"
+    ));
+    assert_eq!(w.status("/mot-de-passe-oublie/lien-perime"), 410);
+    let page = w.text("/connexion");
+    let csrf = csrf_of(&page);
+    let r = w
+        .client
+        .post(format!("{}/mot-de-passe-oublie/lien-perime", w.url))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("nouveau", "Encore un autre mot de passe"),
+            ("confirmation", "Encore un autre mot de passe"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    let r = Web::new(&p).login("commune", "Un tout nouveau mot de passe");
+    assert_eq!(
+        r.url().path(),
+        "/",
+        "the password set by the link still holds"
     );
 }
