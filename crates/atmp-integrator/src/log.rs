@@ -322,8 +322,14 @@ impl Logs {
         self.count(level, None);
         for p in self.pairs.iter_mut() {
             p.complet.write_all(l.as_bytes())?;
-            if level == Level::Error {
-                p.erreurs.write_all(l.as_bytes())?;
+            // Counted in each log it is written to: a log's count is its lines.
+            match level {
+                Level::Error => {
+                    p.erreurs.write_all(l.as_bytes())?;
+                    p.errors += 1;
+                }
+                Level::Warn => p.warnings += 1,
+                Level::Info => {}
             }
         }
         self.file_lines.push(l);

@@ -293,6 +293,12 @@ impl Application {
         Ok(app)
     }
 
+    /// The certificate the platform presents (FTPS and HTTPS), as an absolute path: what a
+    /// sender's client is told to trust (`curl --cacert`).
+    pub fn cert_path(&self) -> PathBuf {
+        std::fs::canonicalize(&self.cert).unwrap_or_else(|_| self.cert.clone())
+    }
+
     /// The web address bound (its port, when 0 was asked).
     pub fn http_addr(&self) -> SocketAddr {
         self.web.local_addr().expect("bound")

@@ -428,9 +428,9 @@ pub fn receipt(
             "emetteur": row.emetteur.clone().or_else(|| job.map(|j| j.emetteur.clone())),
             "sha256": row.sha256,
             "taille": row.size,
-            "recu_le": job.map(|j| j.received_at.clone()),
-            "debut_traitement": row.started_at,
-            "fin_traitement": row.finished_at,
+            "recu_le": job.map(|j| with_offset(&j.received_at)),
+            "debut_traitement": with_offset(&row.started_at),
+            "fin_traitement": row.finished_at.as_deref().map(with_offset),
             "type_fichier": row.type_fichier,
             "mode": row.mode,
             "date_creation": row.date_creation,
@@ -484,3 +484,14 @@ pub(crate) fn retours_name(job: &Job, l: &ImportLog, kind: &str) -> String {
 }
 
 pub(crate) use atmp_model::safe_stem;
+
+/// A platform time (local, `YYYY-MM-DDTHH:MM:SS`) with its UTC offset, RFC 3339
+/// (`2026-12-03T18:51:32+01:00`), so that a sender's program elsewhere reads it right.
+pub fn with_offset(local: &str) -> String {
+    use chrono::TimeZone;
+    chrono::NaiveDateTime::parse_from_str(local, "%Y-%m-%dT%H:%M:%S")
+        .ok()
+        .and_then(|n| chrono::Local.from_local_datetime(&n).earliest())
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
+        .unwrap_or_else(|| local.to_string())
+}

@@ -420,6 +420,10 @@ fn serve(db: Option<String>, args: ServeArgs) -> Result<u8> {
             app.shared().data_dir.display()
         );
         println!(
+            "Certificat TLS (à faire reconnaître aux clients FTPS, curl --cacert) : {}",
+            app.cert_path().display()
+        );
+        println!(
             "Base : {} ({}) — fichiers reçus et journaux : {}",
             atmp_store::backend_name(&app.shared().database_url),
             atmp_store::redact_url(&app.shared().database_url),

@@ -378,3 +378,25 @@ fn the_command_line_speaks_french() {
         "{out}"
     );
 }
+
+// A file that fails inside a block: the collectivité's log counts the ERROR line it holds
+// (the import's page then says "Erreurs 1", as its error log has one line).
+both!(a_failed_files_logs_count_their_error_line);
+fn a_failed_files_logs_count_their_error_line(b: Backend) {
+    let env = Env::on(b);
+    env.sdis();
+    let xml = std::fs::read_to_string(examples().join("services.xml")).unwrap();
+    let f = env.write("coupe.xml", &xml[..900]);
+    let (j, code) = env.import(&f, None);
+    assert_eq!(code, 1);
+    assert_eq!(j["result"], "echoue");
+    let (_, erreurs) = log_paths(&j, SDIS, false);
+    let lines = log(&erreurs);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        env.scalar(&format!(
+            "SELECT errors FROM import_log WHERE collectivite_siret = '{SDIS}'"
+        )),
+        "1"
+    );
+}

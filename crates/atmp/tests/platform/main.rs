@@ -2962,6 +2962,17 @@ fn tableur_logs_open_in_a_spreadsheet_and_travel_compressed(b: Backend) {
         .read_to_end(&mut inflated)
         .unwrap();
     assert_eq!(inflated, bytes);
+    // The receipt's times carry their UTC offset (RFC 3339).
+    let receipt: serde_json::Value =
+        serde_json::from_str(&sdis.text(&format!("/imports/{id}/accuse"))).unwrap();
+    for k in ["recu_le", "debut_traitement", "fin_traitement"] {
+        let t = receipt["accuse_de_reception"][k]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(chrono::DateTime::parse_from_rfc3339(&t).is_ok(), "{k}: {t}");
+        assert_eq!(t.len(), 25, "{k}: {t}");
+    }
     // `gzip;q=0` means no gzip.
     let r = sdis
         .client
