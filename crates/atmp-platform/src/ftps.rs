@@ -109,7 +109,10 @@ impl Authenticator for SenderAuth {
             let hash = hash.unwrap_or_else(|| crate::auth::hash_password("-"));
             let ok = crate::auth::verify_password(&password, &hash);
             let recorded = if ok {
-                shared.with_store(|s| s.clear_login_failures(&key))
+                shared.with_store(|s| {
+                    s.record_emetteur_connexion(&code, &atmp_store::now())?;
+                    s.clear_login_failures(&key)
+                })
             } else {
                 shared
                     .with_store(|s| s.record_login_failure(&key, &atmp_store::now(), &since))

@@ -29,6 +29,7 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0008_rejets.sql"),
     include_str!("../migrations/postgres/0009_doublon.sql"),
     include_str!("../migrations/postgres/0010_lien_mot_de_passe.sql"),
+    include_str!("../migrations/postgres/0011_emetteur_actif.sql"),
 ];
 
 /// Tables of the PostgreSQL migrations that SQLite has no use for: the file store in the base
@@ -278,6 +279,10 @@ pub struct Emetteur {
     pub nom: Option<String>,
     /// (SIRET, state, date, reference) of each collectivité on record.
     pub autorisations: Vec<(String, Autorisation, String, Option<String>)>,
+    /// A disabled sender can no longer log in over FTPS.
+    pub actif: bool,
+    /// Its last successful FTPS login.
+    pub derniere_connexion: Option<String>,
 }
 
 /// Added / existing / rejected records of one kind.
@@ -541,8 +546,12 @@ pub trait ReferenceStore: Send {
     fn emetteur(&mut self, code: &str) -> Result<Option<Emetteur>>;
     /// Sets the argon2 hash of a sender's FTPS password.
     fn set_emetteur_password(&mut self, code: &str, hash: &str) -> Result<()>;
-    /// The argon2 hash of a sender's FTPS password, if it has one.
+    /// The argon2 hash of a sender's FTPS password, if it has one and is not disabled.
     fn emetteur_password(&mut self, code: &str) -> Result<Option<String>>;
+    /// Enables or disables a sender (FTPS login); false when there is no such sender.
+    fn set_emetteur_actif(&mut self, code: &str, actif: bool) -> Result<bool>;
+    /// Records a successful FTPS login of a sender.
+    fn record_emetteur_connexion(&mut self, code: &str, at: &str) -> Result<()>;
     /// The services of a collectivité: (id, code, libellé).
     fn services(&mut self, collectivite_id: i64) -> Result<Vec<(i64, String, Option<String>)>>;
     /// Creates a service by hand (import id 0); an existing code is left as it is.

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0006_rejets.sql"),
     include_str!("../migrations/sqlite/0007_doublon.sql"),
     include_str!("../migrations/sqlite/0008_lien_mot_de_passe.sql"),
+    include_str!("../migrations/sqlite/0009_emetteur_actif.sql"),
 ];
 
 /// The columns of `import` read by [`import_row`].
@@ -208,15 +209,16 @@ impl SqliteStore {
     }
 
     fn emetteur_row(&self, code: &str) -> Result<Option<Emetteur>> {
-        let row: Option<(i64, String, Option<String>)> = self
+        type Row = (i64, String, Option<String>, bool, Option<String>);
+        let row: Option<Row> = self
             .conn
             .query_row(
-                "SELECT id, code, nom FROM emetteur WHERE code = ?1",
+                "SELECT id, code, nom, actif, derniere_connexion FROM emetteur WHERE code = ?1",
                 [code],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        let Some((id, code, nom)) = row else {
+        let Some((id, code, nom, actif, derniere_connexion)) = row else {
             return Ok(None);
         };
         let mut stmt = self.conn.prepare_cached(
@@ -239,6 +241,8 @@ impl SqliteStore {
             code,
             nom,
             autorisations,
+            actif,
+            derniere_connexion,
         }))
     }
 }

@@ -306,6 +306,9 @@ pub(super) struct EmetteurLine {
     code: String,
     nom: String,
     ftps: bool,
+    actif: bool,
+    /// The last FTPS login, in French, with how long ago.
+    derniere: String,
     autorisees: String,
 }
 
@@ -341,6 +344,11 @@ pub(super) async fn emetteurs_page(
     let emetteurs = list
         .into_iter()
         .map(|(e, ftps)| EmetteurLine {
+            actif: e.actif,
+            derniere: match &e.derniere_connexion {
+                Some(d) => super::suivi::fr_datetime(d),
+                None => "jamais".into(),
+            },
             autorisees: e
                 .autorisations
                 .iter()
@@ -417,6 +425,51 @@ pub(super) async fn emetteur_add(
         })
         .await
     };
+    let (m, e) = split(r);
+    emetteurs_page(&app, &a, m, e).await
+}
+
+#[derive(Deserialize)]
+pub(super) struct EmetteurActifForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    actif: u8,
+}
+
+/// Disables a sender (it can no longer log in over FTPS; what it sent stays) or enables it
+/// again.
+pub(super) async fn emetteur_actif(
+    State(app): State<App>,
+    a: Auth,
+    Form(f): Form<EmetteurActifForm>,
+) -> Response {
+    if let Err(r) = a.admin().and_then(|_| a.check(&f.csrf)) {
+        return r;
+    }
+    let code = f.code.trim().to_string();
+    let actif = f.actif == 1;
+    let detail = format!(
+        "{} de l'émetteur {code}",
+        if actif {
+            "réactivation"
+        } else {
+            "désactivation"
+        }
+    );
+    let r = change(&app, &a, "emetteur", detail, move |st| {
+        if !st.set_emetteur_actif(&code, actif)? {
+            return Err(StoreError::Invalid(format!("aucun émetteur {code}")));
+        }
+        Ok(if actif {
+            format!("Émetteur {code} réactivé : il peut de nouveau se connecter en FTPS.")
+        } else {
+            format!("Émetteur {code} désactivé : il ne peut plus se connecter en FTPS ; ses fichiers et ses imports restent.")
+        })
+    })
+    .await;
     let (m, e) = split(r);
     emetteurs_page(&app, &a, m, e).await
 }

@@ -105,6 +105,7 @@ pub fn router(shared: App) -> Router {
         )
         .route("/admin/emetteurs", get(emetteurs).post(emetteur_add))
         .route("/admin/emetteurs/mot-de-passe", post(emetteur_password))
+        .route("/admin/emetteurs/actif", post(emetteur_actif))
         .route(
             "/admin/autorisations",
             get(autorisations).post(autorisation_set),

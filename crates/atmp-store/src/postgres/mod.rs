@@ -178,7 +178,7 @@ impl PgStore {
 
     fn emetteur_row(&mut self, code: &str) -> Result<Option<Emetteur>> {
         let Some(r) = self.client.query_opt(
-            "SELECT id, code, nom FROM emetteur WHERE code = $1",
+            "SELECT id, code, nom, actif, derniere_connexion FROM emetteur WHERE code = $1",
             &[&code],
         )?
         else {
@@ -208,6 +208,8 @@ impl PgStore {
             code: r.get(1),
             nom: r.get(2),
             autorisations,
+            actif: r.get::<_, i64>(3) != 0,
+            derniere_connexion: r.get(4),
         }))
     }
 }
@@ -530,11 +532,26 @@ impl crate::ReferenceStore for PgStore {
         Ok(())
     }
 
+    fn set_emetteur_actif(&mut self, code: &str, actif: bool) -> Result<bool> {
+        Ok(self.client.execute(
+            "UPDATE emetteur SET actif = $2 WHERE code = $1",
+            &[&code, &(actif as i64)],
+        )? == 1)
+    }
+
+    fn record_emetteur_connexion(&mut self, code: &str, at: &str) -> Result<()> {
+        self.client.execute(
+            "UPDATE emetteur SET derniere_connexion = $2 WHERE code = $1",
+            &[&code, &at],
+        )?;
+        Ok(())
+    }
+
     fn emetteur_password(&mut self, code: &str) -> Result<Option<String>> {
         Ok(self
             .client
             .query_opt(
-                "SELECT password_hash FROM emetteur WHERE code = $1",
+                "SELECT password_hash FROM emetteur WHERE code = $1 AND actif = 1",
                 &[&code],
             )?
             .and_then(|r| r.get::<_, Option<String>>(0)))

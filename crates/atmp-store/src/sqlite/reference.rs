@@ -104,10 +104,25 @@ impl crate::ReferenceStore for SqliteStore {
         Ok(())
     }
 
+    fn set_emetteur_actif(&mut self, code: &str, actif: bool) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE emetteur SET actif = ?2 WHERE code = ?1",
+            params![code, actif],
+        )? == 1)
+    }
+
+    fn record_emetteur_connexion(&mut self, code: &str, at: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE emetteur SET derniere_connexion = ?2 WHERE code = ?1",
+            params![code, at],
+        )?;
+        Ok(())
+    }
+
     fn emetteur_password(&mut self, code: &str) -> Result<Option<String>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT password_hash FROM emetteur WHERE code = ?1")?
+            .prepare_cached("SELECT password_hash FROM emetteur WHERE code = ?1 AND actif = 1")?
             .query_row([code], |r| r.get::<_, Option<String>>(0))
             .optional()?
             .flatten())

@@ -3321,3 +3321,66 @@ fn forgotten_password_link_works_once(b: Backend) {
         "the password set by the link still holds"
     );
 }
+
+// A sender disabled by the platform can no longer log in over FTPS, and can again once
+// enabled; its last FTPS login is shown.
+both!(a_disabled_sender_cannot_log_in_and_its_last_login_is_shown);
+fn a_disabled_sender_cannot_log_in_and_its_last_login_is_shown(b: Backend) {
+    let mut p = Platform::new(b, &[]);
+    p.setup();
+    p.start(&[]);
+    let admin = p.web("plateforme", PW_USERS);
+    let row = |html: &str, code: &str| -> Vec<String> {
+        let body = &html[html.find("<tbody>").unwrap()..html.find("</tbody>").unwrap()];
+        cells(
+            body.split("<tr>")
+                .find(|r| r.contains(&format!(">{code}</td>")))
+                .unwrap(),
+        )
+    };
+    assert_eq!(row(&admin.text("/admin/emetteurs"), "SOFIVAL")[3], "jamais");
+    p.upload(
+        "SOFIVAL",
+        PW_SOFIVAL,
+        "services.xml",
+        &example("services.xml"),
+    );
+    p.wait_jobs(1);
+    let last = row(&admin.text("/admin/emetteurs"), "SOFIVAL")[3].clone();
+    assert!(
+        last.starts_with(&chrono::Local::now().format("%d/%m/%Y").to_string()),
+        "{last}"
+    );
+    let r = admin.post(
+        "/admin/emetteurs",
+        "/admin/emetteurs/actif",
+        &[("code", "SOFIVAL"), ("actif", "0")],
+    );
+    let page = r.text().unwrap();
+    assert!(page.contains("Émetteur SOFIVAL désactivé"), "{page}");
+    assert!(
+        page.contains("<span aria-hidden=\"true\">✖</span> désactivé</span>"),
+        "{page}"
+    );
+    assert!(
+        p.ftp("SOFIVAL", PW_SOFIVAL).is_err(),
+        "a disabled sender logs in"
+    );
+    // Another sender is not affected.
+    assert!(p.ftp("CDGVAUCL", PW_CDGVAUCL).is_ok());
+    let r = admin.post(
+        "/admin/emetteurs",
+        "/admin/emetteurs/actif",
+        &[("code", "SOFIVAL"), ("actif", "1")],
+    );
+    assert!(r.text().unwrap().contains("Émetteur SOFIVAL réactivé"));
+    assert!(p.ftp("SOFIVAL", PW_SOFIVAL).is_ok());
+    // Only the platform disables a sender.
+    let sdis = p.web("sdis", PW_USERS);
+    let r = sdis.post(
+        "/suivi",
+        "/admin/emetteurs/actif",
+        &[("code", "SOFIVAL"), ("actif", "0")],
+    );
+    assert_eq!(r.status(), 403);
+}
