@@ -525,8 +525,19 @@ fn unique(dir: &Path, stem: &str) -> PathBuf {
         };
         let p = dir.join(&name);
         let errs = dir.join(name.replace("_complet", "_erreurs"));
-        if !p.exists() && !part(&p).exists() && !errs.exists() {
-            return p;
+        // The `.part` is created here, atomically (`create_new`): two imports writing into
+        // one folder in the same second (two replays of one import…) never share a name.
+        if !p.exists() && !errs.exists() {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(part(&p))
+            {
+                Ok(_) => return p,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                // Any other failure is the caller's to report, when it opens the file.
+                Err(_) => return p,
+            }
         }
         n += 1;
     }

@@ -17,6 +17,22 @@ pub(super) struct CollectivitesT {
     collectivites: Vec<atmp_store::Collectivite>,
     /// The creation and attachment forms (platform administrators only).
     formulaires: bool,
+    /// Every collectivité by name, "name (SIRET)", for the forms' choices.
+    choix: Vec<(String, String)>,
+}
+
+/// Collectivités as a form offers them: (SIRET, "name (SIRET)"), by name.
+pub(super) fn choices(list: &[atmp_store::Collectivite]) -> Vec<(String, String)> {
+    let mut v: Vec<&atmp_store::Collectivite> = list.iter().collect();
+    v.sort_by_key(|c| c.nom.to_lowercase());
+    v.into_iter()
+        .map(|c| {
+            (
+                c.siret.as_str().to_string(),
+                format!("{} ({})", c.nom, c.siret.as_str()),
+            )
+        })
+        .collect()
 }
 
 pub(super) async fn collectivites_page(
@@ -35,6 +51,7 @@ pub(super) async fn collectivites_page(
         message,
         error,
         csrf: a.csrf.clone(),
+        choix: choices(&list),
         collectivites: list.into_iter().filter(|c| a.administers(c)).collect(),
         formulaires: a.user.role == Role::Plateforme,
     };
@@ -509,6 +526,9 @@ pub(super) struct AutorisationsT {
     error: Option<String>,
     csrf: String,
     autorisations: Vec<(String, String, &'static str, String, String)>,
+    /// The forms' choices: senders (code, label), collectivités (SIRET, label).
+    emetteurs: Vec<(String, String)>,
+    collectivites: Vec<(String, String)>,
 }
 
 pub(super) async fn autorisations_page(
@@ -517,16 +537,35 @@ pub(super) async fn autorisations_page(
     message: Option<String>,
     error: Option<String>,
 ) -> Response {
-    let list = match db(app, |s| s.emetteurs()).await {
+    let (list, colls) = match db(app, |s| Ok((s.emetteurs()?, s.collectivites()?))).await {
         Ok(l) => l,
         Err(r) => return r,
     };
+    let noms: std::collections::HashMap<String, String> = colls
+        .iter()
+        .map(|c| (c.siret.as_str().to_string(), c.nom.clone()))
+        .collect();
+    let emetteurs = list
+        .iter()
+        .map(|e| {
+            (
+                e.code.clone(),
+                match &e.nom {
+                    Some(n) => format!("{} — {n}", e.code),
+                    None => e.code.clone(),
+                },
+            )
+        })
+        .collect();
     let mut rows = Vec::new();
     for e in list {
         for (siret, st, date, reference) in e.autorisations {
             rows.push((
                 e.code.clone(),
-                siret,
+                match noms.get(&siret) {
+                    Some(n) => format!("{n} ({siret})"),
+                    None => siret,
+                },
                 match st {
                     Autorisation::Accordee => "accordée",
                     Autorisation::Refusee => "refusée",
@@ -544,6 +583,8 @@ pub(super) async fn autorisations_page(
         error,
         csrf: a.csrf.clone(),
         autorisations: rows,
+        emetteurs,
+        collectivites: choices(&colls),
     };
     render(status, &t)
 }

@@ -2699,6 +2699,12 @@ fn digest_of_tables(p: &Platform) -> String {
         if ["session", "audit", "echec_connexion", "login_failure"].contains(&t.as_str()) {
             continue;
         }
+        // A sender's last FTPS login is a trace of the connection, like the audit trail.
+        if t == "emetteur" {
+            let sql = "SELECT id, code, nom, password_hash, actif FROM emetteur ORDER BY 1";
+            out.push_str(&format!("{t}: {:?}\n", p.base.rows(sql)));
+            continue;
+        }
         let sql = match p.base.backend {
             Backend::Sqlite => format!("SELECT * FROM \"{t}\" ORDER BY 1"),
             // Every column type as text (large objects' oids included).
