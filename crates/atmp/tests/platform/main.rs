@@ -3274,6 +3274,20 @@ fn forgotten_password_link_works_once(b: Backend) {
         .unwrap_or_else(|| panic!("{mail}"))
         .to_string();
     assert!(link.starts_with("/mot-de-passe-oublie/"), "{link}");
+    // Both pages pass axe-core at 1366 and 390 px (the link is only shown, not used).
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../browser");
+    let o = std::process::Command::new("node")
+        .arg(root.join("axe-pages.mjs"))
+        .env("ATMP_URL", &w.url)
+        .env("ATMP_PATHS", format!("/mot-de-passe-oublie {link}"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "axe-core:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     // A password too short is refused, the link still valid; then it works, once.
     let page = w.text(&link);
     let post = |pw: &str, page: &str| {
