@@ -185,6 +185,28 @@ try {
     await other.close();
   }
 
+  // The platform administrator mistypes a SIRET: the error at the field, the rest kept.
+  {
+    const { page } = users.find((u) => u.login === "admin");
+    await page.goto(`${url}/admin/collectivites`);
+    await page.getByLabel(/^SIRET/).fill("732 829 320 00075");
+    await page.getByLabel("Nom", { exact: true }).fill("Commune de Valbrune");
+    await page.getByRole("button", { name: "Créer" }).click();
+    assert.match(await page.locator("#c-siret-erreur").textContent(), /clé de contrôle.*vérifiez-le/);
+    assert.equal(await page.getByLabel(/^SIRET/).getAttribute("aria-invalid"), "true");
+    assert.equal(await page.getByLabel("Nom", { exact: true }).inputValue(), "Commune de Valbrune");
+    await check(page, "admin-collectivites-erreur");
+    // Then a password change with a confirmation that differs: said at the confirmation.
+    await page.goto(`${url}/mot-de-passe`);
+    await page.getByLabel("Mot de passe actuel").fill(users.find((u) => u.login === "admin").password);
+    await page.getByLabel(/^Nouveau mot de passe/).fill("Un autre mot de passe 2026");
+    await page.getByLabel(/^Confirmation/).fill("Un autre mot de passe 2025");
+    await page.getByRole("button", { name: "Enregistrer" }).click();
+    assert.match(await page.locator("#m-confirmation-erreur").textContent(), /ne correspond pas/);
+    assert.equal(await page.getByLabel(/^Confirmation/).inputValue(), "", "a password is not drawn again");
+    await check(page, "admin-mot-de-passe-erreur");
+  }
+
   // An expired session: the page says so, and login returns to the page asked for.
   {
     const u = users.find((u) => u.login === "cdg");

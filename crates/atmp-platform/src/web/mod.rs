@@ -38,10 +38,12 @@ mod accueil;
 mod admin;
 mod essai;
 mod rejets;
+mod saisie;
 mod session;
 mod suivi;
 
 use admin::*;
+use saisie::{Issue, Saisie};
 use session::*;
 use suivi::*;
 

@@ -27,6 +27,8 @@ pub(super) struct PasswordT {
     force: bool,
     /// Where to go once the password is changed.
     retour: String,
+    /// The field at fault after a refusal (passwords are never drawn again).
+    saisie: Saisie,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -323,6 +325,7 @@ pub(super) async fn password_form(a: Auth, Query(q): Query<RetourQuery>) -> Resp
         user: Some(a.nav()),
         message: None,
         error: None,
+        saisie: Saisie::new(),
     };
     render(StatusCode::OK, &t)
 }
@@ -349,32 +352,40 @@ pub(super) async fn password_change(
     if let Err(r) = a.check(&f.csrf) {
         return r;
     }
-    let problem = if f.nouveau != f.confirmation {
-        Some("la confirmation ne correspond pas au nouveau mot de passe")
-    } else if f.nouveau == f.actuel {
-        Some("le nouveau mot de passe doit différer de l'actuel")
-    } else {
-        auth::password_problem(&f.nouveau)
-    };
+    let problem = new_password_problem(&f.nouveau, &f.confirmation).or_else(|| {
+        (f.nouveau == f.actuel).then(|| {
+            (
+                "nouveau",
+                "Choisissez un nouveau mot de passe différent de l'actuel.".to_string(),
+            )
+        })
+    });
     let current_ok = {
         let (p, h) = (f.actuel.clone(), a.user.password_hash.clone());
         tokio::task::spawn_blocking(move || auth::verify_password(&p, &h))
             .await
             .unwrap_or(false)
     };
-    let error = if !current_ok {
-        Some("Le mot de passe actuel est incorrect.".to_string())
+    let refus = if !current_ok {
+        Some((
+            "actuel",
+            "Le mot de passe actuel est incorrect : saisissez celui avec lequel vous vous êtes connecté."
+                .to_string(),
+        ))
     } else {
-        problem.map(|p| format!("Mot de passe refusé : {p}."))
+        problem
     };
-    if let Some(e) = error {
+    if let Some((champ, m)) = refus {
+        let mut saisie = Saisie::new();
+        saisie.refuse(champ, m);
         let t = PasswordT {
             retour: safe_return(&f.retour).unwrap_or("").to_string(),
             force: a.user.doit_changer,
             csrf: a.csrf.clone(),
             user: Some(a.nav()),
             message: None,
-            error: Some(e),
+            error: Some("Mot de passe non changé : corrigez le champ signalé.".into()),
+            saisie,
         };
         return render(StatusCode::BAD_REQUEST, &t);
     }
@@ -408,6 +419,7 @@ pub(super) async fn password_change(
         user: Some(a.nav()),
         message: Some("Mot de passe changé. Vos autres sessions ont été fermées.".into()),
         error: None,
+        saisie: Saisie::new(),
     };
     render(StatusCode::OK, &t)
 }
@@ -428,6 +440,21 @@ pub(super) struct OubliT {
     /// The form to choose the new password (a valid link), else the request form.
     lien: Option<String>,
     envoye: bool,
+    /// The field at fault after a refusal.
+    saisie: Saisie,
+}
+
+/// What is wrong with a new password and its confirmation, as (field, what to do).
+fn new_password_problem(nouveau: &str, confirmation: &str) -> Option<(&'static str, String)> {
+    if let Some(p) = auth::password_problem(nouveau) {
+        return Some(("nouveau", capitalize(p)));
+    }
+    (nouveau != confirmation).then(|| {
+        (
+            "confirmation",
+            "La confirmation ne correspond pas au nouveau mot de passe : saisissez-le de nouveau à l'identique.".to_string(),
+        )
+    })
 }
 
 fn oubli_page(
@@ -436,6 +463,7 @@ fn oubli_page(
     lien: Option<String>,
     envoye: bool,
     error: Option<String>,
+    saisie: Saisie,
 ) -> Response {
     let csrf = auth::token(24);
     let t = OubliT {
@@ -447,6 +475,7 @@ fn oubli_page(
         csrf: csrf.clone(),
         lien,
         envoye,
+        saisie,
     };
     let mut r = render(status, &t);
     r.headers_mut().insert(
@@ -460,7 +489,7 @@ pub(super) async fn oubli_form(State(app): State<App>) -> Response {
     if app.config.smtp_url.is_none() {
         return not_found();
     }
-    oubli_page(&app, StatusCode::OK, None, false, None)
+    oubli_page(&app, StatusCode::OK, None, false, None, Saisie::new())
 }
 
 #[derive(Deserialize)]
@@ -495,6 +524,7 @@ pub(super) async fn oubli(
             None,
             false,
             Some("Trop de demandes depuis cette adresse : réessayez dans quelques minutes.".into()),
+            Saisie::new(),
         );
     }
     failed_login(&app, &key).await;
@@ -566,14 +596,21 @@ pub(super) async fn oubli(
             Err(e) => tracing::warn!(user = uid, error = %e, "password link not sent"),
         }
     });
-    oubli_page(&app, StatusCode::OK, None, true, None)
+    oubli_page(&app, StatusCode::OK, None, true, None, Saisie::new())
 }
 
 pub(super) async fn oubli_lien_form(State(app): State<App>, Path(token): Path<String>) -> Response {
     let h = auth::token_hash(&token);
     let now = atmp_store::now();
     match db(&app, move |s| s.password_link(&h, &now)).await {
-        Ok(Some(_)) => oubli_page(&app, StatusCode::OK, Some(token), false, None),
+        Ok(Some(_)) => oubli_page(
+            &app,
+            StatusCode::OK,
+            Some(token),
+            false,
+            None,
+            Saisie::new(),
+        ),
         Ok(None) => lien_perime(),
         Err(r) => r,
     }
@@ -608,18 +645,16 @@ pub(super) async fn oubli_lien(
     if !same_token(cookie(&headers, LOGIN_COOKIE).unwrap_or(""), &f.csrf) {
         return csrf_refused();
     }
-    let problem = if f.nouveau != f.confirmation {
-        Some("la confirmation ne correspond pas au nouveau mot de passe")
-    } else {
-        auth::password_problem(&f.nouveau)
-    };
-    if let Some(p) = problem {
+    if let Some((champ, m)) = new_password_problem(&f.nouveau, &f.confirmation) {
+        let mut saisie = Saisie::new();
+        saisie.refuse(champ, m);
         return oubli_page(
             &app,
             StatusCode::BAD_REQUEST,
             Some(token),
             false,
-            Some(format!("Mot de passe refusé : {p}.")),
+            Some("Mot de passe non changé : corrigez le champ signalé.".into()),
+            saisie,
         );
     }
     let new = f.nouveau.clone();

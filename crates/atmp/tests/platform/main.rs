@@ -347,6 +347,223 @@ fn examples_over_ftps_then_tracking_table_by_role(b: Backend) {
     assert!(r.url().path().ends_with("/connexion"), "{}", r.url());
 }
 
+/// The opening tag of the element of `id` in `page`.
+fn tag_of<'a>(page: &'a str, id: &str) -> &'a str {
+    let at = page
+        .find(&format!(" id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no element {id} in {page}"));
+    let start = page[..at].rfind('<').unwrap();
+    let end = at + page[at..].find('>').unwrap();
+    &page[start..=end]
+}
+
+/// Asserts that a refused form marks field `id` (aria-invalid, described by its message next
+/// to it, which says `says`), and only that one.
+fn refused_at(page: &str, id: &str, says: &str) {
+    let t = tag_of(page, id);
+    assert!(
+        t.contains("aria-invalid=\"true\"")
+            && t.contains(&format!("aria-describedby=\"{id}-erreur\"")),
+        "{t}"
+    );
+    let m = tag_of(page, &format!("{id}-erreur"));
+    let at = page.find(m).unwrap() + m.len();
+    let text = &page[at..at + page[at..].find('<').unwrap()];
+    assert!(text.contains(says), "{id}: « {text} » lacks « {says} »");
+    assert_eq!(
+        page.matches("aria-invalid=\"true\"").count(),
+        1,
+        "one field at fault"
+    );
+    assert!(
+        page.contains("corrigez le champ signalé"),
+        "the summary at the top"
+    );
+}
+
+// A refused management form comes back with the values typed (never a password) and the
+// error next to its field, saying what to do (RGAA 11.10, 11.11).
+both!(refused_forms_keep_what_was_typed_and_say_what_to_do_next_to_the_field);
+fn refused_forms_keep_what_was_typed_and_say_what_to_do_next_to_the_field(b: Backend) {
+    let mut p = Platform::new(b, &[]);
+    p.setup();
+    p.start(&[]);
+    let admin = p.web("plateforme", PW_USERS);
+    let before = p.sql("SELECT count(*) FROM collectivite");
+    // A SIRET with a bad key: said at the SIRET, the name and the CDG kept.
+    let r = admin.post(
+        "/admin/collectivites",
+        "/admin/collectivites",
+        &[
+            ("siret", "73282932000075"),
+            ("nom", "Commune de Valbrune"),
+            ("cdg", CDG),
+        ],
+    );
+    assert_eq!(r.status(), 400);
+    let page = r.text().unwrap();
+    refused_at(&page, "c-siret", "clé de contrôle");
+    assert!(tag_of(&page, "c-siret").contains("value=\"73282932000075\""));
+    assert!(tag_of(&page, "c-nom").contains("value=\"Commune de Valbrune\""));
+    assert!(
+        page.contains(&format!("<option value=\"{CDG}\" selected>")),
+        "CDG kept"
+    );
+    // No name: said at the name.
+    let r = admin.post(
+        "/admin/collectivites",
+        "/admin/collectivites",
+        &[("siret", "73282932000074"), ("nom", " "), ("cdg", "")],
+    );
+    let page = r.text().unwrap();
+    refused_at(&page, "c-nom", "Indiquez le nom");
+    assert!(tag_of(&page, "c-siret").contains("value=\"73282932000074\""));
+    assert_eq!(
+        p.sql("SELECT count(*) FROM collectivite"),
+        before,
+        "nothing created"
+    );
+    // The same SIRET twice: said at the SIRET.
+    admin.post(
+        "/admin/collectivites",
+        "/admin/collectivites",
+        &[
+            ("siret", "73282932000074"),
+            ("nom", "Valbrune"),
+            ("cdg", ""),
+        ],
+    );
+    let page = admin
+        .post(
+            "/admin/collectivites",
+            "/admin/collectivites",
+            &[
+                ("siret", "73282932000074"),
+                ("nom", "Valbrune bis"),
+                ("cdg", ""),
+            ],
+        )
+        .text()
+        .unwrap();
+    refused_at(&page, "c-siret", "existe déjà");
+    assert!(tag_of(&page, "c-nom").contains("value=\"Valbrune bis\""));
+    // A service without a code: its label kept.
+    let page = admin
+        .post(
+            "/admin/collectivites/73282932000074/services",
+            "/admin/collectivites/73282932000074/services",
+            &[("code", ""), ("libelle", "Services techniques")],
+        )
+        .text()
+        .unwrap();
+    refused_at(&page, "s-code", "Indiquez le code");
+    assert!(tag_of(&page, "s-libelle").contains("value=\"Services techniques\""));
+    // A sender: a bad code, then a short password; the password is never drawn again.
+    let page = admin
+        .post(
+            "/admin/emetteurs",
+            "/admin/emetteurs",
+            &[
+                ("code", "logi rh"),
+                ("nom", "Logiciel RH"),
+                ("password", "secret-de-recette-1"),
+            ],
+        )
+        .text()
+        .unwrap();
+    refused_at(&page, "e-code", "lettres, de chiffres");
+    assert!(tag_of(&page, "e-nom").contains("value=\"Logiciel RH\""));
+    assert!(
+        !page.contains("secret-de-recette-1"),
+        "a password is not sent back"
+    );
+    let page = admin
+        .post(
+            "/admin/emetteurs",
+            "/admin/emetteurs",
+            &[
+                ("code", "LOGIRH"),
+                ("nom", "Logiciel RH"),
+                ("password", "court"),
+            ],
+        )
+        .text()
+        .unwrap();
+    refused_at(&page, "e-password", "12 caractères");
+    assert!(tag_of(&page, "e-code").contains("value=\"LOGIRH\""));
+    assert_eq!(
+        p.sql("SELECT count(*) FROM emetteur WHERE code = 'LOGIRH'"),
+        0
+    );
+    // The FTPS password of a sender: the sender stays chosen.
+    let page = admin
+        .post(
+            "/admin/emetteurs",
+            "/admin/emetteurs/mot-de-passe",
+            &[("code", "SOFIVAL"), ("password", "court")],
+        )
+        .text()
+        .unwrap();
+    refused_at(&page, "p-password", "12 caractères");
+    assert!(
+        page.contains("<option value=\"SOFIVAL\" selected>"),
+        "{page}"
+    );
+    // A consent with a reference too long: said at the reference, the choices kept.
+    let long = "r".repeat(201);
+    let page = admin
+        .post(
+            "/admin/autorisations",
+            "/admin/autorisations",
+            &[
+                ("emetteur", "SOFIVAL"),
+                ("siret", "73282932000074"),
+                ("statut", "refusee"),
+                ("reference", &long),
+            ],
+        )
+        .text()
+        .unwrap();
+    refused_at(&page, "a-reference", "200 caractères");
+    assert!(page.contains("<option value=\"refusee\" selected>"));
+    assert!(page.contains("<option value=\"73282932000074\" selected>"));
+    // Changing one's password: each problem at its field.
+    for (actuel, nouveau, confirmation, id, says) in [
+        (
+            "pas-le-bon-mot-de-passe",
+            "un-mot-de-passe-long",
+            "un-mot-de-passe-long",
+            "m-actuel",
+            "incorrect",
+        ),
+        (PW_USERS, "court", "court", "m-nouveau", "12 caractères"),
+        (
+            PW_USERS,
+            "un-mot-de-passe-long",
+            "un-autre-mot-de-passe",
+            "m-confirmation",
+            "ne correspond pas",
+        ),
+    ] {
+        let r = admin.post(
+            "/mot-de-passe",
+            "/mot-de-passe",
+            &[
+                ("actuel", actuel),
+                ("nouveau", nouveau),
+                ("confirmation", confirmation),
+            ],
+        );
+        assert_eq!(r.status(), 400);
+        let page = r.text().unwrap();
+        refused_at(&page, id, says);
+        assert!(
+            !page.contains("un-mot-de-passe-long"),
+            "a password is not sent back"
+        );
+    }
+}
+
 // Every form is refused without its CSRF token; the admin forms work with it.
 both!(forms_need_their_csrf_token_and_admin_pages_manage_the_platform);
 fn forms_need_their_csrf_token_and_admin_pages_manage_the_platform(b: Backend) {
@@ -608,7 +825,7 @@ fn forms_need_their_csrf_token_and_admin_pages_manage_the_platform(b: Backend) {
     let page = r.text().unwrap();
     assert!(
         page.contains(
-            "SIRET du CDG « 28219010700048 » : la clé de contrôle du SIRET est invalide."
+            "SIRET du CDG « 28219010700048 » : la clé de contrôle du SIRET est invalide ; vérifiez-le"
         ),
         "{page}"
     );
