@@ -101,10 +101,146 @@ pub fn open_reader(
             buf: vec![0; 64 * 1024],
         }),
     };
-    Ok(Box::new(WellFormed::new(
+    Ok(Box::new(Prefetched::start(WellFormed::new(
         BufReader::with_capacity(BUF, utf8),
         *limits,
-    )))
+    ))))
+}
+
+/// Chunks in flight between the prefetch thread and the parser (with [`BUF`], about 1 MB).
+const CHUNKS: usize = 4;
+
+/// The bytes of a `BufRead`, read ahead on a thread of its own, in chunks of [`BUF`] bytes.
+///
+/// The stream below (file, SHA-256 of the bytes as received, gzip, transcoding, the
+/// well-formedness scan and its limits) runs on that thread while the parser and the checks
+/// run on the caller's: `atmp validate` would otherwise leave the second core idle. Memory
+/// stays bounded (at most [`CHUNKS`] + 2 chunks), the limits are still applied while
+/// reading (the thread is at most a megabyte ahead), and an error comes after the good bytes
+/// before it, as from the stream itself. The thread ends at the end of the stream, at its
+/// first error, or as soon as this reader is dropped.
+pub struct Prefetched {
+    rx: crossbeam_channel::Receiver<io::Result<Vec<u8>>>,
+    /// Emptied chunks, sent back to be filled again (no allocation per chunk).
+    back: crossbeam_channel::Sender<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+    /// The stream's error, once met: said again at every later read.
+    failed: Option<io::Error>,
+    done: bool,
+}
+
+impl Prefetched {
+    /// Starts the thread reading `inner`.
+    pub fn start<R: BufRead + Send + 'static>(mut inner: R) -> Prefetched {
+        let (tx, rx) = crossbeam_channel::bounded::<io::Result<Vec<u8>>>(CHUNKS);
+        let (back, spare) = crossbeam_channel::bounded::<Vec<u8>>(CHUNKS + 2);
+        std::thread::Builder::new()
+            .name("atmp-octets".into())
+            .spawn(move || loop {
+                let mut chunk = spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(BUF));
+                chunk.clear();
+                let end = loop {
+                    let n = match inner.fill_buf() {
+                        Ok([]) => break true,
+                        Ok(b) => {
+                            let n = b.len().min(BUF - chunk.len());
+                            chunk.extend_from_slice(&b[..n]);
+                            n
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
+                                return;
+                            }
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    inner.consume(n);
+                    if chunk.len() == BUF {
+                        break false;
+                    }
+                };
+                if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
+                    return;
+                }
+                if end {
+                    let _ = tx.send(Ok(Vec::new()));
+                    return;
+                }
+            })
+            .expect("the prefetch thread starts");
+        Prefetched {
+            rx,
+            back,
+            chunk: Vec::new(),
+            at: 0,
+            failed: None,
+            done: false,
+        }
+    }
+}
+
+/// An `io::Error` said again: the flux errors it carries keep their code and position.
+fn again(e: &io::Error) -> io::Error {
+    if let Some(s) = e
+        .get_ref()
+        .and_then(|r| r.downcast_ref::<crate::scan::ScanError>())
+    {
+        return io::Error::other(s.clone());
+    }
+    if let Some(f) = e.get_ref().and_then(|r| r.downcast_ref::<FluxError>()) {
+        return io::Error::other(f.clone());
+    }
+    io::Error::new(e.kind(), e.to_string())
+}
+
+impl Read for Prefetched {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let avail = self.fill_buf()?;
+            let n = avail.len().min(buf.len());
+            buf[..n].copy_from_slice(&avail[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Prefetched {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.at == self.chunk.len() && !self.done {
+            if let Some(e) = &self.failed {
+                return Err(again(e));
+            }
+            match self.rx.recv() {
+                Ok(Ok(c)) if c.is_empty() => self.done = true,
+                Ok(Ok(c)) => {
+                    let old = std::mem::replace(&mut self.chunk, c);
+                    let _ = self.back.try_send(old);
+                    self.at = 0;
+                }
+                Ok(Err(e)) => {
+                    let said = again(&e);
+                    self.failed = Some(e);
+                    return Err(said);
+                }
+                Err(_) => {
+                    return Err(io::Error::other(FluxError::file(
+                        "LECTURE",
+                        "la lecture du fichier s'est interrompue".into(),
+                    )))
+                }
+            }
+        }
+        Ok(&self.chunk[self.at..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.at = (self.at + amt).min(self.chunk.len());
+    }
 }
 
 /// A [`FluxError`] carried through an `io::Error` by [`FileLimit`].
