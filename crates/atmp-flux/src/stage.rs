@@ -54,6 +54,13 @@ pub struct Pieces<P> {
 }
 
 impl<P> Pieces<P> {
+    /// The pieces already received that [`Pieces::next_piece`] gives next (at most a batch):
+    /// a look ahead that never waits, so that the next stage can ask for several records'
+    /// data at once.
+    pub fn ahead(&self) -> &[Piece<P>] {
+        self.buf.as_slice()
+    }
+
     /// The next piece; a reader that stopped without saying why is a read failure.
     pub fn next_piece(&mut self) -> Piece<P> {
         loop {

@@ -482,12 +482,19 @@ pub(crate) fn integrate(
         replay_rejets: Vec::new(),
     };
     let mut n = 0u64;
+    // Records ahead whose agents' lookups were announced to the store.
+    let mut hinted = 0usize;
     loop {
         match rx.next_piece() {
             Piece::Header(_) => {}
             Piece::Block(b) => run.block_start(&b)?,
             Piece::Record(rec) => {
                 let (rec, prep) = *rec;
+                if hinted == 0 {
+                    hinted = run.hint(&rec, rx.ahead())?;
+                } else {
+                    hinted -= 1;
+                }
                 run.record(&rec, prep)?;
                 n += 1;
                 if n.is_multiple_of(1024) {
@@ -676,6 +683,31 @@ impl Run<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// Announces to the store the NIR lookups of this agent and of the agents ahead in the
+    /// same block (one round trip for them all on PostgreSQL); returns how many records
+    /// ahead were covered.
+    fn hint(&mut self, rec: &Record, ahead: &[Piece<Prepared>]) -> Result<usize, IntegratorError> {
+        let Some(BlockState::Active { id: coll }) = self.block else {
+            return Ok(0);
+        };
+        let nir = |r: &Record| {
+            (r.kind() == RecordKind::Agent && r.is_valid())
+                .then(|| r.text("nir").map(|n| Cell::Text(n.to_string())))
+                .flatten()
+        };
+        let mut keys: Vec<Cell> = nir(rec).into_iter().collect();
+        let mut covered = 0;
+        for p in ahead {
+            let Piece::Record(next) = p else { break };
+            keys.extend(nir(&next.0));
+            covered += 1;
+        }
+        if keys.len() > 1 {
+            self.tx.prefetch(self.agent_by_nir, coll, &keys)?;
+        }
+        Ok(covered)
     }
 
     fn record(&mut self, rec: &Record, prep: Prepared) -> Result<(), IntegratorError> {

@@ -820,6 +820,13 @@ pub trait FileTx {
     fn prepare_insert(&mut self, table: Table, cols: &[&'static str]) -> Result<InsertId>;
     /// Runs a prepared lookup; `key` in the order of preparation, parent first.
     fn find(&mut self, id: FindId, parent: i64, key: &[Cell]) -> Result<Option<Found>>;
+    /// Says that lookups of these one-column `keys` under `parent` come next, so that a
+    /// backend whose every lookup is a round trip can answer them in one (PostgreSQL reads
+    /// the rows found and, for agents, their dossiers, in a single call). A hint only: every
+    /// [`FileTx::find`] and [`FileTx::dossier`] answers exactly as it would without it.
+    fn prefetch(&mut self, _id: FindId, _parent: i64, _keys: &[Cell]) -> Result<()> {
+        Ok(())
+    }
     /// Prepares the read, in one statement, of every row under one agent of each of `parts`
     /// (its events, its events' children), each part with its own columns.
     fn prepare_dossier(&mut self, parts: &[(Table, &'static [&'static str])]) -> Result<FindId>;

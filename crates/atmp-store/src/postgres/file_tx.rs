@@ -287,7 +287,9 @@ type DossierPart = (Table, &'static [&'static str]);
 /// share one numbering.
 enum Prepared {
     Find(usize),
-    Dossier(Statement, Vec<DossierPart>),
+    /// The dossier of one agent, the dossiers of agents `= ANY($1)` (each row ending with its
+    /// agent's id), the parts.
+    Dossier(Statement, Statement, Vec<DossierPart>),
     Insert(usize),
 }
 
@@ -363,6 +365,11 @@ pub(super) struct PgFileTx<'a> {
     /// The dossier of the agent the last lookup found in the base, read in the same call
     /// (the rules read it next): (dossier handle, agent, rows). Dropped at each flush.
     prefetched: Option<(usize, i64, Vec<PgRow>)>,
+    /// Lookups answered ahead by [`FileTx::prefetch`]: (lookup, parent, key) → the row found
+    /// in the base, and the dossiers of the agents found, by agent. Dropped at each flush
+    /// (the base then holds rows the answers did not see), each answer used once.
+    batch: HashMap<(usize, i64, String), Option<Found>>,
+    batch_dossiers: HashMap<i64, Vec<PgRow>>,
     /// Service codes read from the base (a stored row never changes).
     service_codes: HashMap<i64, Option<String>>,
 }
@@ -398,6 +405,8 @@ impl<'a> PgFileTx<'a> {
             empty: HashMap::new(),
             hasher: RandomState::new(),
             prefetched: None,
+            batch: HashMap::new(),
+            batch_dossiers: HashMap::new(),
             service_codes: HashMap::new(),
         }
     }
@@ -554,6 +563,8 @@ impl<'a> PgFileTx<'a> {
         self.pending_index.clear();
         self.pending_rows = 0;
         self.prefetched = None;
+        self.batch.clear();
+        self.batch_dossiers.clear();
         // A table this file grows while looking rows up in it is analysed again (in the
         // transaction, which sees its own rows) each time it has doubled: planned on the
         // statistics of the table as it was, a lookup by identity took the index of the NIR
@@ -655,6 +666,19 @@ impl<'a> PgFileTx<'a> {
     /// A lookup answered by the server.
     fn find_in_base(&mut self, f: usize, parent: i64, key: &[Cell]) -> Result<Option<Found>> {
         self.read_from_base[table_index(self.finds[f].table)] = true;
+        if let [Cell::Text(k)] = key {
+            if let Some(found) = self.batch.remove(&(f, parent, k.clone())) {
+                if let Some(fd) = &found {
+                    if let Some(rows) = self.batch_dossiers.remove(&fd.id) {
+                        let d = self.dossier_handle().map(|(i, _, _)| i);
+                        if let Some(i) = d {
+                            self.prefetched = Some((i, fd.id, rows));
+                        }
+                    }
+                }
+                return Ok(found);
+            }
+        }
         let mask = key
             .iter()
             .enumerate()
@@ -687,10 +711,7 @@ impl<'a> PgFileTx<'a> {
             .collect();
         // An agent found is followed by the read of its dossier: both in one call.
         let dossier = if self.finds[f].table == Table::Agent {
-            self.prepared.iter().enumerate().find_map(|(i, p)| match p {
-                Prepared::Dossier(st, _) => Some((i, st.clone())),
-                _ => None,
-            })
+            self.dossier_handle().map(|(i, st, _)| (i, st))
         } else {
             None
         };
@@ -714,6 +735,15 @@ impl<'a> PgFileTx<'a> {
             id: r.get(0),
             cells: (1..r.len()).map(|i| cell_of(&r, i)).collect(),
         }))
+    }
+
+    /// The prepared dossier (there is one per file): its handle, its statement for one agent
+    /// and for several.
+    fn dossier_handle(&self) -> Option<(usize, Statement, Statement)> {
+        self.prepared.iter().enumerate().find_map(|(i, p)| match p {
+            Prepared::Dossier(one, many, _) => Some((i, one.clone(), many.clone())),
+            _ => None,
+        })
     }
 
     /// A row of this file, flushed, read back by id: its cells if it is under `parent` with
@@ -909,15 +939,118 @@ impl FileTx for PgFileTx<'_> {
         })
     }
 
+    fn prefetch(&mut self, id: FindId, parent: i64, keys: &[Cell]) -> Result<()> {
+        let Prepared::Find(f) = self.prepared[id.0] else {
+            return Err(StoreError::Invalid("pas une recherche préparée".into()));
+        };
+        if keys.len() < 2 || self.finds[f].key.len() != 1 {
+            return Ok(());
+        }
+        if self.finds[f].indexing == Indexing::Inactive {
+            self.activate(f)?;
+        }
+        // Only lookups that go to the server without a flush first: an unindexed lookup
+        // flushes (which drops the answers), one under a known-empty parent stays local.
+        let table = self.finds[f].table;
+        if self.finds[f].indexing != Indexing::Indexed || self.known_empty(table, parent)? {
+            return Ok(());
+        }
+        // The answers of the previous hint not asked for are dropped: the records they were
+        // for have all been through the rules, so memory stays one batch.
+        self.batch.clear();
+        self.batch_dossiers.clear();
+        let ty = self.ty(table, self.finds[f].key[0]).clone();
+        let mut wanted: Vec<String> = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Cell::Text(t) = stored(k, &ty) {
+                if !wanted.contains(&t) {
+                    wanted.push(t);
+                }
+            }
+        }
+        if wanted.len() < 2 {
+            return Ok(());
+        }
+        let p = &self.finds[f];
+        let sql = format!("{} AND {k} = ANY ($2) ORDER BY id", p.head, k = p.key[0]);
+        let nw = p.want.len();
+        let dossier = if table == Table::Agent {
+            self.dossier_handle().map(|(_, _, many)| many)
+        } else {
+            None
+        };
+        let col = p.key[0];
+        let sql = sql.replacen("SELECT id", &format!("SELECT id, {col}"), 1);
+        let asked = wanted.clone();
+        let (rows, dossiers) = self.conn.call(move |tx| {
+            let rows = tx.query(sql.as_str(), &[&parent, &asked])?;
+            let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            let dossiers = match dossier {
+                Some(st) if !ids.is_empty() => tx.query(&st, &[&ids])?,
+                _ => Vec::new(),
+            };
+            Ok((rows, dossiers))
+        })?;
+        for k in wanted {
+            self.batch.insert((f, parent, k), None);
+        }
+        let mut found_ids = std::collections::HashSet::new();
+        for r in rows {
+            let k: String = r.get(1);
+            let slot = self.batch.entry((f, parent, k)).or_insert(None);
+            // Ascending ids: the first row of a key is the one `ORDER BY id LIMIT 1` gives.
+            if slot.is_none() {
+                let id: i64 = r.get(0);
+                found_ids.insert(id);
+                *slot = Some(Found {
+                    id,
+                    cells: (2..2 + nw).map(|i| cell_of(&r, i)).collect(),
+                });
+            }
+        }
+        if table == Table::Agent {
+            for id in &found_ids {
+                self.batch_dossiers.insert(*id, Vec::new());
+            }
+            for r in dossiers {
+                let agent: i64 = r.get(r.len() - 1);
+                if let Some(v) = self.batch_dossiers.get_mut(&agent) {
+                    v.push(r);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn prepare_dossier(&mut self, parts: &[(Table, &'static [&'static str])]) -> Result<FindId> {
         // Every column read as text in the UNION (its branches have different types), then
         // typed again from the table's own column types.
         let width = parts.iter().map(|(_, w)| w.len()).max().unwrap_or(0);
         let mut selects = Vec::new();
+        let mut many = Vec::new();
         for (i, (table, want)) in parts.iter().enumerate() {
             self.check_cols(*table, want)?;
             let mut cols: Vec<String> = want.iter().map(|c| format!("CAST({c} AS TEXT)")).collect();
             cols.resize(width, "CAST(NULL AS TEXT)".to_string());
+            // The same rows for several agents, each followed by its agent's id.
+            let mut t_cols: Vec<String> = want
+                .iter()
+                .map(|c| format!("CAST(t.{c} AS TEXT)"))
+                .collect();
+            t_cols.resize(width, "CAST(NULL AS TEXT)".to_string());
+            let t_cols: String = t_cols.iter().map(|c| format!(", {c}")).collect();
+            many.push(match table {
+                Table::Evenement => format!(
+                    "SELECT CAST({i} AS BIGINT), t.agent_id, t.id{t_cols}, t.agent_id \
+                     FROM evenement t WHERE t.agent_id = ANY ($1)"
+                ),
+                _ => format!(
+                    "SELECT CAST({i} AS BIGINT), t.evenement_id, t.id{t_cols}, e.agent_id \
+                     FROM {} t JOIN evenement e ON e.id = t.evenement_id \
+                     WHERE t.evenement_id = ANY (ARRAY(SELECT id FROM evenement WHERE agent_id = ANY ($1)))",
+                    table.name()
+                ),
+            });
             let filter = match table {
                 Table::Evenement => "agent_id = $1",
                 Table::Service | Table::Agent => {
@@ -942,13 +1075,17 @@ impl FileTx for PgFileTx<'_> {
             ));
         }
         let sql = format!("{} ORDER BY 1, 3", selects.join(" UNION ALL "));
-        let st = self.conn.call(move |tx| Ok(tx.prepare(&sql)?))?;
-        self.prepared.push(Prepared::Dossier(st, parts.to_vec()));
+        let many = format!("{} ORDER BY 1, 3", many.join(" UNION ALL "));
+        let (one, many) = self
+            .conn
+            .call(move |tx| Ok((tx.prepare(&sql)?, tx.prepare(&many)?)))?;
+        self.prepared
+            .push(Prepared::Dossier(one, many, parts.to_vec()));
         Ok(FindId(self.prepared.len() - 1))
     }
 
     fn dossier(&mut self, id: FindId, agent_id: i64) -> Result<Vec<(usize, i64, Found)>> {
-        let Prepared::Dossier(st, parts) = &self.prepared[id.0] else {
+        let Prepared::Dossier(st, _, parts) = &self.prepared[id.0] else {
             return Err(StoreError::Invalid("pas un dossier préparé".into()));
         };
         let (st, parts) = (st.clone(), parts.clone());
