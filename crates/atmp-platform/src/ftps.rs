@@ -108,16 +108,36 @@ impl Authenticator for SenderAuth {
             // Same work whether or not the sender exists.
             let hash = hash.unwrap_or_else(|| crate::auth::hash_password("-"));
             let ok = crate::auth::verify_password(&password, &hash);
-            let recorded = if ok {
-                shared.with_store(|s| {
-                    s.record_emetteur_connexion(&code, &atmp_store::now())?;
-                    s.clear_login_failures(&key)
-                })
-            } else {
-                shared
-                    .with_store(|s| s.record_login_failure(&key, &atmp_store::now(), &since))
-                    .map(|_| ())
-            };
+            if ok {
+                // The bookkeeping of a successful login (its time, the failures cleared, the
+                // audit line) is written beside the session, not before it: on SQLite an
+                // integration holds the one writer for as long as a large file takes, and a
+                // login waiting for it would time out the sender's session.
+                let shared = shared.clone();
+                tokio::runtime::Handle::current().spawn_blocking(move || {
+                    let recorded = shared.with_store(|s| {
+                        s.record_emetteur_connexion(&code, &atmp_store::now())?;
+                        s.clear_login_failures(&key)
+                    });
+                    if recorded.is_err() {
+                        tracing::warn!("FTPS login time not recorded");
+                    }
+                    crate::record_audit(
+                        &shared,
+                        atmp_store::AuditEvent {
+                            actor: format!("émetteur {code}"),
+                            action: "connexion_ftps".into(),
+                            detail: String::new(),
+                            address,
+                        },
+                    );
+                });
+                return true;
+            }
+            // A failure is counted before the answer: the next attempt must see it.
+            let recorded = shared
+                .with_store(|s| s.record_login_failure(&key, &atmp_store::now(), &since))
+                .map(|_| ());
             if recorded.is_err() {
                 tracing::warn!("FTPS login failure count not updated");
             }
@@ -125,12 +145,7 @@ impl Authenticator for SenderAuth {
                 &shared,
                 atmp_store::AuditEvent {
                     actor: format!("émetteur {code}"),
-                    action: if ok {
-                        "connexion_ftps"
-                    } else {
-                        "connexion_ftps_refusee"
-                    }
-                    .into(),
+                    action: "connexion_ftps_refusee".into(),
                     detail: String::new(),
                     address,
                 },
