@@ -64,6 +64,19 @@ pub struct SenderAuth {
 const FTPS_MAX_FAILURES: u64 = 5;
 const FTPS_BLOCK_SECONDS: i64 = 300;
 
+/// Writes one line of the audit trail about a sender's FTPS login.
+fn audit_login(shared: &Arc<Shared>, code: &str, action: &str, detail: &str, address: String) {
+    crate::record_audit(
+        shared,
+        atmp_store::AuditEvent {
+            actor: format!("émetteur {code}"),
+            action: action.into(),
+            detail: detail.into(),
+            address,
+        },
+    );
+}
+
 #[async_trait]
 impl Authenticator for SenderAuth {
     async fn authenticate(
@@ -90,14 +103,12 @@ impl Authenticator for SenderAuth {
                 .unwrap_or(0);
             if failures >= FTPS_MAX_FAILURES {
                 tracing::warn!(emetteur = %code, "FTPS login refused: blocked after too many failures");
-                crate::record_audit(
+                audit_login(
                     &shared,
-                    atmp_store::AuditEvent {
-                        actor: format!("émetteur {code}"),
-                        action: "connexion_ftps_refusee".into(),
-                        detail: "compte bloqué après trop d'échecs depuis cette adresse".into(),
-                        address,
-                    },
+                    &code,
+                    "connexion_ftps_refusee",
+                    "compte bloqué après trop d'échecs depuis cette adresse",
+                    address,
                 );
                 return false;
             }
@@ -113,7 +124,6 @@ impl Authenticator for SenderAuth {
                 // audit line) is written beside the session, not before it: on SQLite an
                 // integration holds the one writer for as long as a large file takes, and a
                 // login waiting for it would time out the sender's session.
-                let shared = shared.clone();
                 tokio::runtime::Handle::current().spawn_blocking(move || {
                     let recorded = shared.with_store(|s| {
                         s.record_emetteur_connexion(&code, &atmp_store::now())?;
@@ -122,15 +132,7 @@ impl Authenticator for SenderAuth {
                     if recorded.is_err() {
                         tracing::warn!("FTPS login time not recorded");
                     }
-                    crate::record_audit(
-                        &shared,
-                        atmp_store::AuditEvent {
-                            actor: format!("émetteur {code}"),
-                            action: "connexion_ftps".into(),
-                            detail: String::new(),
-                            address,
-                        },
-                    );
+                    audit_login(&shared, &code, "connexion_ftps", "", address);
                 });
                 return true;
             }
@@ -141,16 +143,8 @@ impl Authenticator for SenderAuth {
             if recorded.is_err() {
                 tracing::warn!("FTPS login failure count not updated");
             }
-            crate::record_audit(
-                &shared,
-                atmp_store::AuditEvent {
-                    actor: format!("émetteur {code}"),
-                    action: "connexion_ftps_refusee".into(),
-                    detail: String::new(),
-                    address,
-                },
-            );
-            ok
+            audit_login(&shared, &code, "connexion_ftps_refusee", "", address);
+            false
         })
         .await
         .unwrap_or(false);

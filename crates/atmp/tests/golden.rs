@@ -102,7 +102,7 @@ fn normalise_log(text: &str) -> String {
             && b[13] == b':'
             && b[16] == b':';
         assert!(stamped, "a log line without its time stamp: {line:?}");
-        out.push_str("T");
+        out.push('T');
         out.push_str(&line[19..]);
     }
     out

@@ -195,6 +195,24 @@ impl Base {
         }
     }
 
+    /// Opens a transaction of its own, runs `sql` in it and keeps it open, with its locks,
+    /// until the returned connection is dropped (which rolls it back). SQLite's transaction
+    /// is `IMMEDIATE`: it holds the base's one writer.
+    pub fn hold(&self, sql: &str) -> Box<dyn std::any::Any> {
+        match &self.pg {
+            None => {
+                let c = self.sqlite_conn();
+                c.execute_batch(&format!("BEGIN IMMEDIATE; {sql}")).unwrap();
+                Box::new(c)
+            }
+            Some((url, _)) => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                c.batch_execute(&format!("BEGIN; {sql}")).unwrap();
+                Box::new(c)
+            }
+        }
+    }
+
     /// The one value of a query, as text (`NULL` for null).
     pub fn scalar(&self, sql: &str) -> String {
         let rows = self.rows(sql);

@@ -2313,6 +2313,40 @@ fn a_file_interrupted_ten_times_is_set_aside(b: Backend) {
 
 // Five wrong FTPS passwords block the account from that address, even with the right
 // password afterwards; another sender is not affected.
+// A sender's FTPS login is answered while another transaction holds what its bookkeeping
+// writes (SQLite's one writer, taken by an integration for as long as a large file takes;
+// the sender's row on PostgreSQL): the time of the login is written once it is free.
+both!(ftps_login_does_not_wait_for_a_busy_writer);
+fn ftps_login_does_not_wait_for_a_busy_writer(b: Backend) {
+    let mut p = Platform::new(b, &[("ATMP_FTPS_LOGIN_TIMEOUT_SECONDS", "2")]);
+    p.setup();
+    p.start(&[]);
+    let lock = p
+        .base
+        .hold("UPDATE emetteur SET nom = nom WHERE code = 'SOFIVAL'");
+    let mut s = p
+        .ftp("SOFIVAL", PW_SOFIVAL)
+        .expect("login answered while the writer is busy");
+    // Past the login timeout: the session is still open.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    s.pwd().expect("the session outlives the busy writer");
+    assert_eq!(
+        p.base
+            .scalar("SELECT count(*) FROM emetteur WHERE code = 'SOFIVAL' AND derniere_connexion IS NOT NULL"),
+        "0"
+    );
+    drop(lock);
+    let t = std::time::Instant::now();
+    while p.sql(
+        "SELECT count(*) FROM emetteur WHERE code = 'SOFIVAL' AND derniere_connexion IS NOT NULL",
+    ) == 0
+    {
+        assert!(t.elapsed().as_secs() < 30, "login time never recorded");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = s.quit();
+}
+
 both!(ftps_blocks_an_account_after_five_wrong_passwords);
 fn ftps_blocks_an_account_after_five_wrong_passwords(b: Backend) {
     let mut p = Platform::new(b, &[]);
