@@ -23,7 +23,7 @@ pub use input::{io_error_fr, open_path, open_reader};
 pub use reader::{BlockStart, FluxReader, Item, Node, MAX_RECORD_NODES, MAX_RECORD_TEXT};
 pub use record::{check_header, check_record, Context, Record, Value};
 pub use scan::{Limits, ScanError};
-pub use stage::{read_stage, Piece, Pieces, StageOptions};
+pub use stage::{read_stage, Checks, Piece, Pieces, StageOptions};
 pub use writer::{escape, write_block_end, write_block_start, write_node, FluxWriter};
 
 use atmp_model::{Date, DateTime, Mode, Nomenclatures, Siret, TypeFichier};
@@ -276,6 +276,8 @@ pub fn validate_reader(
         nomenclatures,
         position: None,
         fragments: false,
+        // Validation only collects issues: its thread has the time to check the records.
+        checks: Checks::Consumer,
     };
     read_stage(raw, &opts, &|_| (), |pieces| {
         if let Err(e) = check_pieces(pieces, &mut out) {
@@ -285,7 +287,7 @@ pub fn validate_reader(
     out
 }
 
-fn check_pieces(pieces: &mut Pieces<()>, out: &mut Validation) -> Result<(), FluxError> {
+fn check_pieces(pieces: &mut Pieces<'_, ()>, out: &mut Validation) -> Result<(), FluxError> {
     let mut header: Option<Header> = None;
     loop {
         match pieces.next_piece() {

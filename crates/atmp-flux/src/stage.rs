@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use atmp_model::{Nomenclatures, TypeFichier};
 
-use crate::reader::{BlockStart, FluxReader, Item};
+use crate::reader::{BlockStart, FluxReader, Item, Node};
 use crate::record::{check_record, Context, Record};
 use crate::scan::Limits;
 use crate::{FluxError, Header};
@@ -47,25 +47,63 @@ const BATCH_BYTES: usize = 1 << 20;
 /// bounds the memory between the two stages (some 50 MB at worst).
 const IN_FLIGHT: usize = 4;
 
-/// The receiving end of the stage, one piece at a time.
-pub struct Pieces<P> {
-    rx: crossbeam_channel::Receiver<Vec<Piece<P>>>,
-    buf: std::vec::IntoIter<Piece<P>>,
+/// What travels between the threads: a piece ready for the consumer, or a record whose checks
+/// are left to the consumer's thread ([`Checks::Consumer`]).
+enum Wire<P> {
+    Ready(Piece<P>),
+    Unchecked(Box<Unchecked>),
 }
 
-impl<P> Pieces<P> {
-    /// The pieces already received that [`Pieces::next_piece`] gives next (at most a batch):
-    /// a look ahead that never waits, so that the next stage can ask for several records'
-    /// data at once.
-    pub fn ahead(&self) -> &[Piece<P>] {
-        self.buf.as_slice()
+/// A record read but not yet checked, with what its checks need of the file.
+struct Unchecked {
+    node: Node,
+    path: String,
+    fragment: Option<String>,
+    type_fichier: TypeFichier,
+    date_creation: atmp_model::Date,
+}
+
+/// Which thread runs the checks of a record (structure, formats, codes, the rules of §3).
+///
+/// The reader's thread parses; the consumer's either stores (import: a full core of work, so
+/// the checks go with the parse) or only collects issues (validate: nearly idle, so the
+/// checks go there and both cores work). Either way the records and their issues are the
+/// same: only the thread differs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Checks {
+    /// On the reader's thread, with `prepare` (the default).
+    #[default]
+    Reader,
+    /// On the consumer's thread, inside [`Pieces::next_piece`] (`prepare` runs there too).
+    Consumer,
+}
+
+/// The receiving end of the stage, one piece at a time.
+pub struct Pieces<'a, P> {
+    rx: crossbeam_channel::Receiver<Vec<Wire<P>>>,
+    buf: std::vec::IntoIter<Wire<P>>,
+    nomenclatures: &'a Nomenclatures,
+    prepare: &'a (dyn Fn(&Record) -> P + Sync),
+}
+
+impl<P> Pieces<'_, P> {
+    /// The pieces already received and checked that [`Pieces::next_piece`] gives next (at
+    /// most a batch): a look ahead that never waits, so that the next stage can ask for
+    /// several records' data at once.
+    pub fn ahead(&self) -> impl Iterator<Item = &Piece<P>> {
+        self.buf.as_slice().iter().map_while(|w| match w {
+            Wire::Ready(p) => Some(p),
+            Wire::Unchecked(_) => None,
+        })
     }
 
     /// The next piece; a reader that stopped without saying why is a read failure.
     pub fn next_piece(&mut self) -> Piece<P> {
         loop {
-            if let Some(p) = self.buf.next() {
-                return p;
+            match self.buf.next() {
+                Some(Wire::Ready(p)) => return p,
+                Some(Wire::Unchecked(u)) => return self.check(*u),
+                None => {}
             }
             match self.rx.recv() {
                 Ok(b) => self.buf = b.into_iter(),
@@ -78,18 +116,42 @@ impl<P> Pieces<P> {
             }
         }
     }
+
+    fn check(&self, u: Unchecked) -> Piece<P> {
+        let Unchecked {
+            mut node,
+            path,
+            fragment,
+            type_fichier,
+            date_creation,
+        } = u;
+        let c = Context {
+            type_fichier,
+            date_creation: Some(date_creation),
+            nomenclatures: self.nomenclatures,
+        };
+        let mut rec = check_record(&mut node, &path, &c);
+        rec.fragment = fragment;
+        drop(node);
+        let prep = (self.prepare)(&rec);
+        Piece::Record(Box::new((rec, prep)))
+    }
 }
 
 /// The sending end: pieces go in batches, so that the two threads rarely wake each other.
 struct PieceTx<P> {
-    out: crossbeam_channel::Sender<Vec<Piece<P>>>,
-    buf: Vec<Piece<P>>,
+    out: crossbeam_channel::Sender<Vec<Wire<P>>>,
+    buf: Vec<Wire<P>>,
     weight: usize,
 }
 
 impl<P> PieceTx<P> {
     fn send(&mut self, p: Piece<P>, weight: usize) -> Result<(), ()> {
-        let flush = !matches!(p, Piece::Record(_));
+        self.send_wire(Wire::Ready(p), weight)
+    }
+
+    fn send_wire(&mut self, p: Wire<P>, weight: usize) -> Result<(), ()> {
+        let flush = !matches!(p, Wire::Ready(Piece::Record(_)) | Wire::Unchecked(_));
         self.buf.push(p);
         self.weight += weight;
         if flush || self.buf.len() >= BATCH || self.weight >= BATCH_BYTES {
@@ -110,21 +172,23 @@ pub struct StageOptions<'a> {
     pub position: Option<&'a AtomicU64>,
     /// Keep each top-level record's XML fragment ([`Record::fragment`]).
     pub fragments: bool,
+    /// Which thread checks the records.
+    pub checks: Checks,
 }
 
 /// Runs the read stage over `raw` (the bytes as received) on its own thread, and `consume`
 /// on the calling thread over its pieces. `prepare` runs on the reader's thread for each
 /// record (work taken off the consumer's core).
-pub fn read_stage<P, R>(
+pub fn read_stage<'a, P, R>(
     raw: Box<dyn Read + Send>,
-    opts: &StageOptions<'_>,
-    prepare: &(dyn Fn(&Record) -> P + Sync),
-    consume: impl FnOnce(&mut Pieces<P>) -> R,
+    opts: &StageOptions<'a>,
+    prepare: &'a (dyn Fn(&Record) -> P + Sync),
+    consume: impl FnOnce(&mut Pieces<'a, P>) -> R,
 ) -> R
 where
     P: Send,
 {
-    let (tx, rx) = crossbeam_channel::bounded::<Vec<Piece<P>>>(IN_FLIGHT);
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<Wire<P>>>(IN_FLIGHT);
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("atmp-lecture".into())
@@ -140,6 +204,8 @@ where
         let mut pieces = Pieces {
             rx,
             buf: Vec::new().into_iter(),
+            nomenclatures: opts.nomenclatures,
+            prepare,
         };
         // `pieces` is dropped when `consume` returns: a reader still running stops at its
         // next send.
@@ -184,17 +250,31 @@ fn produce<P>(
             })) => {
                 let (type_fichier, date_creation) =
                     ctx.expect("the reader yields the header first");
-                let c = Context {
-                    type_fichier,
-                    date_creation: Some(date_creation),
-                    nomenclatures: opts.nomenclatures,
-                };
                 n += 1;
                 if n.is_multiple_of(256) {
                     if let Some(p) = opts.position {
                         p.store(reader.position(), Ordering::Relaxed);
                     }
                 }
+                if opts.checks == Checks::Consumer {
+                    let weight = node.weight + fragment.as_ref().map_or(0, String::len);
+                    let u = Unchecked {
+                        node,
+                        path,
+                        fragment,
+                        type_fichier,
+                        date_creation,
+                    };
+                    if out.send_wire(Wire::Unchecked(Box::new(u)), weight).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                let c = Context {
+                    type_fichier,
+                    date_creation: Some(date_creation),
+                    nomenclatures: opts.nomenclatures,
+                };
                 let weight = node.weight + fragment.as_ref().map_or(0, String::len);
                 let mut rec = check_record(&mut node, &path, &c);
                 rec.fragment = fragment;

@@ -281,6 +281,8 @@ pub fn import_file(
         nomenclatures: &nomenclatures,
         position: Some(&pos),
         fragments: true,
+        // The rules and the store take a core of their own: the checks go with the parse.
+        checks: atmp_flux::Checks::Reader,
     };
     let outcome = atmp_flux::read_stage(Box::new(raw), &stage, &rules::Prepared::of, |pieces| {
         let progress = || {

@@ -347,7 +347,7 @@ fn rejection(r: &Record) -> String {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn integrate(
     store: &mut dyn Store,
-    rx: &mut atmp_flux::Pieces<Prepared>,
+    rx: &mut atmp_flux::Pieces<'_, Prepared>,
     name: &str,
     base_row: &ImportRow,
     opts: &ImportOptions<'_>,
@@ -688,7 +688,11 @@ impl Run<'_, '_> {
     /// Announces to the store the NIR lookups of this agent and of the agents ahead in the
     /// same block (one round trip for them all on PostgreSQL); returns how many records
     /// ahead were covered.
-    fn hint(&mut self, rec: &Record, ahead: &[Piece<Prepared>]) -> Result<usize, IntegratorError> {
+    fn hint<'p>(
+        &mut self,
+        rec: &Record,
+        ahead: impl Iterator<Item = &'p Piece<Prepared>>,
+    ) -> Result<usize, IntegratorError> {
         let Some(BlockState::Active { id: coll }) = self.block else {
             return Ok(0);
         };

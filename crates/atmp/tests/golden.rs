@@ -5,7 +5,8 @@
 //!
 //! The scenario: a first import of a generated SDIS file; the same content again (another
 //! `dateCreation`: everything existing); that content with mutations (NIR keys broken, names
-//! changed, new agents); a CDG's grouped file for two collectivités.
+//! changed, new agents); a CDG's grouped file for two collectivités. The answers of
+//! `atmp validate --json` on three of them are recorded too.
 //!
 //! `ATMP_BLESS=1` writes the file from this build's outputs (after a deliberate change of
 //! behaviour: the diff then shows which outputs moved). `ATMP_TEST_BIN=path` runs another
@@ -201,6 +202,24 @@ fn import(env: &Env, step: &str, file: &Path, outputs: &mut BTreeMap<String, Str
 
 use serde_json::Value as Json;
 
+/// `atmp validate FILE --json` (no base): its answer, the file's path made neutral, under
+/// `step`. Validation checks its records on another thread than import does: its issues,
+/// their order and their text must not move.
+fn validate(env: &Env, step: &str, file: &Path, outputs: &mut BTreeMap<String, String>) -> Json {
+    let o = Command::new(bin())
+        .args(["validate", file.to_str().unwrap(), "--json"])
+        .current_dir(env.dir.path())
+        .env_remove("ATMP_DATABASE_URL")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    let dir = format!("{}/", env.dir.path().display());
+    let text = text.replace(&dir, "");
+    let j: Json = serde_json::from_str(&text).expect("validate --json answers JSON");
+    outputs.insert(format!("{step} validate"), text);
+    j
+}
+
 fn digest(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
@@ -298,6 +317,13 @@ fn generated_files_give_the_recorded_outputs(b: Backend) {
     );
 
     let mut outputs = BTreeMap::new();
+    let v = validate(&env, "1", &f1, &mut outputs);
+    assert_eq!(v["valid"], true, "{v}");
+    let v = validate(&env, "3", &f3, &mut outputs);
+    assert_eq!(v["valid"], false, "the broken NIR keys are errors: {v}");
+    assert!(v["errors"].as_array().unwrap().len() > 10, "{v}");
+    let v = validate(&env, "4", &f4, &mut outputs);
+    assert_eq!(v["valid"], true, "{v}");
     let j = import(&env, "1", &f1, &mut outputs);
     assert_eq!(j["result"], "reussi", "{j}");
     assert_eq!(counts(&j, "agents"), (1200, 0, 0));
