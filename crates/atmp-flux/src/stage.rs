@@ -118,22 +118,33 @@ impl<P> Pieces<'_, P> {
     }
 
     fn check(&self, u: Unchecked) -> Piece<P> {
+        u.check(self.nomenclatures, self.prepare)
+    }
+}
+
+impl Unchecked {
+    /// The record's checks and `prepare`, on whichever thread [`Checks`] chose.
+    fn check<P>(
+        self,
+        nomenclatures: &Nomenclatures,
+        prepare: &(dyn Fn(&Record) -> P + Sync),
+    ) -> Piece<P> {
         let Unchecked {
             mut node,
             path,
             fragment,
             type_fichier,
             date_creation,
-        } = u;
+        } = self;
         let c = Context {
             type_fichier,
             date_creation: Some(date_creation),
-            nomenclatures: self.nomenclatures,
+            nomenclatures,
         };
         let mut rec = check_record(&mut node, &path, &c);
         rec.fragment = fragment;
         drop(node);
-        let prep = (self.prepare)(&rec);
+        let prep = prepare(&rec);
         Piece::Record(Box::new((rec, prep)))
     }
 }
@@ -244,7 +255,7 @@ fn produce<P>(
             }
             Ok(Some(Item::BlockStart(b))) => (Piece::Block(b), 0),
             Ok(Some(Item::Record {
-                mut node,
+                node,
                 path,
                 fragment,
             })) => {
@@ -256,31 +267,23 @@ fn produce<P>(
                         p.store(reader.position(), Ordering::Relaxed);
                     }
                 }
-                if opts.checks == Checks::Consumer {
-                    let weight = node.weight + fragment.as_ref().map_or(0, String::len);
-                    let u = Unchecked {
-                        node,
-                        path,
-                        fragment,
-                        type_fichier,
-                        date_creation,
-                    };
-                    if out.send_wire(Wire::Unchecked(Box::new(u)), weight).is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                let c = Context {
-                    type_fichier,
-                    date_creation: Some(date_creation),
-                    nomenclatures: opts.nomenclatures,
-                };
                 let weight = node.weight + fragment.as_ref().map_or(0, String::len);
-                let mut rec = check_record(&mut node, &path, &c);
-                rec.fragment = fragment;
-                drop(node);
-                let prep = prepare(&rec);
-                (Piece::Record(Box::new((rec, prep))), weight)
+                let u = Unchecked {
+                    node,
+                    path,
+                    fragment,
+                    type_fichier,
+                    date_creation,
+                };
+                match opts.checks {
+                    Checks::Consumer => {
+                        if out.send_wire(Wire::Unchecked(Box::new(u)), weight).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Checks::Reader => (u.check(opts.nomenclatures, prepare), weight),
+                }
             }
             Ok(Some(Item::StrayText { line, column, path })) => {
                 (Piece::Stray { line, column, path }, 0)
