@@ -276,8 +276,8 @@ pub fn validate_reader(
         nomenclatures,
         position: None,
         fragments: false,
-        // Validation only collects issues: its thread has the time to check the records.
-        checks: Checks::Consumer,
+        // Validation only collects issues: the balance leaves nearly all the checks to it.
+        checks: Checks::Balanced,
     };
     read_stage(raw, &opts, &|_| (), |pieces| {
         if let Err(e) = check_pieces(pieces, &mut out) {

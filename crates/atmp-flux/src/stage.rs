@@ -65,16 +65,21 @@ struct Unchecked {
 
 /// Which thread runs the checks of a record (structure, formats, codes, the rules of §3).
 ///
-/// The reader's thread parses; the consumer's either stores (import: a full core of work, so
-/// the checks go with the parse) or only collects issues (validate: nearly idle, so the
-/// checks go there and both cores work). Either way the records and their issues are the
-/// same: only the thread differs.
+/// The reader's thread parses; the consumer's either stores (import: nearly a core of work)
+/// or only collects issues (validate: nearly idle). Neither fixed choice keeps both cores
+/// busy on every file: how much each side costs depends on the records, the base and the
+/// backend. Either way the records and their issues are the same: only the thread differs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Checks {
-    /// On the reader's thread, with `prepare` (the default).
+    /// Record by record, on whichever side has slack (the default): the reader checks a
+    /// record itself while batches wait in the channel (the consumer is behind), and leaves
+    /// it to the consumer when the channel is empty (the consumer waits for work).
     #[default]
+    Balanced,
+    /// Always on the reader's thread, with `prepare`.
     Reader,
-    /// On the consumer's thread, inside [`Pieces::next_piece`] (`prepare` runs there too).
+    /// Always on the consumer's thread, inside [`Pieces::next_piece`] (`prepare` runs there
+    /// too).
     Consumer,
 }
 
@@ -87,10 +92,18 @@ pub struct Pieces<'a, P> {
 }
 
 impl<P> Pieces<'_, P> {
-    /// The pieces already received and checked that [`Pieces::next_piece`] gives next (at
-    /// most a batch): a look ahead that never waits, so that the next stage can ask for
-    /// several records' data at once.
-    pub fn ahead(&self) -> impl Iterator<Item = &Piece<P>> {
+    /// The pieces already received that [`Pieces::next_piece`] gives next (at most a
+    /// batch), checked now if the reader left them unchecked: a look ahead that never waits,
+    /// so that the next stage can ask for several records' data at once.
+    pub fn ahead(&mut self) -> impl Iterator<Item = &Piece<P>> {
+        for w in self.buf.as_mut_slice() {
+            if let Wire::Unchecked(_) = w {
+                let Wire::Unchecked(u) = std::mem::replace(w, Wire::Ready(Piece::BlockEnd)) else {
+                    unreachable!("matched just above")
+                };
+                *w = Wire::Ready(u.check(self.nomenclatures, self.prepare));
+            }
+        }
         self.buf.as_slice().iter().map_while(|w| match w {
             Wire::Ready(p) => Some(p),
             Wire::Unchecked(_) => None,
@@ -275,14 +288,20 @@ fn produce<P>(
                     type_fichier,
                     date_creation,
                 };
-                match opts.checks {
-                    Checks::Consumer => {
+                // Balanced: an empty channel means the consumer waits for work.
+                let leave = match opts.checks {
+                    Checks::Consumer => true,
+                    Checks::Reader => false,
+                    Checks::Balanced => out.out.is_empty(),
+                };
+                match leave {
+                    true => {
                         if out.send_wire(Wire::Unchecked(Box::new(u)), weight).is_err() {
                             return;
                         }
                         continue;
                     }
-                    Checks::Reader => (u.check(opts.nomenclatures, prepare), weight),
+                    false => (u.check(opts.nomenclatures, prepare), weight),
                 }
             }
             Ok(Some(Item::StrayText { line, column, path })) => {

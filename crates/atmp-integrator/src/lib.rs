@@ -281,8 +281,9 @@ pub fn import_file(
         nomenclatures: &nomenclatures,
         position: Some(&pos),
         fragments: true,
-        // The rules and the store take a core of their own: the checks go with the parse.
-        checks: atmp_flux::Checks::Reader,
+        // The rules and the store take most of a core: the checks go to whichever side has
+        // slack, record by record.
+        checks: atmp_flux::Checks::Balanced,
     };
     let outcome = atmp_flux::read_stage(Box::new(raw), &stage, &rules::Prepared::of, |pieces| {
         let progress = || {
