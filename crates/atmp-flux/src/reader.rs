@@ -18,7 +18,8 @@ use crate::FluxError;
 pub struct Node {
     pub name: Cow<'static, str>,
     pub attrs: Vec<(Cow<'static, str>, String)>,
-    /// The text content, references resolved, not trimmed.
+    /// The text content, references resolved, not trimmed; blank text before any other is
+    /// left out (every reader of it trims it or asks whether it is blank).
     pub text: String,
     pub children: Vec<Node>,
     pub line: u64,
@@ -150,21 +151,30 @@ impl std::hash::Hasher for NameHasher {
 
 /// Every element and attribute name of the format, so that nodes share static names.
 fn intern(name: &str) -> Cow<'static, str> {
+    intern_with_hint(name).0
+}
+
+/// [`intern`], with the number of children an element of this name may hold in the format
+/// (its fields; 0 for a value or an unknown name), so that its `children` are allocated once
+/// at the right size instead of grown by doubling.
+fn intern_with_hint(name: &str) -> (Cow<'static, str>, usize) {
+    type Names = HashMap<&'static str, (&'static str, usize), BuildNameHasher>;
     // FxHash-like: names are short and trusted to be few; the default SipHash costs more
     // than the rest of the lookup.
-    static NAMES: OnceLock<HashMap<&'static str, &'static str, BuildNameHasher>> = OnceLock::new();
+    static NAMES: OnceLock<Names> = OnceLock::new();
     let map = NAMES.get_or_init(|| {
         let mut m = HashMap::with_hasher(BuildNameHasher);
-        fn walk(
-            spec: &'static RecordSpec,
-            m: &mut HashMap<&'static str, &'static str, BuildNameHasher>,
-        ) {
-            m.insert(spec.name, spec.name);
+        fn put(m: &mut Names, name: &'static str, hint: usize) {
+            let e = m.entry(name).or_insert((name, 0));
+            e.1 = e.1.max(hint);
+        }
+        fn walk(spec: &'static RecordSpec, m: &mut Names) {
+            put(m, spec.name, spec.fields.len().min(32));
             for a in spec.attrs {
-                m.insert(a.name, a.name);
+                put(m, a.name, 0);
             }
             for f in spec.fields {
-                m.insert(f.name, f.name);
+                put(m, f.name, 0);
                 if let Kind::Group(g) | Kind::Record(g) = f.kind {
                     walk(g, m);
                 }
@@ -174,13 +184,13 @@ fn intern(name: &str) -> Cow<'static, str> {
         walk(&SERVICE, &mut m);
         walk(&AGENT, &mut m);
         for n in ["flux", "collectivite", "siret", "nom", "version"] {
-            m.insert(n, n);
+            put(&mut m, n, 0);
         }
         m
     });
     match map.get(name) {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(name.to_string()),
+        Some((s, hint)) => (Cow::Borrowed(s), *hint),
+        None => (Cow::Owned(name.to_string()), 0),
     }
 }
 
@@ -642,7 +652,7 @@ impl FluxReader {
         empty: bool,
         at: (u64, u64),
     ) -> Result<Node, FluxError> {
-        let mut root = self.node(&start, at)?;
+        let mut root = self.node(&start, empty, at)?;
         let base = self.event_start;
         root.span = (0, self.offset(base));
         if empty {
@@ -683,7 +693,7 @@ impl FluxReader {
             }
             match ev {
                 Event::Start(e) => {
-                    let mut n = self.node(&e, at)?;
+                    let mut n = self.node(&e, false, at)?;
                     n.span.0 = before;
                     nodes += 1;
                     if over || skipping > 0 {
@@ -693,7 +703,7 @@ impl FluxReader {
                     }
                 }
                 Event::Empty(e) => {
-                    let mut n = self.node(&e, at)?;
+                    let mut n = self.node(&e, true, at)?;
                     n.span = (before, self.offset(base));
                     nodes += 1;
                     if !over && skipping == 0 {
@@ -704,7 +714,14 @@ impl FluxReader {
                     let s = t.xml10_content();
                     text += s.len();
                     if !over && skipping == 0 {
-                        top(&mut stack).text.push_str(&s);
+                        let top = top(&mut stack);
+                        // Blank text before any other is left out: every use of a node's
+                        // text trims it (a value) or only asks whether it is blank (a group),
+                        // so this changes nothing read, and the indentation inside every
+                        // group costs no allocation.
+                        if !(top.text.is_empty() && s.trim().is_empty()) {
+                            top.text.push_str(&s);
+                        }
                     }
                 }
                 Event::CData(t) => {
@@ -755,8 +772,8 @@ impl FluxReader {
         }
     }
 
-    fn node(&mut self, e: &BytesStart<'_>, at: (u64, u64)) -> Result<Node, FluxError> {
-        let name = intern(e.name().as_ref());
+    fn node(&mut self, e: &BytesStart<'_>, empty: bool, at: (u64, u64)) -> Result<Node, FluxError> {
+        let (name, hint) = intern_with_hint(e.name().as_ref());
         self.count(&name);
         let attrs = if e.attributes_raw().trim().is_empty() {
             Vec::new()
@@ -767,7 +784,11 @@ impl FluxReader {
             name,
             attrs,
             text: String::new(),
-            children: Vec::new(),
+            children: if empty {
+                Vec::new()
+            } else {
+                Vec::with_capacity(hint)
+            },
             line: at.0,
             column: at.1,
             oversized: false,

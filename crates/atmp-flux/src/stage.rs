@@ -7,7 +7,7 @@
 //! receives [`Piece`]s in file order through [`Pieces`].
 
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use atmp_model::{Nomenclatures, TypeFichier};
 
@@ -72,8 +72,10 @@ struct Unchecked {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Checks {
     /// Record by record, on whichever side has slack (the default): the reader checks a
-    /// record itself while batches wait in the channel (the consumer is behind), and leaves
-    /// it to the consumer when the channel is empty (the consumer waits for work).
+    /// record itself while batches wait in the channel for a consumer that is busy (it is
+    /// behind), and leaves it to the consumer when the channel is empty or the consumer waits
+    /// for work. A consumer woken but not yet running counts as waiting: on two cores it may
+    /// wait for a scheduler tick, the time of a hundred records.
     #[default]
     Balanced,
     /// Always on the reader's thread, with `prepare`.
@@ -89,6 +91,8 @@ pub struct Pieces<'a, P> {
     buf: std::vec::IntoIter<Wire<P>>,
     nomenclatures: &'a Nomenclatures,
     prepare: &'a (dyn Fn(&Record) -> P + Sync),
+    /// Set while the consumer waits for a batch ([`Checks::Balanced`]).
+    waiting: std::sync::Arc<AtomicBool>,
 }
 
 impl<P> Pieces<'_, P> {
@@ -118,7 +122,10 @@ impl<P> Pieces<'_, P> {
                 Some(Wire::Unchecked(u)) => return self.check(*u),
                 None => {}
             }
-            match self.rx.recv() {
+            self.waiting.store(true, Ordering::Relaxed);
+            let got = self.rx.recv();
+            self.waiting.store(false, Ordering::Relaxed);
+            match got {
                 Ok(b) => self.buf = b.into_iter(),
                 Err(_) => {
                     return Piece::Fatal(FluxError::file(
@@ -213,6 +220,8 @@ where
     P: Send,
 {
     let (tx, rx) = crossbeam_channel::bounded::<Vec<Wire<P>>>(IN_FLIGHT);
+    let waiting = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = waiting.clone();
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("atmp-lecture".into())
@@ -222,7 +231,7 @@ where
                     buf: Vec::with_capacity(BATCH),
                     weight: 0,
                 };
-                produce(raw, opts, prepare, &mut out);
+                produce(raw, opts, prepare, &mut out, &flag);
             })
             .expect("the reader thread starts");
         let mut pieces = Pieces {
@@ -230,6 +239,7 @@ where
             buf: Vec::new().into_iter(),
             nomenclatures: opts.nomenclatures,
             prepare,
+            waiting,
         };
         // `pieces` is dropped when `consume` returns: a reader still running stops at its
         // next send.
@@ -242,6 +252,7 @@ fn produce<P>(
     opts: &StageOptions<'_>,
     prepare: &(dyn Fn(&Record) -> P + Sync),
     out: &mut PieceTx<P>,
+    waiting: &AtomicBool,
 ) {
     let mut reader = match crate::input::open_reader(raw, &opts.limits) {
         Ok(input) if opts.fragments => FluxReader::new(input).keep_fragments(),
@@ -288,11 +299,11 @@ fn produce<P>(
                     type_fichier,
                     date_creation,
                 };
-                // Balanced: an empty channel means the consumer waits for work.
+                // Balanced: an empty channel, or a consumer waiting, means it has slack.
                 let leave = match opts.checks {
                     Checks::Consumer => true,
                     Checks::Reader => false,
-                    Checks::Balanced => out.out.is_empty(),
+                    Checks::Balanced => out.out.is_empty() || waiting.load(Ordering::Relaxed),
                 };
                 match leave {
                     true => {

@@ -71,7 +71,7 @@ fn pieces(bytes: &[u8], checks: Checks) -> (Vec<String>, Vec<String>) {
                 if records < 600 {
                     std::thread::sleep(Duration::from_micros(300));
                 }
-                if records % 97 == 0 {
+                if records.is_multiple_of(97) {
                     // What it sees depends on the timing; what follows must not.
                     let _ = rx.ahead().count();
                 }
@@ -108,6 +108,12 @@ fn every_balance_of_the_checks_gives_the_same_pieces() {
     assert!(on_consumer.iter().all(|t| t != "atmp-lecture"));
     // The slow start fills the channel (the reader checks), the fast rest empties it (the
     // consumer does): the balance used both threads.
-    assert!(on_both.iter().any(|t| t == "atmp-lecture"), "never on the reader");
-    assert!(on_both.iter().any(|t| t != "atmp-lecture"), "never on the consumer");
+    assert!(
+        on_both.iter().any(|t| t == "atmp-lecture"),
+        "never on the reader"
+    );
+    assert!(
+        on_both.iter().any(|t| t != "atmp-lecture"),
+        "never on the consumer"
+    );
 }
