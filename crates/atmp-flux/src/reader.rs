@@ -597,10 +597,11 @@ impl FluxReader {
                 let node = self.tree(e, empty, at)?;
                 let fragment = if self.fragments {
                     let c = self.xml.get_mut();
-                    let raw = c.capture.as_mut().map(std::mem::take);
                     let over = std::mem::take(&mut c.capture_over);
-                    raw.filter(|_| !over).map(|b| {
-                        String::from_utf8(b)
+                    // Copied out at its exact size: the capture buffer stays, at the size of
+                    // the largest record so far, instead of growing again for every record.
+                    c.capture.as_ref().filter(|_| !over).map(|b| {
+                        String::from_utf8(b.clone())
                             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
                     })
                 } else {
