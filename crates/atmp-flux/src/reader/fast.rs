@@ -64,26 +64,38 @@ fn kind(b: &[u8]) -> Option<Tok> {
 }
 
 /// The end (exclusive) of the token of kind `k` at the start of `b`, `None` when `b` does
-/// not hold all of it.
-fn token_end(k: Tok, b: &[u8]) -> Option<usize> {
+/// not hold all of it. `from` bytes of `b` were searched already (with `quote` the state of
+/// a start tag at that point): a token that straddles many chunks is searched once, not
+/// again from its start at every chunk.
+fn token_end(k: Tok, b: &[u8], from: usize, quote: &mut u8) -> Option<usize> {
+    // Where a terminator of `n` bytes not yet seen may start, past the first `skip`.
+    let tail = |skip: usize, n: usize| skip.max(from.saturating_sub(n - 1)).min(b.len());
     match k {
-        Tok::Text => memchr::memchr2(b'<', b'&', b),
-        Tok::Ref => memchr::memchr(b';', b).map(|i| i + 1),
-        Tok::End => memchr::memchr(b'>', b).map(|i| i + 1),
-        Tok::Comment => memchr::memmem::find(&b[4..], b"-->").map(|i| 4 + i + 3),
-        Tok::CData => memchr::memmem::find(&b[9..], b"]]>").map(|i| 9 + i + 3),
-        Tok::Pi => memchr::memmem::find(&b[2..], b"?>").map(|i| 2 + i + 2),
+        Tok::Text => memchr::memchr2(b'<', b'&', &b[from..]).map(|i| from + i),
+        Tok::Ref => memchr::memchr(b';', &b[from..]).map(|i| from + i + 1),
+        Tok::End => memchr::memchr(b'>', &b[from..]).map(|i| from + i + 1),
+        Tok::Comment => {
+            let at = tail(4, 3);
+            memchr::memmem::find(&b[at..], b"-->").map(|i| at + i + 3)
+        }
+        Tok::CData => {
+            let at = tail(9, 3);
+            memchr::memmem::find(&b[at..], b"]]>").map(|i| at + i + 3)
+        }
+        Tok::Pi => {
+            let at = tail(2, 2);
+            memchr::memmem::find(&b[at..], b"?>").map(|i| at + i + 2)
+        }
         Tok::Bang => Some(2),
         Tok::Start => {
             // `>` may stand inside an attribute value.
-            let mut quote = 0u8;
-            for (i, &c) in b.iter().enumerate().skip(1) {
-                if quote != 0 {
-                    if c == quote {
-                        quote = 0;
+            for (i, &c) in b.iter().enumerate().skip(from.max(1)) {
+                if *quote != 0 {
+                    if c == *quote {
+                        *quote = 0;
                     }
                 } else if c == b'"' || c == b'\'' {
-                    quote = c;
+                    *quote = c;
                 } else if c == b'>' {
                     return Some(i + 1);
                 }
@@ -124,7 +136,10 @@ enum Stop {
     Done(Node),
     Fail(FluxError),
     /// An end tag that does not close the open element: reported once it is consumed.
-    Mismatch { expected: String, found: String },
+    Mismatch {
+        expected: String,
+        found: String,
+    },
 }
 
 impl Build {
@@ -253,11 +268,19 @@ impl Build {
             }
             Tok::End => {
                 let content = &tok[2..tok.len() - 1];
-                let end = content.iter().rposition(|&c| !is_ws(c)).map_or(0, |i| i + 1);
+                let end = content
+                    .iter()
+                    .rposition(|&c| !is_ws(c))
+                    .map_or(0, |i| i + 1);
                 let found = &content[..end];
                 let expected: &[u8] = match self.skipped.last() {
                     Some(n) => n,
-                    None => self.stack.last().expect("the record is open").name.as_bytes(),
+                    None => self
+                        .stack
+                        .last()
+                        .expect("the record is open")
+                        .name
+                        .as_bytes(),
                 };
                 if found != expected {
                     return Err(Stop::Mismatch {
@@ -293,10 +316,17 @@ impl Build {
     }
 }
 
-/// The error quick-xml gives for a file that ends inside a token of kind `k`.
+/// The error quick-xml gives for a file that ends inside a token of kind `k` (`None`: too
+/// short to tell), whose bytes so far are `tok`.
 fn truncated(k: Option<Tok>, tok: &[u8]) -> (&'static str, String) {
     let t = |m: &str| ("XML_TRONQUE", m.to_string());
-    let _ = tok;
+    // quick-xml tells a `<!` token by its third byte alone.
+    let k = match (k, tok.get(2)) {
+        (None, Some(b'-')) => Some(Tok::Comment),
+        (None, Some(b'[')) => Some(Tok::CData),
+        (None, None) if tok.starts_with(b"<!") => Some(Tok::Bang),
+        _ => k,
+    };
     match k {
         None | Some(Tok::Start) | Some(Tok::End) => {
             t("balise non fermée avant la fin du fichier (fichier tronqué ?)")
@@ -308,9 +338,10 @@ fn truncated(k: Option<Tok>, tok: &[u8]) -> (&'static str, String) {
             "XML_MALFORME",
             "caractère « & » isolé : il doit être écrit &amp;".to_string(),
         ),
-        Some(Tok::Text) | Some(Tok::Bang) => t(
-            "fin de fichier inattendue : des éléments ne sont pas fermés (fichier tronqué ?)",
-        ),
+        Some(Tok::Bang) => ("XML_MALFORME", "balise « <! » invalide".to_string()),
+        Some(Tok::Text) => {
+            t("fin de fichier inattendue : des éléments ne sont pas fermés (fichier tronqué ?)")
+        }
     }
 }
 
@@ -327,8 +358,7 @@ impl FluxReader {
             let Some(i) = buf.iter().position(|&b| !is_ws(b)) else {
                 return Ok(None);
             };
-            if buf[i] != b'<' || i + 1 >= buf.len() || matches!(buf[i + 1], b'/' | b'!' | b'?')
-            {
+            if buf[i] != b'<' || i + 1 >= buf.len() || matches!(buf[i + 1], b'/' | b'!' | b'?') {
                 return Ok(None);
             }
             c.consume(i);
@@ -384,7 +414,8 @@ impl FluxReader {
                 ));
             }
             let k = kind(avail);
-            let whole = k.and_then(|k| token_end(k, avail).map(|n| (k, n)));
+            let mut quote = 0;
+            let whole = k.and_then(|k| token_end(k, avail, 0, &mut quote).map(|n| (k, n)));
             let stop = match whole {
                 Some((k, n)) => {
                     let after = before.saturating_add(n as u32);
@@ -398,6 +429,8 @@ impl FluxReader {
                     spill.extend_from_slice(avail);
                     let n = avail.len();
                     c.consume(n);
+                    // How far the token was searched, under which kind.
+                    let mut searched = k.map(|k| (k, n));
                     let (k, len) = loop {
                         let c = self.xml.get_mut();
                         let more = match c.fill_buf() {
@@ -411,10 +444,21 @@ impl FluxReader {
                         }
                         let old = spill.len();
                         spill.extend_from_slice(more);
-                        let found = kind(spill).and_then(|k| token_end(k, spill).map(|n| (k, n)));
+                        let found = match searched {
+                            Some((k, from)) => Some(k).zip(token_end(k, spill, from, &mut quote)),
+                            None => kind(spill).and_then(|k| {
+                                searched = Some((k, 0));
+                                quote = 0;
+                                Some(k).zip(token_end(k, spill, 0, &mut quote))
+                            }),
+                        };
+                        if let Some((k, _)) = searched {
+                            searched = Some((k, spill.len()));
+                        }
                         match found {
                             Some((k, len)) => {
-                                c.consume(len - old);
+                                // (Only a `<!` the scan let through could end before.)
+                                c.consume(len.saturating_sub(old));
                                 spill.truncate(len);
                                 break (k, len);
                             }
