@@ -618,32 +618,28 @@ impl FluxReader {
 
     /// A record read whole, with its path in the block and its fragment.
     fn record_item(&mut self, node: Node) -> Item {
-        {
-            {
-                let count = self.block_counts.entry(node.name.clone()).or_insert(0);
-                *count += 1;
-                let path = format!(
-                    "/flux/collectivite[{}]/{}[{}]",
-                    self.blocks, node.name, count
-                );
-                let fragment = if self.fragments {
-                    let c = self.xml.get_mut();
-                    let over = std::mem::take(&mut c.capture_over);
-                    // Copied out at its exact size: the capture buffer stays, at the size of
-                    // the largest record so far, instead of growing again for every record.
-                    c.capture.as_ref().filter(|_| !over).map(|b| {
-                        String::from_utf8(b.clone())
-                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-                    })
-                } else {
-                    None
-                };
-                Item::Record {
-                    node,
-                    path,
-                    fragment,
-                }
-            }
+        let count = self.block_counts.entry(node.name.clone()).or_insert(0);
+        *count += 1;
+        let path = format!(
+            "/flux/collectivite[{}]/{}[{}]",
+            self.blocks, node.name, count
+        );
+        let fragment = if self.fragments {
+            let c = self.xml.get_mut();
+            let over = std::mem::take(&mut c.capture_over);
+            // Copied out at its exact size: the capture buffer stays, at the size of the
+            // largest record so far, instead of growing again for every record.
+            c.capture.as_ref().filter(|_| !over).map(|b| {
+                String::from_utf8(b.clone())
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+            })
+        } else {
+            None
+        };
+        Item::Record {
+            node,
+            path,
+            fragment,
         }
     }
 
@@ -680,7 +676,8 @@ impl FluxReader {
         let base = self.event_start;
         root.span = (0, self.offset(base));
         if empty {
-            return Ok(root);
+            let text = attr_bytes(&root);
+            return Ok(finish(root, 1, text));
         }
         // The event buffer is taken out of `self` so that events can borrow it while nodes
         // are built (no copy of each tag).
@@ -696,8 +693,8 @@ impl FluxReader {
     }
 
     fn subtree(&mut self, root: Node, buf: &mut Vec<u8>, base: u64) -> Result<Node, FluxError> {
+        let (mut nodes, mut text) = (1usize, attr_bytes(&root));
         let mut stack = vec![root];
-        let (mut nodes, mut text) = (1usize, 0usize);
         // Depth of elements read but not kept once the record is over its budget.
         let mut skipping = 0usize;
         loop {
@@ -720,6 +717,7 @@ impl FluxReader {
                     let mut n = self.node(&e, false, at)?;
                     n.span.0 = before;
                     nodes += 1;
+                    text += attr_bytes(&n);
                     if over || skipping > 0 {
                         skipping += 1;
                     } else {
@@ -730,6 +728,7 @@ impl FluxReader {
                     let mut n = self.node(&e, true, at)?;
                     n.span = (before, self.offset(base));
                     nodes += 1;
+                    text += attr_bytes(&n);
                     if !over && skipping == 0 {
                         top(&mut stack).children.push(n);
                     }
@@ -769,11 +768,7 @@ impl FluxReader {
                     done.span.1 = self.offset(base);
                     match stack.last_mut() {
                         Some(parent) => parent.children.push(done),
-                        None => {
-                            done.weight = nodes.min(MAX_RECORD_NODES + 1) * NODE_BYTES
-                                + text.min(MAX_RECORD_TEXT + 1);
-                            return Ok(done);
-                        }
+                        None => return Ok(finish(done, nodes, text)),
                     }
                 }
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
@@ -842,6 +837,28 @@ fn attrs_of(
         out.push((intern(a.key.as_ref()), value.into_owned()));
     }
     Ok(out)
+}
+
+/// The bytes of an element's attribute values: they count in a record's text budget, so
+/// that a record of many large attributes is bounded like one of large texts.
+fn attr_bytes(n: &Node) -> usize {
+    n.attrs.iter().map(|(_, v)| v.len()).sum()
+}
+
+/// A record read to its end, of `nodes` elements and `text` bytes of text and attribute
+/// values: marked oversized when over either budget (its content then dropped, since it is
+/// rejected whole and only its position and span are read), weighed for the stages' batches.
+fn finish(mut root: Node, nodes: usize, text: usize) -> Node {
+    if nodes > MAX_RECORD_NODES || text > MAX_RECORD_TEXT {
+        root.oversized = true;
+    }
+    if root.oversized {
+        root.attrs = Vec::new();
+        root.text = String::new();
+        root.children = Vec::new();
+    }
+    root.weight = nodes.min(MAX_RECORD_NODES + 1) * NODE_BYTES + text.min(MAX_RECORD_TEXT + 1);
+    root
 }
 
 /// The element being read (the record itself at the bottom of the stack).

@@ -195,7 +195,7 @@ pub fn check_record(node: &mut Node, path: &str, ctx: &Context<'_>) -> Record {
         rec.error(
             "STRUCTURE_TAILLE",
             format!(
-                "enregistrement trop volumineux (plus de {} éléments ou {} Mo de texte) : il n'est pas lu en entier",
+                "enregistrement trop volumineux (plus de {} éléments ou {} Mo de texte et de valeurs d'attributs) : il n'est pas lu en entier",
                 crate::reader::MAX_RECORD_NODES,
                 crate::reader::MAX_RECORD_TEXT >> 20
             ),

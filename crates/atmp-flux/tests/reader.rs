@@ -271,6 +271,54 @@ fn an_oversized_record_is_rejected_in_bounded_memory() {
     assert_eq!(v.errors[0].path, "/flux/collectivite[1]/agent[1]");
 }
 
+/// Attribute values count in a record's budget: a record of large attributes (each under the
+/// scan's limits) is rejected like one of large texts, keeps nothing of its content and weighs
+/// what it holds, wherever the attributes stand (on the record, empty or not, or inside it).
+#[test]
+fn a_record_of_large_attributes_is_rejected_and_dropped() {
+    let value = "v".repeat(900_000);
+    let attrs: String = (0..3).map(|i| format!(" a{i}=\"{value}\"")).collect();
+    let cases = [
+        format!("<agent{attrs}><nir>1</nir></agent>\n"),
+        format!("<agent{attrs}/>\n"),
+        format!("<agent><nir>1</nir><x{attrs}/></agent>\n"),
+        format!("<agent><nir>1</nir><a b=\"{value}\"><c d=\"{value}\"/><e f=\"{value}\">t</e></a></agent>\n"),
+    ];
+    for case in &cases {
+        let text = doc("UTF-8", &format!("{case}{}", agent("C", "D")));
+        let v = check(text.as_bytes());
+        assert_eq!(
+            v.errors.len(),
+            1,
+            "{:?}",
+            &v.errors[..v.errors.len().min(3)]
+        );
+        assert_eq!(v.errors[0].code, "STRUCTURE_TAILLE");
+        assert_eq!(v.errors[0].path, "/flux/collectivite[1]/agent[1]");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.xml");
+        std::fs::write(&p, &text).unwrap();
+        let mut r = FluxReader::open(&p, &atmp_flux::Limits::default()).unwrap();
+        let mut nodes = Vec::new();
+        while let Some(item) = r.next_item().unwrap() {
+            if let Item::Record { node, .. } = item {
+                nodes.push(node);
+            }
+        }
+        assert_eq!(nodes.len(), 2);
+        let big = &nodes[0];
+        assert!(big.oversized);
+        assert!(big.attrs.is_empty() && big.children.is_empty() && big.text.is_empty());
+        assert!(
+            big.weight <= atmp_flux::MAX_RECORD_TEXT + 8 * 160,
+            "{}",
+            big.weight
+        );
+        assert!(!nodes[1].oversized);
+        assert_eq!(nodes[1].children.len(), 5);
+    }
+}
+
 /// A record's fragment is its bytes as read, and each sub-record's span cuts its own element
 /// out of it: what the quarantine keeps and what a replay leaves out.
 #[test]

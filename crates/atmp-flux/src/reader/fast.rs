@@ -20,7 +20,7 @@ use std::io::BufRead;
 
 use quick_xml::events::{BytesCData, BytesStart, BytesText};
 
-use super::{check_ref, intern_with_hint, FluxReader, Item, Node, NODE_BYTES};
+use super::{attr_bytes, check_ref, finish, intern_with_hint, FluxReader, Item, Node};
 use super::{MAX_RECORD_NODES, MAX_RECORD_TEXT};
 use crate::FluxError;
 
@@ -199,9 +199,10 @@ impl Build {
         if self.stack.is_empty() {
             let (mut root, empty) = self.element(tok, at).map_err(Stop::Fail)?;
             self.nodes = 1;
+            self.text = attr_bytes(&root);
             root.span = (0, after);
             if empty {
-                return Err(Stop::Done(root));
+                return Err(Stop::Done(finish(root, self.nodes, self.text)));
             }
             self.stack.push(root);
             return Ok(());
@@ -216,6 +217,7 @@ impl Build {
             Tok::Start => {
                 let (mut n, empty) = self.element(tok, at).map_err(Stop::Fail)?;
                 self.nodes += 1;
+                self.text += attr_bytes(&n);
                 if empty {
                     n.span = (before, after);
                     if keep {
@@ -295,11 +297,7 @@ impl Build {
                 done.span.1 = after;
                 match self.stack.last_mut() {
                     Some(parent) => parent.children.push(done),
-                    None => {
-                        done.weight = self.nodes.min(MAX_RECORD_NODES + 1) * NODE_BYTES
-                            + self.text.min(MAX_RECORD_TEXT + 1);
-                        return Err(Stop::Done(done));
-                    }
+                    None => return Err(Stop::Done(finish(done, self.nodes, self.text))),
                 }
             }
             Tok::Comment | Tok::Pi => {}

@@ -138,6 +138,16 @@ fn oversized_records_read_alike() {
         format!("<agent>{many}<d><e>1</d></agent>\n"),
         format!("<agent>{long}</agent>\n<agent><nir>1</nir></agent>\n"),
         format!("<agent>{long}<z>{chunk}</y></agent>\n"),
+        // Over the budget by attribute values, on the record (empty or not) and inside it.
+        format!(
+            "<agent a=\"{chunk}\" b=\"{chunk}\" c=\"{chunk}\"><nir>1</nir></agent>\n<agent/>\n"
+        ),
+        format!(
+            "<agent a=\"{chunk}\" b=\"{chunk}\" c=\"{chunk}\"/>\n<agent><nir>1</nir></agent>\n"
+        ),
+        format!(
+            "<agent><x a=\"{chunk}\"/><y b=\"{chunk}\"><z c=\"{chunk}\">t</z></y><w/></agent>\n"
+        ),
     ];
     let mut fast = 0;
     for case in &cases {
