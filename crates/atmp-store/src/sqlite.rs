@@ -497,7 +497,9 @@ impl FileTx for SqliteFileTx<'_> {
                 table.name()
             ));
         }
-        let sql = format!("{} ORDER BY 1, 3", selects.join(" UNION ALL "));
+        // Ordered by part then id in `dossier`, not by SQL: an `ORDER BY` over the union
+        // ran SQLite's sorter for every agent of a re-import, for a handful of rows.
+        let sql = selects.join(" UNION ALL ");
         self.stmts.push(self.conn.prepare(&sql)?);
         self.dossier_widths.push((
             self.stmts.len() - 1,
@@ -533,6 +535,8 @@ impl FileTx for SqliteFileTx<'_> {
                 },
             ));
         }
+        // As `ORDER BY part, id` (ids are unique in a table).
+        out.sort_unstable_by_key(|(part, _, f)| (*part, f.id));
         Ok(out)
     }
 
