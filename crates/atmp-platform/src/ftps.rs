@@ -250,6 +250,12 @@ fn receive(shared: &Shared, user: &str, ftp_path: &str) -> Result<Option<i64>, P
     let stored = shared.spool_path(user, rel);
     std::fs::rename(&src, &stored)?;
     crate::worker::make_read_only(&stored)?;
+    // On disk before its job is recorded: an upload answered `226` survives a power loss
+    // (the upload itself was synced as it was written, see `ftps_storage::Capped`).
+    std::fs::File::open(&stored)?.sync_all()?;
+    if let Some(dir) = stored.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     let size = std::fs::metadata(&stored)?.len();
     let id = queue_received(shared, user, rel, &stored, size)?;
     shared.wake_worker();

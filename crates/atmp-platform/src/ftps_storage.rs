@@ -317,12 +317,21 @@ fn used(home: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Stops a stream after `left` bytes with an error that says why.
+/// Stops a stream after `left` bytes with an error that says why; and, every
+/// [`SYNC_EVERY`] bytes, has what was written of `target` so far synced to disk on a
+/// blocking thread (one sync at a time), so that the sync of the whole file before its job
+/// is recorded (`ftps::receive`) only has the last slice left to write.
 struct Capped<R> {
     inner: R,
     left: u64,
     over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    target: std::path::PathBuf,
+    since_sync: u64,
+    syncing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How many bytes of an upload are written between two syncs of its file.
+const SYNC_EVERY: u64 = 64 << 20;
 
 impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Capped<R> {
     fn poll_read(
@@ -341,6 +350,20 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Capped<R> {
                 )));
             }
             self.left -= n;
+            self.since_sync += n;
+            if self.since_sync >= SYNC_EVERY
+                && !self.syncing.swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                self.since_sync = 0;
+                let (target, syncing) = (self.target.clone(), self.syncing.clone());
+                // Any descriptor of the file syncs its data (the inode's dirty pages).
+                tokio::task::spawn_blocking(move || {
+                    if let Ok(f) = std::fs::File::open(&target) {
+                        let _ = f.sync_data();
+                    }
+                    syncing.store(false, std::sync::atomic::Ordering::Release);
+                });
+            }
         }
         r
     }
@@ -523,6 +546,9 @@ impl StorageBackend<Sender> for Guarded {
             inner: input,
             left,
             over: over.clone(),
+            target: target.clone(),
+            since_sync: 0,
+            syncing: Default::default(),
         };
         let r = self.inner.put(user, capped, path, start_pos).await;
         if over.load(std::sync::atomic::Ordering::Relaxed) {
