@@ -46,6 +46,32 @@ pub const MAX_RECORD_TEXT: usize = 2 * 1024 * 1024;
 const NODE_BYTES: usize = 160;
 
 impl Node {
+    /// An element as its start tag opens it: no text yet, room for the `hint` children the
+    /// format gives it unless it is empty (both readers build their nodes here).
+    fn opened(
+        name: Cow<'static, str>,
+        attrs: Vec<(Cow<'static, str>, String)>,
+        empty: bool,
+        hint: usize,
+        at: (u64, u64),
+    ) -> Node {
+        Node {
+            name,
+            attrs,
+            text: String::new(),
+            children: if empty {
+                Vec::new()
+            } else {
+                Vec::with_capacity(hint)
+            },
+            line: at.0,
+            column: at.1,
+            oversized: false,
+            weight: 0,
+            span: (0, 0),
+        }
+    }
+
     /// An element with no content (for writers and tests).
     pub fn new(name: &str) -> Node {
         Node {
@@ -799,21 +825,7 @@ impl FluxReader {
         } else {
             self.attrs(e, at)?
         };
-        Ok(Node {
-            name,
-            attrs,
-            text: String::new(),
-            children: if empty {
-                Vec::new()
-            } else {
-                Vec::with_capacity(hint)
-            },
-            line: at.0,
-            column: at.1,
-            oversized: false,
-            weight: 0,
-            span: (0, 0),
-        })
+        Ok(Node::opened(name, attrs, empty, hint, at))
     }
 }
 

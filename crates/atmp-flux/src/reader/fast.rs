@@ -168,21 +168,7 @@ impl Build {
             let content = std::str::from_utf8(inner).unwrap_or("\u{FFFD}");
             super::attrs_of(&BytesStart::from_content(content, name_len), at)?
         };
-        let node = Node {
-            name,
-            attrs,
-            text: String::new(),
-            children: if empty {
-                Vec::new()
-            } else {
-                Vec::with_capacity(hint)
-            },
-            line: at.0,
-            column: at.1,
-            oversized: false,
-            weight: 0,
-            span: (0, 0),
-        };
+        let node = Node::opened(name, attrs, empty, hint, at);
         Ok((node, empty))
     }
 
